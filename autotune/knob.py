@@ -1,0 +1,218 @@
+"""The Knob: one thing autotune can tune, and how a chosen value changes a training run.
+
+A knob owns one or more settings (its `params`). The first param carries the knob's own name
+(`optimizer`); the others are conditional sub-settings (`momentum` only when `optimizer` is sgd).
+A knob changes a run only through `apply`, which edits a `TrainingPlan` before the engine builds
+anything. The engine reads the plan and knows no knob by name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+from autotune.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from autotune.hardware import Hardware
+    from autotune.workloads import Workload
+
+ParamType = Literal["int", "float", "categorical", "bool"]
+KnobKind = Literal["systems", "statistical"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One setting and its default search range.
+
+    `low`/`high`/`log`/`step` (numbers) or `choices` (categorical) are the default search space.
+    `valid` bounds what the knob accepts at all (a search space may not go outside it); for
+    categoricals, `accepted` lists every value the knob takes when that is more than the default
+    `choices` (fp16 runs on CPU but is not worth searching there).
+    `when` makes the param conditional: `{"optimizer": ("sgd", "rmsprop")}` means it exists only
+    when the `optimizer` setting is one of those values.
+    """
+
+    name: str
+    type: ParamType
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+    accepted: tuple[Any, ...] | None = None
+    valid: tuple[float | None, float | None] = (None, None)
+    when: dict[str, tuple[Any, ...]] | None = None
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type == "bool" and self.choices is None:
+            object.__setattr__(self, "choices", (False, True))
+        if self.type in ("categorical", "bool"):
+            if not self.choices:
+                raise ValueError(f"param '{self.name}': a {self.type} param needs choices")
+        elif self.low is None or self.high is None:
+            raise ValueError(f"param '{self.name}': a {self.type} param needs low and high")
+
+    @property
+    def allowed_choices(self) -> tuple[Any, ...]:
+        return self.accepted or self.choices or ()
+
+    def active(self, settings: dict[str, Any]) -> bool:
+        """Whether this param exists under the other settings (conditional params)."""
+        if not self.when:
+            return True
+        return all(settings.get(key) in values for key, values in self.when.items())
+
+    def coerce(self, value: Any) -> Any:
+        """Turn a value (possibly a string from the command line) into this param's type.
+
+        Raises UsageError naming the param when the value does not fit.
+        """
+        try:
+            converted = _convert(self.type, value)
+        except (TypeError, ValueError):
+            raise UsageError(
+                f"setting '{self.name}': expected {_describe(self)}, got {value!r}"
+            ) from None
+        if self.type in ("categorical", "bool"):
+            allowed = self.allowed_choices
+            matches = [c for c in allowed if c == converted or str(c) == str(converted)]
+            if not matches:
+                raise UsageError(
+                    f"setting '{self.name}': {value!r} is not one of {', '.join(map(str, allowed))}"
+                )
+            return matches[0]
+        lo, hi = self.valid
+        if (lo is not None and converted < lo) or (hi is not None and converted > hi):
+            raise UsageError(
+                f"setting '{self.name}': {converted} is outside the accepted range "
+                f"[{_fmt(lo)}, {_fmt(hi)}]"
+            )
+        return converted
+
+
+def _fmt(bound: float | None) -> str:
+    return "-inf" if bound is None else str(bound)
+
+
+def _describe(param: Param) -> str:
+    return {"int": "an integer", "float": "a number", "bool": "true or false"}.get(
+        param.type, "one of " + ", ".join(map(str, param.allowed_choices))
+    )
+
+
+def _convert(type_: ParamType, value: Any) -> Any:
+    if type_ == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(value)
+    if type_ == "int":
+        if isinstance(value, bool):
+            raise TypeError(value)
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        return int(str(value).strip())
+    if type_ == "float":
+        if isinstance(value, bool):
+            raise TypeError(value)
+        result = float(value)
+        if not math.isfinite(result):
+            raise ValueError(value)
+        return result
+    # categorical: keep native types (ints stay ints) but accept their string form
+    if isinstance(value, str):
+        text = value.strip()
+        for parse in (int, float):
+            try:
+                return parse(text)
+            except ValueError:
+                pass
+        return text
+    return value
+
+
+@dataclass
+class TrainingPlan:
+    """Everything the engine builds a run from. Knobs edit it in `Knob.apply`.
+
+    The engine fills `device`, `hardware`, `workload` and the workload's defaults first; knobs then
+    change fields or append callables. Callables run in `order` (lower first): pruning (10) must
+    happen before channels_last (20), and torch.compile (90) last.
+    """
+
+    device: "torch.device"
+    hardware: "Hardware"
+    workload: "Workload"
+    batch_size: int = 64
+    loader: dict[str, Any] = field(default_factory=dict)
+    optimizer_factory: Callable[..., "torch.optim.Optimizer"] | None = None
+    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    autocast_dtype: "torch.dtype | None" = None
+    grad_scaler: bool = False
+    loss_fn: Callable[..., "torch.Tensor"] | None = None
+    model_transforms: list[tuple[int, Callable[[Any], Any]]] = field(default_factory=list)
+    input_transforms: list[Callable[[Any], Any]] = field(default_factory=list)
+    grad_hooks: list[Callable[[Any], None]] = field(default_factory=list)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def transform_model(self, fn: Callable[[Any], Any], order: int = 50) -> None:
+        """Register `fn(model) -> model`, run after the model is on its device."""
+        self.model_transforms.append((order, fn))
+
+    def transform_inputs(self, fn: Callable[[Any], Any]) -> None:
+        """Register `fn(inputs) -> inputs`, run on each batch after it reaches the device."""
+        self.input_transforms.append(fn)
+
+    def on_gradients(self, fn: Callable[[Any], None]) -> None:
+        """Register `fn(model)`, run after backward (gradients unscaled) and before the step."""
+        self.grad_hooks.append(fn)
+
+    def on_cleanup(self, fn: Callable[[], None]) -> None:
+        """Register `fn()`, run when the run ends, to undo process-wide changes."""
+        self.cleanups.append(fn)
+
+
+class Knob:
+    """Base class for a tunable knob. Subclass it and register an instance from a plugin.
+
+    Class attributes:
+      name: the knob's snake_case name, the same string in spaces, database rows and the CLI.
+      help: one line for `autotune plugins` and `space show`.
+      kind: "systems" (no effect on what is learned) or "statistical" (changes what is learned).
+    """
+
+    name: str = ""
+    help: str = ""
+    kind: KnobKind = "systems"
+
+    def params(self, hardware: "Hardware") -> list[Param]:
+        """The knob's settings with their default search space on this hardware."""
+        raise NotImplementedError
+
+    def baseline(self, hardware: "Hardware") -> dict[str, Any]:
+        """The settings of an untuned run (used where the workload's recipe says nothing)."""
+        raise NotImplementedError
+
+    def unavailable(self, hardware: "Hardware") -> str | None:
+        """Why this knob does not apply on this hardware, or None when it does."""
+        return None
+
+    def apply(self, settings: dict[str, Any], plan: TrainingPlan) -> None:
+        """Change the run: `settings` holds this knob's active settings, already validated."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<Knob {self.name}>"

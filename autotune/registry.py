@@ -1,0 +1,269 @@
+"""Loading plugins and collecting what they register.
+
+Order: built-in plugins (DEFAULT_PLUGINS), then installed distributions in the `autotune`
+entry-point group (all, or those named in AUTOTUNE_LOAD_PLUGINS), then plugin files from
+AUTOTUNE_PLUGINS_DIR and `--plugin PATH`. Built-ins go through the same `pm.register` path as
+everything else; only their `source` label differs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import pluggy
+
+from autotune import hookspecs
+from autotune.errors import PluginError, UsageError
+from autotune.knob import Knob
+
+if TYPE_CHECKING:
+    from autotune.workloads import Workload
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "autotune"
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "autotune.plugins.batch_size",
+    "autotune.plugins.optimizer",
+    "autotune.plugins.learning_rate",
+    "autotune.plugins.workers",
+    "autotune.plugins.precision",
+    "autotune.plugins.pruning",
+    "autotune.plugins.channels_last",
+    "autotune.plugins.cudnn_benchmark",
+    "autotune.plugins.torch_compile",
+    "autotune.plugins.threads",
+    "autotune.workloads",
+)
+
+
+@dataclass
+class PluginInfo:
+    """What `autotune plugins` shows about one loaded plugin."""
+
+    name: str
+    source: str  # "built-in", "entry point", "file"
+    module: str
+    path: str | None = None
+    version: str | None = None
+    knobs: list[str] = field(default_factory=list)
+    workloads: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "module": self.module,
+            "path": self.path,
+            "version": self.version,
+            "knobs": self.knobs,
+            "workloads": self.workloads,
+        }
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins registered, in registration order."""
+
+    plugins: list[PluginInfo]
+    knobs: dict[str, Knob]
+    knob_plugins: dict[str, str]
+    workloads: dict[str, Callable[[], "Workload"]]
+    disabled: dict[str, str]  # knob name -> why it is off
+    plugin_paths: tuple[str, ...] = ()
+    disabled_knobs: tuple[str, ...] = ()
+
+    def knob(self, name: str) -> Knob:
+        try:
+            return self.knobs[name]
+        except KeyError:
+            raise UsageError(f"unknown knob '{name}' (known: {', '.join(self.knobs)})") from None
+
+    def setting_owner(self) -> dict[str, Knob]:
+        """Map every setting name (knob names and their sub-settings) to its knob."""
+        from autotune.hardware import detect
+
+        owners: dict[str, Knob] = {}
+        hardware = detect()
+        for knob in self.knobs.values():
+            for param in knob.params(hardware):
+                owners[param.name] = knob
+        return owners
+
+
+def _entry_point_selection() -> set[str] | None:
+    raw = os.environ.get("AUTOTUNE_LOAD_PLUGINS")
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def _import_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise PluginError(f"plugin file {path}: not found")
+    module_name = f"autotune_plugin_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"plugin file {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a plugin may raise anything on import
+        sys.modules.pop(module_name, None)
+        raise PluginError(f"plugin file {path}: failed to import: {_describe(exc)}") from exc
+    return module
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _plugin_files(plugin_paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    files: list[Path] = []
+    plugins_dir = os.environ.get("AUTOTUNE_PLUGINS_DIR")
+    if plugins_dir:
+        directory = Path(plugins_dir)
+        if not directory.is_dir():
+            raise PluginError(f"AUTOTUNE_PLUGINS_DIR={plugins_dir}: not a directory")
+        files.extend(sorted(p for p in directory.glob("*.py") if not p.name.startswith("_")))
+    files.extend(Path(p) for p in plugin_paths)
+    return files
+
+
+def load_registry(
+    plugin_paths: Iterable[str | os.PathLike[str]] = (),
+    disabled_knobs: Iterable[str] = (),
+    entry_points: bool = True,
+) -> Registry:
+    """Load every plugin and collect their knobs and workloads.
+
+    Raises PluginError naming the plugin when one fails to import, raises inside a hook, or
+    registers a knob name another plugin already took.
+    """
+    plugin_paths = tuple(str(p) for p in plugin_paths)
+    disabled_knobs = tuple(disabled_knobs)
+    pm = pluggy.PluginManager("autotune")
+    pm.add_hookspecs(hookspecs)
+    infos: dict[str, PluginInfo] = {}
+
+    def add(module: ModuleType, info: PluginInfo) -> None:
+        if pm.is_registered(module):
+            return
+        pm.register(module, name=info.name)
+        infos[info.name] = info
+
+    for dotted in DEFAULT_PLUGINS:
+        module = importlib.import_module(dotted)
+        add(module, PluginInfo(name=dotted, source="built-in", module=dotted))
+
+    if entry_points:
+        selection = _entry_point_selection()
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if selection is not None and ep.name not in selection:
+                continue
+            try:
+                module = ep.load()
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin '{ep.name}' (entry point {ep.value}): failed to import: {_describe(exc)}"
+                ) from exc
+            dist = ep.dist
+            add(
+                module,
+                PluginInfo(
+                    name=ep.name,
+                    source="entry point",
+                    module=ep.value,
+                    version=dist.version if dist else None,
+                ),
+            )
+
+    for path in _plugin_files(plugin_paths):
+        module = _import_file(path)
+        add(
+            module,
+            PluginInfo(
+                name=path.stem, source="file", module=module.__name__, path=str(path.resolve())
+            ),
+        )
+
+    pm.check_pending()
+
+    knobs: dict[str, Knob] = {}
+    knob_plugins: dict[str, str] = {}
+    workloads: dict[str, Callable[[], Workload]] = {}
+    workload_plugins: dict[str, str] = {}
+
+    for impl in pm.hook.register_knobs.get_hookimpls():
+        plugin = impl.plugin_name
+
+        def register_knob(knob: Knob, _plugin: str = plugin) -> None:
+            if not isinstance(knob, Knob) or not knob.name:
+                raise PluginError(
+                    f"plugin '{_plugin}': register_knobs got {knob!r}, expected a Knob with a name"
+                )
+            if knob.name in knobs:
+                raise PluginError(
+                    f"knob '{knob.name}' is registered by two plugins: "
+                    f"'{knob_plugins[knob.name]}' and '{_plugin}'"
+                )
+            knobs[knob.name] = knob
+            knob_plugins[knob.name] = _plugin
+            infos[_plugin].knobs.append(knob.name)
+
+        _call(impl, "register_knobs", register=register_knob)
+
+    for impl in pm.hook.register_workloads.get_hookimpls():
+        plugin = impl.plugin_name
+
+        def register_workload(
+            name: str, factory: Callable[[], Workload], _plugin: str = plugin
+        ) -> None:
+            if name in workloads:
+                raise PluginError(
+                    f"workload '{name}' is registered by two plugins: "
+                    f"'{workload_plugins[name]}' and '{_plugin}'"
+                )
+            workloads[name] = factory
+            workload_plugins[name] = _plugin
+            infos[_plugin].workloads.append(name)
+
+        _call(impl, "register_workloads", register=register_workload)
+
+    disabled: dict[str, str] = {}
+    for name in disabled_knobs:
+        if name not in knobs:
+            raise UsageError(f"--disable-knob: unknown knob '{name}' (known: {', '.join(knobs)})")
+        disabled[name] = "disabled by --disable-knob"
+        del knobs[name]
+
+    return Registry(
+        plugins=list(infos.values()),
+        knobs=knobs,
+        knob_plugins=knob_plugins,
+        workloads=workloads,
+        disabled=disabled,
+        plugin_paths=plugin_paths,
+        disabled_knobs=disabled_knobs,
+    )
+
+
+def _call(impl: pluggy.HookImpl, hook: str, **kwargs: Any) -> None:
+    """Call one plugin's implementation so a failure can be pinned on that plugin."""
+    try:
+        impl.function(**{name: kwargs[name] for name in impl.argnames})
+    except PluginError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"plugin '{impl.plugin_name}' raised in {hook}: {_describe(exc)}") from exc

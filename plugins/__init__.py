@@ -1,0 +1,1 @@
+"""autotune's built-in knobs: each module is an ordinary plugin, registered like a third party's."""
