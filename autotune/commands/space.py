@@ -1,0 +1,36 @@
+"""`autotune space show`: what a search space resolves to on this hardware."""
+
+from __future__ import annotations
+
+import click
+
+from autotune.commands.options import echo_json, get_registry, json_option, registry_options
+
+
+@click.group()
+def space() -> None:
+    """Inspect search spaces (search_spaces/*.toml or your own file)."""
+
+
+@space.command("show")
+@click.argument("name", required=False, default="default")
+@json_option
+@click.option("--device", default=None, help="Resolve for this device type (default: best available).")
+@registry_options
+def show(name: str, as_json: bool, device: str | None, plugin_paths: tuple[str, ...],
+         disabled_knobs: tuple[str, ...]) -> None:
+    """Show the resolved search space NAME (a bundled name or a TOML path; default: default)."""
+    from autotune.commands.trial import resolve_device
+    from autotune.space import load_space
+
+    registry = get_registry(plugin_paths, disabled_knobs)
+    hardware = resolve_device(device)
+    resolved = load_space(name, registry, hardware)
+    if as_json:
+        echo_json(resolved.to_dict())
+    else:
+        click.echo(resolved.describe())
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(space)

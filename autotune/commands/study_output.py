@@ -1,0 +1,132 @@
+"""How a study shows itself without the terminal UI: one line per finished trial, then a report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
+
+
+def _v(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_v(v, digits) for v in value)
+    return str(value)
+
+
+def _settings(settings: dict[str, Any], keys: list[str] | None = None) -> str:
+    items = settings.items() if keys is None else ((k, settings[k]) for k in keys if k in settings)
+    return " ".join(f"{k}={_v(v, 3)}" for k, v in items)
+
+
+class LineReporter:
+    """Receives runner events; prints one line per finished trial to stderr."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.console = Console(stderr=True, highlight=False)
+        self.quiet = quiet
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        if kind == "trial_finished":
+            state = data["state"]
+            style = STATE_STYLE.get(state, "white")
+            tag = " baseline" if data.get("baseline") else ""
+            best = " [bold]new best[/]" if data.get("new_best") else ""
+            value = _v(data["value"]) if state == "COMPLETE" else (data.get("reason") or "")
+            duration = f"{data['duration']:.1f}s" if data.get("duration") else "-"
+            self.console.print(
+                f"[{data['done']:>3}/{data['total']}] trial {data['number']:<3}{tag} "
+                f"[{style}]{state:<8}[/] {duration:>6}  {value}{best}  "
+                f"[dim]{_settings(data['settings'], _KEYS)}[/]"
+            )
+        elif kind == "confirming":
+            self.console.print(f"[dim]confirming: {data['which']} run {data['run']}/{data['of']}[/]")
+        elif kind == "paused":
+            self.console.print("[yellow]paused[/] (autotune study resume NAME)")
+        elif kind == "resumed":
+            self.console.print("[green]resumed[/]")
+
+
+_KEYS = ["batch_size", "optimizer", "learning_rate", "precision", "workers", "channels_last",
+         "torch_compile", "pruning", "threads"]
+
+
+def print_report(report: dict[str, Any]) -> None:
+    console = Console(highlight=False)
+    c = report["counts"]
+    console.print(
+        f"\n[bold]study {report['study']}[/]  {report['workload']} on {report['device']}, "
+        f"objective {report['objective']}, budget {report['budget']}, "
+        f"target accuracy {_v(report.get('target'))}"
+    )
+    console.print(f"trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed")
+    if "pareto_front" in report:
+        table = Table("trial", "val_accuracy", "throughput", "peak memory MiB", "settings", title="Pareto front")
+        for t in report["pareto_front"]:
+            acc, thr, mem = t["value"]
+            table.add_row(str(t["number"]), _v(acc), _v(thr, 5), _v(mem / 2**20, 5), _settings(t["settings"], _KEYS))
+        console.print(table)
+        return
+    best, base = report.get("best"), report.get("baseline")
+    if not best:
+        console.print("[red]no trial completed[/]: see `autotune study show " + report["study"] + "`")
+        return
+    table = Table("", "baseline" + (f" (trial {base['number']})" if base else ""), f"best (trial {best['number']})",
+                  title="baseline vs best")
+    table.add_row("objective", _v(base["value"]) if base else "-", _v(best["value"]))
+    for key, label, scale in (
+        ("time_to_target", "time to target (s)", 1.0), ("throughput", "throughput (samples/s)", 1.0),
+        ("val_accuracy", "val accuracy", 1.0), ("step_time_p50", "step p50 (ms)", 1000.0),
+        ("data_wait_fraction", "data wait", 1.0), ("peak_memory_bytes", "peak memory (MiB)", 1 / 2**20),
+    ):
+        b = base["metrics"].get(key) if base else None
+        t = best["metrics"].get(key)
+        table.add_row(label, _v(b * scale if b is not None else None), _v(t * scale if t is not None else None))
+    console.print(table)
+    console.print("[bold]best configuration[/]: " + _settings(best["settings"]))
+    conf = report.get("confirmation")
+    if conf and conf.get("speedup_median") is not None:
+        console.print(
+            f"[bold green]confirmed speedup {conf['speedup_median']:.2f}x[/] "
+            f"(min {conf['speedup_min']:.2f}x, max {conf['speedup_max']:.2f}x over "
+            f"{conf['valid_pairs']} paired re-runs of best and baseline)"
+        )
+    elif report.get("speedup_in_search"):
+        console.print(f"speedup during the search: {report['speedup_in_search']:.2f}x (not confirmed)")
+    console.print(f"export it: autotune study export {report['study']} > best.toml; "
+                  f"autotune trial run --config best.toml")
+
+
+def print_show(data: dict[str, Any]) -> None:
+    console = Console(highlight=False)
+    s = data["summary"]
+    console.print(" ".join(f"[bold]{k}[/]={_v(v)}" for k, v in s.items() if not isinstance(v, dict)))
+    table = Table("#", "state", "value", "throughput", "accuracy", "duration", "reason / settings")
+    for t in data["trials"]:
+        metrics = t.get("metrics", {})
+        dur = t.get("duration")
+        table.add_row(
+            str(t["number"]), t.get("state", "?"), _v(t.get("value", t.get("values"))),
+            _v(metrics.get("throughput"), 5), _v(metrics.get("val_accuracy"), 3),
+            f"{dur:.1f}s" if isinstance(dur, (int, float)) else "-",
+            t.get("reason") or _settings(t.get("settings", {}), _KEYS),
+        )
+    console.print(table)
+    if data.get("importances"):
+        console.print("[bold]parameter importances[/]")
+        for name, value in data["importances"].items():
+            console.print(f"  {name:<16} {'#' * int(round(value * 40)):<40} {value:.2f}")
+    if data.get("pareto_front"):
+        console.print(f"Pareto front: trials {', '.join(map(str, data['pareto_front']))}")
+    conf = data.get("confirmation")
+    if conf and conf.get("speedup_median") is not None:
+        console.print(f"confirmed speedup {conf['speedup_median']:.2f}x "
+                      f"(min {conf['speedup_min']:.2f}x, max {conf['speedup_max']:.2f}x)")

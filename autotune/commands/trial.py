@@ -1,0 +1,145 @@
+"""`autotune trial run`: train one configuration for real and print what it measured."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from autotune.commands.options import echo_json, get_registry, json_option, registry_options
+
+FAILED = ("failed", "oom", "unsupported", "diverged")
+
+
+def budget_options(fn: Any) -> Any:
+    for decl, kind, help_ in (
+        ("--budget-seconds", float, "Train for this many seconds of training time."),
+        ("--budget-steps", int, "Train for this many optimizer steps."),
+        ("--budget-epochs", int, "Train for this many epochs (default: 3)."),
+    ):
+        fn = click.option(decl, type=kind, default=None, help=help_)(fn)
+    return fn
+
+
+def make_budget(epochs: int | None, steps: int | None, seconds: float | None, default_epochs: int = 3) -> Any:
+    from autotune.engine import Budget
+
+    if epochs is None and steps is None and seconds is None:
+        epochs = default_epochs
+    return Budget(epochs=epochs, steps=steps, seconds=seconds)
+
+
+def workload_options(fn: Any) -> Any:
+    fn = click.option("--download", is_flag=True, help="Allow torchvision datasets to download (needs internet).")(fn)
+    fn = click.option("--data-dir", type=click.Path(file_okay=False), help="Where cifar10/mnist data lives.")(fn)
+    fn = click.option(
+        "--workload", "-w", default=None, metavar="NAME|MODULE:FUNC",
+        help="A registered workload (digits, cifar10, mnist, synthetic-resnet18) or an import path. Default: digits.",
+    )(fn)
+    return fn
+
+
+def resolve_device(device: str | None) -> Any:
+    from autotune.errors import UsageError
+    from autotune.hardware import available_device_types, detect
+
+    if device is not None:
+        kind = device.split(":")[0]
+        if kind not in available_device_types():
+            raise UsageError(
+                f"--device {device}: not available here (available: {', '.join(available_device_types())})"
+            )
+        return detect(kind)
+    return detect()
+
+
+@click.group()
+def trial() -> None:
+    """Run single configurations."""
+
+
+@trial.command("run")
+@workload_options
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="A setting, e.g. --set batch_size=256 --set precision=bf16 (repeatable).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="A TOML or JSON config (e.g. from `autotune study export`); --set wins over it.")
+@budget_options
+@click.option("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, shuffling and augmentation.")
+@click.option("--target", type=click.FloatRange(0, 1), default=None,
+              help="Validation accuracy whose training time to report (time_to_target).")
+@json_option
+@registry_options
+def run_cmd(
+    workload: str | None, data_dir: str | None, download: bool, assignments: tuple[str, ...],
+    config_file: str | None, budget_epochs: int | None, budget_steps: int | None,
+    budget_seconds: float | None, device: str | None, seed: int, target: float | None,
+    as_json: bool, plugin_paths: tuple[str, ...], disabled_knobs: tuple[str, ...],
+) -> None:
+    """Train one configuration of a workload and print its measured metrics.
+
+    Settings not given keep the workload's baseline recipe (batch 64, SGD lr=0.01 momentum 0.9,
+    fp32, no workers, no pruning for the built-ins). Exit code 1 when the run fails.
+    """
+    from autotune import engine
+    from autotune.config import load_config_file, parse_assignments, resolve_settings
+    from autotune.workloads import DEFAULT_WORKLOAD, load_workload
+
+    budget = make_budget(budget_epochs, budget_steps, budget_seconds)
+    overrides: dict[str, Any] = {}
+    if config_file:
+        config = load_config_file(config_file)
+        overrides.update(config["settings"])
+        workload = workload or config["workload"]
+    overrides.update(parse_assignments(list(assignments)))
+    registry = get_registry(plugin_paths, disabled_knobs)
+    hardware = resolve_device(device)
+    spec = workload or DEFAULT_WORKLOAD
+    wl = load_workload(spec, registry, data_dir=data_dir, download=download)
+    settings = resolve_settings(registry, hardware, wl, overrides)
+    if not as_json:
+        click.echo(f"training {spec} on {hardware.device_type} for {budget.describe()} ...", err=True)
+    result = engine.run(wl, settings, registry, hardware, budget, device=device, seed=seed, target=target)
+    data = result.to_dict()
+    tb = data.pop("traceback")
+    if click.get_current_context().find_root().params.get("debug") and tb:
+        click.echo(tb, err=True)
+    data["workload"] = spec
+    data["budget"] = budget.describe()
+    if as_json:
+        echo_json(data)
+    else:
+        _print_result(data)
+    if result.status in FAILED:
+        if not as_json:
+            click.echo(f"autotune: run {result.status}: {result.error}", err=True)
+        raise SystemExit(1)
+
+
+def _fmt(value: Any, unit: str = "", scale: float = 1.0, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value * scale:.{digits}g}{unit}"
+
+
+def _print_result(d: dict[str, Any]) -> None:
+    rows = [
+        ("status", d["status"]),
+        ("settings", ", ".join(f"{k}={v}" for k, v in d["settings"].items())),
+        ("throughput", _fmt(d["throughput"], " samples/s", digits=5)),
+        ("step time p50/p95", f"{_fmt(d['step_time_p50'], ' ms', 1000)} / {_fmt(d['step_time_p95'], ' ms', 1000)}"),
+        ("data wait", _fmt(d["data_wait_fraction"], "%", 100, 3)),
+        ("peak memory", _fmt(d["peak_memory_bytes"], " MiB", 1 / 2**20, 5)),
+        ("val loss / acc", f"{_fmt(d['val_loss'])} / {_fmt(d['val_accuracy'])}"),
+        ("nonzero weights", _fmt(d["nonzero_fraction"])),
+        ("train / wall time", f"{_fmt(d['train_time'], ' s')} / {_fmt(d['wall_time'], ' s')}"),
+    ]
+    if d.get("target") is not None:
+        rows.append((f"time to {d['target']:.3g}", _fmt(d["time_to_target"], " s")))
+    for label, value in rows:
+        click.echo(f"{label:<18} {value}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(trial)

@@ -1,0 +1,263 @@
+"""autotune's own local state, in `$AUTOTUNE_HOME/autotune.db` through sqlite-utils.
+
+Trial results live in Optuna's storage (they travel with the study). This database holds what only
+this machine needs and what other local processes (CLI, terminal UI, daemon) watch:
+- studies: the queue and each study's state (queued, running, paused, stopping, stopped, finished,
+  failed) with the arguments it was started with;
+- live_trials: one row per running trial, updated about twice a second (step, samples/s, memory),
+  plus a kill request flag;
+- events: an append-only log (trial started, pruned and why, failed and why, new best, ...).
+
+Connections are opened per Store, in WAL mode with a generous busy timeout, so readers never block
+the writer for long and nobody sees 'database is locked'. No torch, no Textual: the TUI uses this.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+from autotune.errors import UsageError
+from autotune.home import autotune_home
+
+STUDY_STATES = ("queued", "running", "paused", "stopping", "stopped", "finished", "failed")
+ACTIVE_STATES = ("queued", "running", "paused", "stopping")
+
+migrations = Migrations("autotune")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["studies"].create(
+        {
+            "name": str,
+            "storage": str,
+            "workload": str,
+            "space": str,
+            "objective": str,
+            "n_trials": int,
+            "status": str,
+            "spec": str,
+            "error": str,
+            "pid": int,
+            "created_at": float,
+            "updated_at": float,
+            "started_at": float,
+            "finished_at": float,
+        },
+        pk="name",
+    )
+    db["live_trials"].create(
+        {
+            "study": str,
+            "number": int,
+            "pid": int,
+            "started_at": float,
+            "updated_at": float,
+            "step": int,
+            "total_steps": int,
+            "fraction": float,
+            "samples_per_s": float,
+            "train_time": float,
+            "peak_memory_bytes": int,
+            "settings": str,
+            "kill_requested": int,
+        },
+        pk=("study", "number"),
+    )
+    db["events"].create(
+        {"id": int, "ts": float, "study": str, "trial": int, "kind": str, "message": str},
+        pk="id",
+    )
+    db["events"].create_index(["study", "id"])
+
+
+def default_path() -> Path:
+    return autotune_home() / "autotune.db"
+
+
+def connect(path: Path) -> sqlite_utils.Database:
+    """A connection usable from any thread, WAL mode, 30 s busy timeout."""
+    conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    db = sqlite_utils.Database(conn)
+    if db.journal_mode != "wal":
+        db.enable_wal()
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return db
+
+
+class Store:
+    """The local database. Thread-safe: one connection guarded by a lock."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = connect(self.path)
+            migrations.apply(self.db)
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise UsageError(f"cannot open autotune's database {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # studies --------------------------------------------------------------------------------
+
+    def put_study(
+        self,
+        name: str,
+        *,
+        storage: str,
+        workload: str,
+        space: str,
+        objective: str,
+        n_trials: int,
+        spec: dict[str, Any],
+        status: str = "queued",
+    ) -> None:
+        now = time.time()
+        existing = self.get_study(name)
+        row = {
+            "name": name,
+            "storage": storage,
+            "workload": workload,
+            "space": space,
+            "objective": objective,
+            "n_trials": n_trials,
+            "status": status,
+            "spec": json.dumps(spec),
+            "error": None,
+            "updated_at": now,
+            "created_at": existing["created_at"] if existing else now,
+        }
+        with self._lock:
+            self.db["studies"].upsert(row, pk="name")
+
+    def get_study(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            rows = list(self.db.query("select * from studies where name = ?", [name]))
+        return _decode_study(rows[0]) if rows else None
+
+    def list_studies(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = list(self.db.query("select * from studies order by created_at"))
+        return [_decode_study(r) for r in rows]
+
+    def set_study_status(
+        self, name: str, status: str, *, error: str | None = None, pid: int | None = None
+    ) -> None:
+        if status not in STUDY_STATES:
+            raise ValueError(f"unknown study status {status!r}")
+        now = time.time()
+        fields: dict[str, Any] = {"status": status, "updated_at": now}
+        if status == "running":
+            fields["started_at"] = now
+            fields["pid"] = pid
+        if status in ("finished", "failed", "stopped"):
+            fields["finished_at"] = now
+        if error is not None:
+            fields["error"] = error
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._lock:
+            self.db.execute(f"update studies set {sets} where name = ?", [*fields.values(), name])
+
+    def study_status(self, name: str) -> str | None:
+        with self._lock:
+            row = self.db.execute("select status from studies where name = ?", [name]).fetchone()
+        return row[0] if row else None
+
+    def delete_study(self, name: str) -> None:
+        with self._lock:
+            for table, column in (("studies", "name"), ("live_trials", "study"), ("events", "study")):
+                self.db.execute(f"delete from {table} where {column} = ?", [name])
+
+    # live trials ----------------------------------------------------------------------------
+
+    def trial_started(self, study: str, number: int, pid: int | None, settings: dict[str, Any]) -> None:
+        now = time.time()
+        with self._lock:
+            self.db["live_trials"].upsert(
+                {
+                    "study": study, "number": number, "pid": pid, "started_at": now,
+                    "updated_at": now, "step": 0, "fraction": 0.0, "settings": json.dumps(settings),
+                    "kill_requested": 0,
+                },
+                pk=("study", "number"),
+            )
+
+    def trial_progress(self, study: str, number: int, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._lock:
+            self.db.execute(
+                f"update live_trials set {sets} where study = ? and number = ?",
+                [*fields.values(), study, number],
+            )
+
+    def trial_finished(self, study: str, number: int) -> None:
+        with self._lock:
+            self.db.execute("delete from live_trials where study = ? and number = ?", [study, number])
+
+    def live_trials(self, study: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "select * from live_trials", []
+        if study is not None:
+            sql, args = sql + " where study = ?", [study]
+        with self._lock:
+            rows = list(self.db.query(sql + " order by number", args))
+        for row in rows:
+            row["settings"] = json.loads(row["settings"] or "{}")
+        return rows
+
+    def request_kill(self, study: str, number: int | None = None) -> int:
+        """Ask the runner to stop a running trial (all of the study's when number is None)."""
+        sql = "update live_trials set kill_requested = 1 where study = ?"
+        args: list[Any] = [study]
+        if number is not None:
+            sql, args = sql + " and number = ?", [study, number]
+        with self._lock:
+            return self.db.execute(sql, args).rowcount
+
+    def kill_requested(self, study: str, number: int) -> bool:
+        with self._lock:
+            row = self.db.execute(
+                "select kill_requested from live_trials where study = ? and number = ?", [study, number]
+            ).fetchone()
+        return bool(row and row[0])
+
+    # events ---------------------------------------------------------------------------------
+
+    def add_event(self, study: str | None, kind: str, message: str, trial: int | None = None) -> None:
+        with self._lock:
+            self.db["events"].insert(
+                {"ts": time.time(), "study": study, "trial": trial, "kind": kind, "message": message}
+            )
+
+    def events(self, study: str | None = None, after_id: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+        sql, args = "select * from events where id > ?", [after_id]
+        if study is not None:
+            sql, args = sql + " and study = ?", [after_id, study]
+        with self._lock:
+            return list(self.db.query(sql + " order by id limit ?", [*args, limit]))
+
+    def iter_events(self, study: str | None = None, after_id: int = 0) -> Iterator[dict[str, Any]]:
+        while True:
+            batch = self.events(study, after_id)
+            if not batch:
+                return
+            yield from batch
+            after_id = batch[-1]["id"]
+
+
+def _decode_study(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    row["spec"] = json.loads(row["spec"] or "{}")
+    return row

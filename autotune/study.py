@@ -1,0 +1,743 @@
+"""A study: Optuna searches the knob space of a workload, one isolated training process per trial.
+
+Lifecycle: validate everything (nothing is written on bad input) -> create or resume the Optuna
+study -> run the baseline recipe first (it fixes the target accuracy and every speedup) -> let
+Optuna propose the rest -> confirm the best against the baseline with repeated runs -> report.
+Results live with the trials in Optuna's storage (user attributes); live progress and events go
+to autotune's local Store so other processes can watch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import socket
+import sqlite3
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.config import baseline_settings, resolve_settings
+from autotune.errors import UsageError
+from autotune.hardware import Hardware, detect
+from autotune.home import autotune_home
+from autotune.objectives import Objective, get_objective
+from autotune.registry import Registry, load_registry
+from autotune.store import Store
+from autotune.trial_process import TrialOutcome, TrialRequest, launch
+from autotune.workloads import DEFAULT_WORKLOAD, Workload, load_workload
+
+logger = logging.getLogger(__name__)
+
+TRIAL_METRICS = (
+    "throughput", "step_time_p50", "step_time_p95", "data_wait_fraction", "peak_memory_bytes",
+    "val_loss", "val_accuracy", "nonzero_fraction", "wall_time", "train_time", "time_to_target",
+    "steps", "epochs",
+)
+FAILED_STATUSES = ("failed", "oom", "unsupported", "diverged", "crashed", "error", "killed")
+# Settings that barely change activation memory: ignored when deciding whether a configuration
+# lies in a region that already ran out of memory.
+MEMORY_NEUTRAL = {"learning_rate", "momentum", "weight_decay", "beta2", "workers", "threads", "pruning"}
+
+
+class TrialFailed(Exception):
+    """Raised inside the objective so Optuna records FAIL and the study goes on."""
+
+
+def default_storage_url() -> str:
+    return f"sqlite:///{autotune_home() / 'studies.db'}"
+
+
+@dataclass
+class StudySpec:
+    """What `autotune study start` was asked for; stored with the study so it can be resumed."""
+
+    name: str
+    workload: str = DEFAULT_WORKLOAD
+    space: str | None = None
+    objective: str = "time-to-accuracy"
+    n_trials: int = 20
+    timeout: float | None = None
+    budget: dict[str, Any] = field(default_factory=lambda: {"epochs": 5})
+    target: float | None = None
+    storage: str | None = None
+    seed: int | None = None
+    pruner: str = "median"
+    confirm: int = 3
+    device: str | None = None
+    data_dir: str | None = None
+    plugin_paths: tuple[str, ...] = ()
+    disabled_knobs: tuple[str, ...] = ()
+    workers: int = 1
+
+    def validate(self) -> None:
+        if not self.name or "/" in self.name:
+            raise UsageError(f"--name {self.name!r}: give a name without '/'")
+        get_objective(self.objective)
+        if self.n_trials < 1:
+            raise UsageError(f"--n-trials must be at least 1, got {self.n_trials}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise UsageError(f"--timeout must be positive, got {self.timeout}")
+        if self.target is not None and not 0.0 < self.target <= 1.0:
+            raise UsageError(f"--target is a validation accuracy between 0 and 1, got {self.target}")
+        if self.pruner not in ("median", "hyperband", "none"):
+            raise UsageError(f"--pruner {self.pruner!r}: choose median, hyperband or none")
+        if self.confirm < 0:
+            raise UsageError(f"--confirm cannot be negative, got {self.confirm}")
+        if self.workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {self.workers}")
+        from autotune.engine import Budget
+
+        Budget(**self.budget)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["plugin_paths"] = list(self.plugin_paths)
+        data["disabled_knobs"] = list(self.disabled_knobs)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StudySpec":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["plugin_paths"] = tuple(known.get("plugin_paths", ()))
+        known["disabled_knobs"] = tuple(known.get("disabled_knobs", ()))
+        return cls(**known)
+
+    @property
+    def budget_text(self) -> str:
+        (key, value), = self.budget.items()
+        return f"{value} {key}"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and url != prefix + ":memory:":
+        return Path(url[len(prefix):])
+    return None
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna RDB storage with heartbeats; SQLite files get WAL and a generous busy timeout."""
+    engine_kwargs: dict[str, Any] = {}
+    path = _sqlite_path(url)
+    try:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(path, timeout=30) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+            engine_kwargs = {"connect_args": {"timeout": 30}}
+        with _quiet_experimental():
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=5,
+                grace_period=30,
+                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+            )
+    except UsageError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot open storage {url}: {first}") from None
+
+
+def _quiet_experimental() -> Any:
+    import warnings
+
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+
+    class _Exit:
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, *exc: Any) -> None:
+            ctx.__exit__(*exc)
+
+    return _Exit()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+RUNNER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count toward --n-trials: finished ones, minus those retried under a new number."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials} | {
+        t.system_attrs.get("failed_trial") for t in trials
+    }
+    return sum(
+        1
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) and t.number not in retried
+    )
+
+
+def recover_stale_trials(study: optuna.Study, store: Store | None = None) -> list[int]:
+    """Fail RUNNING trials whose runner process on this host is gone, and enqueue them once more.
+
+    Trials of runners on other machines are left to Optuna's heartbeats.
+    """
+    host = socket.gethostname()
+    recovered = []
+    storage = study._storage  # the public BaseStorage API below needs the study's own storage
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        runner = t.user_attrs.get("runner", "")
+        runner_host, _, pid = runner.rpartition(":")
+        if runner_host != host or not pid.isdigit() or _pid_alive(int(pid)) and int(pid) != os.getpid():
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, "autotune_status", "stale")
+        storage.set_trial_user_attr(trial_id, "reason", f"its runner (pid {pid}) died during the trial")
+        study.tell(t.number, state=TrialState.FAIL)
+        if t.user_attrs.get("retry_of") is None:
+            attrs = {"retry_of": t.number}
+            if t.user_attrs.get("baseline"):
+                attrs["baseline"] = True
+            study.enqueue_trial(t.params, user_attrs=attrs)
+        recovered.append(t.number)
+        if store is not None:
+            store.trial_finished(study.study_name, t.number)
+            store.add_event(study.study_name, "trial_failed",
+                            f"trial {t.number} failed: its runner (pid {pid}) died; retrying it", t.number)
+    return recovered
+
+
+def _make_pruner(name: str, evals: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(3, evals))
+    return optuna.pruners.NopPruner()
+
+
+@dataclass
+class Prepared:
+    """Everything validated before anything is written."""
+
+    spec: StudySpec
+    objective: Objective
+    registry: Registry
+    hardware: Hardware
+    workload: Workload
+    space: Any
+    storage_url: str
+
+
+def prepare(spec: StudySpec) -> Prepared:
+    """Validate a spec completely. Raises UsageError; writes nothing."""
+    from autotune.space import load_space
+
+    spec.validate()
+    objective = get_objective(spec.objective)
+    registry = load_registry(plugin_paths=spec.plugin_paths, disabled_knobs=spec.disabled_knobs)
+    device_type = (spec.device or "").split(":")[0] or None
+    if device_type:
+        from autotune.hardware import available_device_types
+
+        if device_type not in available_device_types():
+            raise UsageError(f"--device {spec.device}: not available here")
+    hardware = detect(device_type)
+    workload = load_workload(spec.workload, registry, data_dir=spec.data_dir)
+    space_name = spec.space or {"cuda": "gpu", "cpu": "cpu"}.get(hardware.device_type, "default")
+    space = load_space(space_name, registry, hardware)
+    spec.space = space_name
+    return Prepared(
+        spec=spec, objective=objective, registry=registry, hardware=hardware, workload=workload,
+        space=space, storage_url=spec.storage or default_storage_url(),
+    )
+
+
+Reporter = Callable[[str, dict[str, Any]], None]
+
+
+class StudyRunner:
+    """Runs one study to its trial count (or timeout), then confirms and reports."""
+
+    def __init__(
+        self,
+        prepared: Prepared,
+        store: Store,
+        reporter: Reporter | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self.p = prepared
+        self.spec = prepared.spec
+        self.objective = prepared.objective
+        self.store = store
+        self.report_fn = reporter or (lambda kind, data: None)
+        self.stop_event = stop_event or threading.Event()
+        self.baseline = baseline_settings(prepared.registry, prepared.hardware, prepared.workload)
+        self.study: optuna.Study | None = None
+        self.target: float | None = prepared.spec.target
+        self._best_lock = threading.Lock()
+        self.logs_dir = autotune_home() / "logs" / "trials" / self.spec.name
+
+    # setup -----------------------------------------------------------------------------------
+
+    def open(self) -> optuna.Study:
+        """Create the study, or resume it when the name exists (with a compatible spec)."""
+        storage = open_storage(self.p.storage_url)
+        directions = list(self.objective.directions)
+        sampler = optuna.samplers.TPESampler(seed=self.spec.seed)
+        evals = self.spec.budget.get("epochs") or 5
+        pruner = _make_pruner(self.spec.pruner, evals)
+        existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+        if self.spec.name in existing:
+            study = optuna.load_study(study_name=self.spec.name, storage=storage, sampler=sampler, pruner=pruner)
+            stored = study.user_attrs.get("autotune", {})
+            for key in ("workload", "objective"):
+                if stored.get(key) not in (None, getattr(self.spec, key)):
+                    raise UsageError(
+                        f"study '{self.spec.name}' exists with {key} '{stored[key]}', not "
+                        f"'{getattr(self.spec, key)}'; pick another --name or `autotune study delete {self.spec.name}`"
+                    )
+            if self.target is None:
+                self.target = study.user_attrs.get("target")
+        else:
+            study = optuna.create_study(
+                study_name=self.spec.name, storage=storage, sampler=sampler, pruner=pruner,
+                directions=directions,
+            )
+            study.set_user_attr("autotune", {
+                **self.spec.to_dict(), "budget_text": self.spec.budget_text,
+                "directions": directions,
+            })
+            study.set_user_attr("hardware", self.p.hardware.to_dict())
+            study.set_user_attr("target", self.target)
+        self.study = study
+        self.store.put_study(
+            self.spec.name, storage=self.p.storage_url, workload=self.spec.workload,
+            space=str(self.spec.space), objective=self.spec.objective, n_trials=self.spec.n_trials,
+            spec=self.spec.to_dict(), status="running",
+        )
+        self.store.set_study_status(self.spec.name, "running", pid=os.getpid())
+        recover_stale_trials(study, self.store)
+        if not any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)):
+            params = {
+                p.name: self.baseline[p.name]
+                for p in self.p.space.params
+                if p.name in self.baseline and p.active(self.baseline)
+            }
+            study.enqueue_trial(params, user_attrs={"baseline": True})
+        return study
+
+    # the objective ---------------------------------------------------------------------------
+
+    def _best_value(self) -> float | None:
+        assert self.study is not None
+        if self.objective.multi:
+            return None
+        values = [
+            t.value for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and t.user_attrs.get("feasible", True)
+        ]
+        if not values:
+            return None
+        return min(values) if self.objective.directions[0] == "minimize" else max(values)
+
+    def _infeasible(self, settings: dict[str, Any]) -> str | None:
+        """A configuration at or above a batch size that already ran out of memory."""
+        assert self.study is not None
+        batch = settings.get("batch_size")
+        if batch is None:
+            return None
+        mine = {k: v for k, v in settings.items() if k not in MEMORY_NEUTRAL and k != "batch_size"}
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.PRUNED)):
+            if t.user_attrs.get("autotune_status") != "oom":
+                continue
+            other = t.user_attrs.get("settings", {})
+            theirs = {k: v for k, v in other.items() if k not in MEMORY_NEUTRAL and k != "batch_size"}
+            if theirs == mine and batch >= other.get("batch_size", math.inf):
+                return (
+                    f"infeasible: batch_size {batch} >= {other['batch_size']}, which ran out of "
+                    f"memory in trial {t.number} with the same settings"
+                )
+        return None
+
+    def objective_fn(self, trial: optuna.Trial) -> Any:
+        assert self.study is not None
+        is_baseline = bool(trial.user_attrs.get("baseline"))
+        suggested = self.p.space.suggest(trial)
+        overrides = dict(self.baseline) if is_baseline else suggested
+        settings = resolve_settings(self.p.registry, self.p.hardware, self.p.workload, overrides)
+        trial.set_user_attr("settings", settings)
+        trial.set_user_attr("baseline", is_baseline)
+        trial.set_user_attr("runner", RUNNER_ID)
+        name = self.spec.name
+
+        reason = self._infeasible(settings)
+        if reason is not None:
+            trial.set_user_attr("autotune_status", "infeasible")
+            trial.set_user_attr("reason", reason)
+            trial.set_constraint("memory", 1.0)
+            self._event("trial_pruned", f"trial {trial.number} skipped: {reason}", trial.number)
+            raise optuna.TrialPruned(reason)
+
+        best = self._best_value()
+        prune_reason: list[str] = []
+
+        def on_eval(point: dict[str, Any]) -> bool:
+            value = self.objective.intermediate(point)
+            if not self.objective.multi:
+                trial.report(value, point["index"])
+            if is_baseline:
+                return False
+            if self.objective.prunable and trial.should_prune():
+                prune_reason.append(
+                    f"pruned by the {self.spec.pruner} pruner after validation {point['index']} "
+                    f"(accuracy {point['val_accuracy']:.3f})"
+                )
+                return True
+            if self.objective.name == "time-to-accuracy" and best is not None and point["train_time"] > best:
+                prune_reason.append(
+                    f"pruned: {point['train_time']:.2f} s of training without reaching the target, "
+                    f"already slower than the best ({best:.2f} s)"
+                )
+                return True
+            return False
+
+        def on_progress(progress: dict[str, Any]) -> None:
+            self.store.trial_progress(
+                name, trial.number, step=progress["step"], total_steps=progress["total_steps"],
+                fraction=progress["fraction"], samples_per_s=progress["samples_per_s"],
+                train_time=progress["train_time"], peak_memory_bytes=progress["peak_memory_bytes"],
+            )
+
+        log_path = self.logs_dir / f"{trial.number}.log"
+        request = self._request(overrides, is_baseline, str(log_path))
+        self.store.trial_started(name, trial.number, None, settings)
+        self._event("trial_started", f"trial {trial.number} started: {_short(settings, self.p.space)}", trial.number)
+        self.report_fn("trial_started", {"number": trial.number, "settings": settings, "baseline": is_baseline})
+        try:
+            outcome = launch(
+                request,
+                on_eval=on_eval,
+                on_progress=on_progress,
+                should_kill=lambda: self.store.kill_requested(name, trial.number),
+                on_start=lambda pid: self.store.trial_progress(name, trial.number, pid=pid),
+            )
+        except KeyboardInterrupt:
+            trial.set_user_attr("autotune_status", "interrupted")
+            trial.set_user_attr("reason", "interrupted (SIGINT/SIGTERM); it will run again on resume")
+            raise
+        finally:
+            self.store.trial_finished(name, trial.number)
+        return self._record(trial, outcome, is_baseline, prune_reason)
+
+    def _request(self, overrides: dict[str, Any], is_baseline: bool, log_path: str) -> TrialRequest:
+        threads = None
+        if self.spec.workers > 1 and self.p.hardware.device_type == "cpu":
+            threads = max(1, self.p.hardware.cpu_count // self.spec.workers)
+            overrides = {**overrides, "threads": min(int(overrides.get("threads", threads)), threads)}
+        return TrialRequest(
+            workload=self.spec.workload, overrides=overrides, budget=dict(self.spec.budget),
+            seed=self.spec.seed or 0, device=self.spec.device,
+            target=None if is_baseline and self.target is None else self.target,
+            stop_at_target=self.objective.stop_at_target and not is_baseline,
+            plugin_paths=self.spec.plugin_paths, disabled_knobs=self.spec.disabled_knobs,
+            data_dir=self.spec.data_dir, threads=threads, log_path=log_path,
+        )
+
+    def _record(
+        self, trial: optuna.Trial, outcome: TrialOutcome, is_baseline: bool, prune_reason: list[str]
+    ) -> Any:
+        result = outcome.result or {}
+        for key in TRIAL_METRICS:
+            if result.get(key) is not None:
+                trial.set_user_attr(key, result[key])
+        trial.set_user_attr("log_tail", outcome.log_tail[-4000:])
+        trial.set_user_attr("autotune_status", outcome.status)
+        # Every finished trial carries the constraint (set once: Optuna ignores a second value).
+        trial.set_constraint("memory", 1.0 if outcome.status == "oom" else 0.0)
+        number = trial.number
+
+        if outcome.status in FAILED_STATUSES:
+            reason = outcome.error or outcome.status
+            if outcome.status == "killed":
+                reason = "stopped by the user"
+            trial.set_user_attr("reason", reason)
+            self._event("trial_failed", f"trial {number} failed: {reason}", number)
+            raise TrialFailed(reason)
+
+        if is_baseline and self.target is None and self.objective.needs_target:
+            self.target = round(max(0.0, (result.get("val_accuracy") or 0.0) - 0.005), 4)
+            assert self.study is not None
+            self.study.set_user_attr("target", self.target)
+            self._event("target", f"target accuracy set from the baseline: {self.target:.4f}", number)
+        if is_baseline and self.target is not None and result.get("time_to_target") is None:
+            hit = [p for p in result.get("curve", []) if p["val_accuracy"] >= self.target]
+            if hit:
+                result["time_to_target"] = hit[0]["train_time"]
+                trial.set_user_attr("time_to_target", result["time_to_target"])
+
+        if outcome.status == "pruned":
+            reason = prune_reason[0] if prune_reason else "pruned"
+            trial.set_user_attr("reason", reason)
+            self._event("trial_pruned", f"trial {number} {reason}", number)
+            raise optuna.TrialPruned(reason)
+
+        if self.objective.name == "throughput" and self.target is not None:
+            accuracy = result.get("val_accuracy") or 0.0
+            trial.set_constraint("accuracy", self.target - accuracy)
+            trial.set_user_attr("feasible", accuracy >= self.target)
+        values = self.objective.values(result)
+        if values is None:
+            reason = (
+                f"did not reach the target accuracy {self.target} within {self.spec.budget_text} "
+                f"(reached {result.get('val_accuracy', 0):.3f})"
+            )
+            trial.set_user_attr("autotune_status", "pruned")
+            trial.set_user_attr("reason", reason)
+            self._event("trial_pruned", f"trial {number} {reason}", number)
+            raise optuna.TrialPruned(reason)
+        return values
+
+    # running ---------------------------------------------------------------------------------
+
+    def _event(self, kind: str, message: str, trial: int | None = None) -> None:
+        self.store.add_event(self.spec.name, kind, message, trial)
+
+    def _after_trial(self, study: optuna.Study, frozen: FrozenTrial) -> None:
+        self._announce(study, frozen)
+        done = counted_trials(study)
+        if done >= self.spec.n_trials:
+            study.stop()
+            return
+        status = self.store.study_status(self.spec.name)
+        if status == "paused":
+            self._event("study_paused", f"study paused after trial {frozen.number}")
+            self.report_fn("paused", {})
+            while status == "paused" and not self.stop_event.is_set():
+                time.sleep(0.5)
+                status = self.store.study_status(self.spec.name)
+            if status == "running":
+                self._event("study_resumed", "study resumed")
+                self.report_fn("resumed", {})
+        if status == "stopping" or self.stop_event.is_set():
+            study.stop()
+
+    def _announce(self, study: optuna.Study, frozen: FrozenTrial) -> None:
+        data = {
+            "number": frozen.number,
+            "state": frozen.state.name,
+            "value": frozen.value if not self.objective.multi and frozen.values else frozen.values,
+            "reason": frozen.user_attrs.get("reason"),
+            "settings": frozen.user_attrs.get("settings", {}),
+            "baseline": frozen.user_attrs.get("baseline", False),
+            "duration": frozen.duration.total_seconds() if frozen.duration else None,
+            "done": counted_trials(study),
+            "total": self.spec.n_trials,
+        }
+        if frozen.state == TrialState.COMPLETE:
+            self._event("trial_complete", f"trial {frozen.number} complete: {_fmt_values(frozen.values)}", frozen.number)
+            if not self.objective.multi:
+                best = self._best_value()
+                if best is not None and frozen.value == best:
+                    data["new_best"] = True
+                    self._event("new_best", f"new best: trial {frozen.number} = {best:.4g}", frozen.number)
+        data["best"] = self._best_value()
+        self.report_fn("trial_finished", data)
+
+    def run(self) -> dict[str, Any]:
+        """Optimize to the trial count, confirm, and return the report. Re-raises KeyboardInterrupt."""
+        study = self.study or self.open()
+        name = self.spec.name
+        self._event("study_started", f"study {name} running on {self.p.hardware.device_type}")
+        started = time.time()
+        try:
+            remaining = self.spec.n_trials - counted_trials(study)
+            if remaining > 0 and self.store.study_status(name) != "stopping":
+                study.optimize(
+                    self.objective_fn,
+                    n_trials=remaining + self._pending_retries(study),
+                    timeout=self.spec.timeout,
+                    n_jobs=self.spec.workers,
+                    catch=(TrialFailed,),
+                    callbacks=[self._after_trial],
+                    gc_after_trial=False,
+                    show_progress_bar=False,
+                )
+        except KeyboardInterrupt:
+            self._requeue_interrupted(study)
+            self.store.set_study_status(name, "stopped")
+            self._event("study_stopped", "study interrupted; resume it with the same command")
+            raise
+        except Exception as exc:
+            self.store.set_study_status(name, "failed", error=str(exc))
+            self._event("study_failed", f"study failed: {exc}")
+            raise
+        stopped = self.store.study_status(name) == "stopping" or self.stop_event.is_set()
+        report = self.report(confirm=not stopped)
+        report["elapsed"] = time.time() - started
+        final = "stopped" if stopped and counted_trials(study) < self.spec.n_trials else "finished"
+        self.store.set_study_status(name, final)
+        self._event("study_finished", f"study {final}: {report['counts']}")
+        return report
+
+    @staticmethod
+    def _pending_retries(study: optuna.Study) -> int:
+        return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                   if t.user_attrs.get("retry_of") is not None or t.system_attrs.get("failed_trial") is not None)
+
+    def _requeue_interrupted(self, study: optuna.Study) -> None:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            if t.user_attrs.get("autotune_status") != "interrupted":
+                continue
+            if any(o.user_attrs.get("retry_of") == t.number for o in study.get_trials(deepcopy=False)):
+                continue
+            attrs: dict[str, Any] = {"retry_of": t.number}
+            if t.user_attrs.get("baseline"):
+                attrs["baseline"] = True
+            study.enqueue_trial(t.params, user_attrs=attrs)
+
+    # confirmation and report -----------------------------------------------------------------
+
+    def best_trial(self) -> FrozenTrial | None:
+        assert self.study is not None
+        if self.objective.multi:
+            return None
+        complete = [
+            t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and t.user_attrs.get("feasible", True)
+        ]
+        if not complete:
+            return None
+        key: Callable[[FrozenTrial], float] = lambda t: t.value  # noqa: E731
+        return min(complete, key=key) if self.objective.directions[0] == "minimize" else max(complete, key=key)
+
+    def baseline_trial(self) -> FrozenTrial | None:
+        assert self.study is not None
+        finished = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+        complete = [t for t in finished if t.state == TrialState.COMPLETE]
+        return (complete or finished or [None])[0]
+
+    def confirm(self, best: FrozenTrial, baseline: FrozenTrial) -> dict[str, Any]:
+        """Re-run best and baseline side by side, alternating, with fresh seeds."""
+        runs: list[dict[str, Any]] = []
+        for i in range(self.spec.confirm):
+            pair: dict[str, Any] = {"seed": (self.spec.seed or 0) + 1000 + i}
+            for label, trial in (("baseline", baseline), ("best", best)):
+                self.report_fn("confirming", {"which": label, "run": i + 1, "of": self.spec.confirm})
+                request = self._request(trial.user_attrs["settings"], False, str(self.logs_dir / f"confirm-{label}-{i}.log"))
+                request.seed = pair["seed"]
+                request.target = self.target
+                request.stop_at_target = self.objective.stop_at_target
+                outcome = launch(request)
+                result = outcome.result or {}
+                value = None
+                if outcome.status == "ok" and not self.objective.multi:
+                    value = self.objective.values(result)
+                pair[label] = {"status": outcome.status, "value": value,
+                               **{k: result.get(k) for k in ("throughput", "val_accuracy", "time_to_target", "peak_memory_bytes")}}
+            if pair["best"]["value"] and pair["baseline"]["value"]:
+                pair["speedup"] = self.objective.speedup(pair["best"]["value"], pair["baseline"]["value"])
+            runs.append(pair)
+        speedups = [r["speedup"] for r in runs if r.get("speedup") is not None]
+        confirmation: dict[str, Any] = {
+            "runs": runs, "best_number": best.number, "baseline_number": baseline.number,
+            "repeats": self.spec.confirm, "valid_pairs": len(speedups),
+        }
+        if speedups:
+            confirmation.update(
+                speedup_median=statistics.median(speedups), speedup_min=min(speedups), speedup_max=max(speedups)
+            )
+        for label in ("best", "baseline"):
+            values = [r[label]["value"] for r in runs if r[label]["value"] is not None]
+            confirmation[f"{label}_value_median"] = statistics.median(values) if values else None
+        assert self.study is not None
+        self.study.set_user_attr("confirmation", confirmation)
+        return confirmation
+
+    def report(self, confirm: bool = True) -> dict[str, Any]:
+        study = self.study
+        assert study is not None
+        trials = study.get_trials(deepcopy=False)
+        counts = {
+            "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+            "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+            "failed": sum(t.state == TrialState.FAIL for t in trials),
+        }
+        report: dict[str, Any] = {
+            "study": self.spec.name, "workload": self.spec.workload, "objective": self.spec.objective,
+            "space": self.spec.space, "target": self.target, "budget": self.spec.budget_text,
+            "storage": self.p.storage_url, "device": self.p.hardware.device_type,
+            "counts": counts, "trials": len(trials),
+        }
+        baseline = self.baseline_trial()
+        if baseline is not None:
+            report["baseline"] = _trial_summary(baseline)
+        if self.objective.multi:
+            report["pareto_front"] = [_trial_summary(t) for t in study.best_trials]
+            return report
+        best = self.best_trial()
+        if best is None:
+            report["best"] = None
+            return report
+        report["best"] = _trial_summary(best)
+        if baseline is not None and baseline.state == TrialState.COMPLETE and baseline.value:
+            report["speedup_in_search"] = self.objective.speedup(best.value, baseline.value)
+        if confirm and self.spec.confirm > 0 and baseline is not None and best.number != baseline.number:
+            report["confirmation"] = self.confirm(best, baseline)
+        elif "confirmation" in study.user_attrs:
+            report["confirmation"] = study.user_attrs["confirmation"]
+        return report
+
+
+def _trial_summary(t: FrozenTrial) -> dict[str, Any]:
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "value": t.value if t.values and len(t.values) == 1 else t.values,
+        "settings": t.user_attrs.get("settings", {}),
+        "metrics": {k: t.user_attrs.get(k) for k in TRIAL_METRICS if t.user_attrs.get(k) is not None},
+        "reason": t.user_attrs.get("reason"),
+    }
+
+
+def _fmt_values(values: list[float] | None) -> str:
+    if not values:
+        return "-"
+    return ", ".join(f"{v:.4g}" for v in values)
+
+
+def _short(settings: dict[str, Any], space: Any) -> str:
+    searched = {p.name for p in space.params}
+    shown = {k: v for k, v in settings.items() if k in searched} or settings
+    return " ".join(f"{k}={_fmt_setting(v)}" for k, v in shown.items())
+
+
+def _fmt_setting(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM behaves like Ctrl-C: the running trial is stopped and recorded, nothing is lost."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
