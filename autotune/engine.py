@@ -50,8 +50,9 @@ class Budget:
         if len(given) != 1:
             raise UsageError("give exactly one budget: --budget-epochs, --budget-steps or --budget-seconds")
         key, value = given[0]
-        if value <= 0:
-            raise UsageError(f"budget {key} must be positive, got {value}")
+        # not just `value <= 0`: nan passes that test, and nan or inf would train forever
+        if not math.isfinite(value) or value <= 0:
+            raise UsageError(f"budget {key} must be a positive finite number, got {value}")
 
     def describe(self) -> str:
         key, value = next((k, v) for k, v in asdict(self).items() if v is not None)
@@ -222,13 +223,16 @@ def run(
     target: float | None = None,
     stop_at_target: bool = False,
     eval_every_steps: int | None = None,
+    evals_per_epoch: int = 1,
     warmup_steps: int = 3,
     on_eval: Callable[[EvalPoint], bool | None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> RunResult:
     """Train `workload` under `settings` for `budget` and measure it.
 
-    `on_eval` is called after each intermediate validation; returning True stops the run as
+    Validation runs `evals_per_epoch` times an epoch (or every `eval_every_steps` steps); it
+    bounds how finely time_to_target is resolved. `on_eval` is called after each intermediate
+    validation; returning True stops the run as
     "pruned". Failures inside training come back as a RunResult with status "failed" / "oom" /
     "unsupported" and the exception's message, never as an exception.
     """
@@ -243,8 +247,8 @@ def run(
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         model, optimizer = _train(
-            plan, budget, result, seed, target, stop_at_target, eval_every_steps, warmup_steps,
-            on_eval, on_progress,
+            plan, budget, result, seed, target, stop_at_target, eval_every_steps, evals_per_epoch,
+            warmup_steps, on_eval, on_progress,
         )
         result.nonzero_fraction = nonzero_fraction(model)
     except Unsupported as exc:
@@ -313,6 +317,7 @@ def _train(
     target: float | None,
     stop_at_target: bool,
     eval_every_steps: int | None,
+    evals_per_epoch: int,
     warmup_steps: int,
     on_eval: Callable[[EvalPoint], bool | None] | None,
     on_progress: Callable[[Progress], None] | None,
@@ -328,13 +333,16 @@ def _train(
         if budget.steps is not None:
             eval_every_steps = max(1, min(steps_per_epoch, budget.steps // 5))
         else:
-            eval_every_steps = steps_per_epoch
+            eval_every_steps = max(1, steps_per_epoch // max(1, evals_per_epoch))
     if total_steps is not None and total_steps <= 2 * warmup_steps:
         warmup_steps = total_steps // 4
 
     model = plan.workload.model_fn().to(dev)
     for _, fn in sorted(plan.model_transforms, key=lambda item: item[0]):
-        model = fn(model) or model
+        # not `fn(model) or model`: truth-testing calls __len__, which torch.compile's
+        # OptimizedModule forwards to the model (TypeError for a model without one)
+        transformed = fn(model)
+        model = model if transformed is None else transformed
     model.train()
     assert plan.optimizer_factory is not None
     optimizer = plan.optimizer_factory(model.parameters(), **plan.optimizer_kwargs)

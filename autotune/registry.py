@@ -160,7 +160,10 @@ def load_registry(
     def add(module: ModuleType, info: PluginInfo) -> None:
         if pm.is_registered(module):
             return
-        pm.register(module, name=info.name)
+        try:
+            pm.register(module, name=info.name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin '{info.name}' ({info.path or info.module}): {exc}") from exc
         infos[info.name] = info
 
     for dotted in DEFAULT_PLUGINS:
@@ -198,7 +201,23 @@ def load_registry(
             ),
         )
 
-    pm.check_pending()
+    try:
+        pm.check_pending()  # a misspelt hook name (register_knob) must fail loudly, not be ignored
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) or "?"
+        info = infos.get(name)
+        where = f" ({info.path or info.module})" if info else ""
+        unknown = [
+            hook for hook, caller in vars(pm.hook).items()
+            if not hook.startswith("_") and not caller.has_spec()
+            and any(impl.plugin is exc.plugin for impl in caller.get_hookimpls())
+        ]
+        known = ", ".join(
+            sorted(h for h, fn in vars(hookspecs).items() if hasattr(fn, "autotune_spec"))
+        )
+        raise PluginError(
+            f"plugin '{name}'{where}: unknown hook '{', '.join(unknown)}' (autotune's hooks: {known})"
+        ) from exc
 
     knobs: dict[str, Knob] = {}
     knob_plugins: dict[str, str] = {}

@@ -140,7 +140,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=5,
                 grace_period=30,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
             )
     except UsageError:
         raise
@@ -223,11 +223,14 @@ def recover_stale_trials(study: optuna.Study, store: Store | None = None) -> lis
     return recovered
 
 
-def _make_pruner(name: str, evals: int) -> optuna.pruners.BasePruner:
+def _make_pruner(name: str, evals_per_epoch: int, epochs: int) -> optuna.pruners.BasePruner:
+    """Pruners count validations; none judges a trial before it has trained a full epoch."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=evals_per_epoch)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(3, evals))
+        return optuna.pruners.HyperbandPruner(
+            min_resource=evals_per_epoch, max_resource=max(3 * evals_per_epoch, epochs * evals_per_epoch)
+        )
     return optuna.pruners.NopPruner()
 
 
@@ -242,6 +245,7 @@ class Prepared:
     workload: Workload
     space: Any
     storage_url: str
+    storage: optuna.storages.RDBStorage
 
 
 def prepare(spec: StudySpec) -> Prepared:
@@ -262,9 +266,10 @@ def prepare(spec: StudySpec) -> Prepared:
     space_name = spec.space or {"cuda": "gpu", "cpu": "cpu"}.get(hardware.device_type, "default")
     space = load_space(space_name, registry, hardware)
     spec.space = space_name
+    storage_url = spec.storage or default_storage_url()
     return Prepared(
         spec=spec, objective=objective, registry=registry, hardware=hardware, workload=workload,
-        space=space, storage_url=spec.storage or default_storage_url(),
+        space=space, storage_url=storage_url, storage=open_storage(storage_url),
     )
 
 
@@ -292,16 +297,18 @@ class StudyRunner:
         self.target: float | None = prepared.spec.target
         self._best_lock = threading.Lock()
         self.logs_dir = autotune_home() / "logs" / "trials" / self.spec.name
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            # autotune reports trials itself, with reasons; Optuna's own lines would repeat them.
+            optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     # setup -----------------------------------------------------------------------------------
 
     def open(self) -> optuna.Study:
         """Create the study, or resume it when the name exists (with a compatible spec)."""
-        storage = open_storage(self.p.storage_url)
+        storage = self.p.storage
         directions = list(self.objective.directions)
         sampler = optuna.samplers.TPESampler(seed=self.spec.seed)
-        evals = self.spec.budget.get("epochs") or 5
-        pruner = _make_pruner(self.spec.pruner, evals)
+        pruner = _make_pruner(self.spec.pruner, self.objective.evals_per_epoch, self.spec.budget.get("epochs") or 5)
         existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
         if self.spec.name in existing:
             study = optuna.load_study(study_name=self.spec.name, storage=storage, sampler=sampler, pruner=pruner)
@@ -455,6 +462,7 @@ class StudyRunner:
             seed=self.spec.seed or 0, device=self.spec.device,
             target=None if is_baseline and self.target is None else self.target,
             stop_at_target=self.objective.stop_at_target and not is_baseline,
+            evals_per_epoch=self.objective.evals_per_epoch,
             plugin_paths=self.spec.plugin_paths, disabled_knobs=self.spec.disabled_knobs,
             data_dir=self.spec.data_dir, threads=threads, log_path=log_path,
         )
@@ -539,6 +547,7 @@ class StudyRunner:
 
     def _announce(self, study: optuna.Study, frozen: FrozenTrial) -> None:
         data = {
+            "searched": [p.name for p in self.p.space.params],
             "number": frozen.number,
             "state": frozen.state.name,
             "value": frozen.value if not self.objective.multi and frozen.values else frozen.values,

@@ -54,6 +54,7 @@ class TrialRequest:
     device: str | None = None
     target: float | None = None
     stop_at_target: bool = False
+    evals_per_epoch: int = 1
     plugin_paths: tuple[str, ...] = ()
     disabled_knobs: tuple[str, ...] = ()
     data_dir: str | None = None
@@ -145,7 +146,7 @@ def _run(request: TrialRequest, conn: Any) -> dict[str, Any]:
     result = engine.run(
         workload, settings, registry, hardware, engine.Budget(**request.budget),
         device=request.device, seed=request.seed, target=request.target,
-        stop_at_target=request.stop_at_target, on_eval=on_eval, on_progress=on_progress,
+        stop_at_target=request.stop_at_target, evals_per_epoch=request.evals_per_epoch, on_eval=on_eval, on_progress=on_progress,
     )
     if result.traceback:
         print(result.traceback, flush=True)

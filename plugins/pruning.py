@@ -1,5 +1,8 @@
 """pruning: zero the smallest-magnitude fraction of conv and linear weights (global L1,
-torch.nn.utils.prune), made permanent before training so no mask multiplies every step.
+torch.nn.utils.prune), made permanent before training so no mask multiplies every forward pass.
+
+The zeros stay zero: the pruned weights' gradients are masked after backward, and with a zero
+gradient SGD (with momentum), Adam, AdamW and RMSprop all leave a zero weight at zero.
 
 Unstructured sparsity does not make dense kernels faster: the measured effect is usually none or
 a small slowdown. autotune measures it rather than assuming a speed-up.
@@ -13,18 +16,20 @@ from autotune import Knob, Param, TrainingPlan, hookimpl
 PRUNABLE = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
 
 
-def prune_model(model: torch.nn.Module, amount: float) -> torch.nn.Module:
+def prune_model(model: torch.nn.Module, amount: float) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    """Prune in place; return (weight, keep-mask) pairs for the layers that were pruned."""
     targets = [(m, "weight") for m in model.modules() if isinstance(m, PRUNABLE)]
-    if targets and amount > 0:
-        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
-        for module, name in targets:
-            prune.remove(module, name)
-    return model
+    if not targets or amount <= 0:
+        return []
+    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
+    for module, name in targets:
+        prune.remove(module, name)
+    return [(module.weight, module.weight.detach() != 0) for module, _ in targets]
 
 
 class Pruning(Knob):
     name = "pruning"
-    help = "fraction of conv/linear weights zeroed by global L1 pruning before training"
+    help = "fraction of conv/linear weights zeroed by global L1 pruning, kept at zero while training"
     kind = "statistical"
 
     def params(self, hardware):
@@ -35,8 +40,21 @@ class Pruning(Knob):
 
     def apply(self, settings, plan: TrainingPlan):
         amount = settings["pruning"]
-        if amount > 0:
-            plan.transform_model(lambda model: prune_model(model, amount), order=10)
+        if amount <= 0:
+            return
+        masks: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+
+        def prune_before_training(model):
+            masks.extend(prune_model(model, amount))
+            return model
+
+        def keep_pruned_weights_at_zero(model):
+            for weight, keep in masks:
+                if weight.grad is not None:
+                    weight.grad.mul_(keep)
+
+        plan.transform_model(prune_before_training, order=10)
+        plan.on_gradients(keep_pruned_weights_at_zero)
 
 
 @hookimpl

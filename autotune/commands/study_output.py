@@ -45,7 +45,7 @@ class LineReporter:
             self.console.print(
                 f"[{data['done']:>3}/{data['total']}] trial {data['number']:<3}{tag} "
                 f"[{style}]{state:<8}[/] {duration:>6}  {value}{best}  "
-                f"[dim]{_settings(data['settings'], _KEYS)}[/]"
+                f"[dim]{_settings(data['settings'], data.get('searched') or _KEYS)}[/]"
             )
         elif kind == "confirming":
             self.console.print(f"[dim]confirming: {data['which']} run {data['run']}/{data['of']}[/]")

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the test suite. CPU only; GPU tests skip themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export AUTOTUNE_HOME="${AUTOTUNE_HOME:-$(mktemp -d)}"
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,234 @@
+"""Studies end to end: real Optuna storage, real trial processes, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autotune.store import Store
+from autotune.study import StudyRunner, StudySpec, counted_trials, prepare
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHAOS_PLUGIN = textwrap.dedent(
+    """
+    import os
+    import torch
+    from autotune import Knob, Param, hookimpl
+
+    class Chaos(Knob):
+        name = "chaos"
+        help = "misbehaves on purpose"
+        kind = "systems"
+
+        def params(self, hardware):
+            return [Param("chaos", "categorical", choices=("ok", "raise", "abort", "oom"))]
+
+        def baseline(self, hardware):
+            return {"chaos": "ok"}
+
+        def apply(self, settings, plan):
+            mode = settings["chaos"]
+            if mode == "raise":
+                raise ValueError("chaos knob refuses this value")
+            if mode == "abort":
+                os.abort()
+            if mode == "oom" and plan.batch_size >= 256:
+                def explode(model):
+                    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+                plan.transform_model(explode)
+
+    @hookimpl
+    def register_knobs(register):
+        register(Chaos())
+    """
+)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    path = tmp_path / "home"
+    monkeypatch.setenv("AUTOTUNE_HOME", str(path))
+    return path
+
+
+def cli(*args, env=None, timeout=300, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "autotune.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy(), **kwargs,
+    )
+
+
+def small_space(tmp_path: Path, knobs: str) -> Path:
+    path = tmp_path / "space.toml"
+    path.write_text(knobs)
+    return path
+
+
+QUICK_ARGS = ["--space", "quick", "--budget-epochs", "2", "--seed", "1"]
+
+
+def test_study_runs_reports_and_is_readable_by_optuna_cli(home, tmp_path):
+    proc = cli("study", "start", "--name", "demo", *QUICK_ARGS, "--n-trials", "4", "--confirm", "1",
+               "--no-tui", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["objective"] == "time-to-accuracy"
+    assert report["baseline"]["number"] == 0
+    assert report["baseline"]["settings"]["optimizer"] == "sgd"
+    assert 0.5 < report["target"] < 1.0
+    assert sum(report["counts"].values()) == 4
+    assert report["best"]["metrics"]["val_accuracy"] >= report["target"]
+    if report["best"]["number"] != 0:
+        conf = report["confirmation"]
+        assert conf["repeats"] == 1 and conf["runs"][0]["baseline"]["status"] == "ok"
+
+    url = f"sqlite:///{home / 'studies.db'}"
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    studies = subprocess.run([str(optuna_cli), "studies", "--storage", url, "-f", "json"],
+                             capture_output=True, text=True, check=True)
+    assert [s["name"] for s in json.loads(studies.stdout)] == ["demo"]
+    trials = subprocess.run([str(optuna_cli), "trials", "--study-name", "demo", "--storage", url, "-f", "json"],
+                            capture_output=True, text=True, check=True)
+    rows = json.loads(trials.stdout)
+    assert len(rows) == 4
+    assert "throughput" in json.dumps(rows)  # metrics travel as user attributes
+
+    listed = json.loads(cli("study", "list", "--json").stdout)
+    assert listed[0]["name"] == "demo" and listed[0]["status"] == "finished" and listed[0]["done"] == 4
+
+
+def test_export_then_trial_run_reproduces_best_configuration(home, tmp_path):
+    assert cli("study", "start", "--name", "ex", *QUICK_ARGS, "--n-trials", "3", "--confirm", "0",
+               "--no-tui").returncode == 0
+    best = json.loads(cli("study", "best", "ex", "--json").stdout)
+    exported = tmp_path / "best.toml"
+    proc = cli("study", "export", "ex", "--output", str(exported))
+    assert proc.returncode == 0, proc.stderr
+    run = cli("trial", "run", "--config", str(exported), "--budget-steps", "3", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["settings"] == best["settings"]
+
+
+def _runner(home, tmp_path, space_text, n_trials, **spec_kwargs):
+    plugin = tmp_path / "chaos_knob.py"
+    plugin.write_text(CHAOS_PLUGIN)
+    spec = StudySpec(
+        name="chaos", space=str(small_space(tmp_path, space_text)), n_trials=n_trials,
+        budget={"epochs": 1}, confirm=0, seed=0, plugin_paths=(str(plugin),), **spec_kwargs,
+    )
+    runner = StudyRunner(prepare(spec), Store())
+    study = runner.open()
+    return runner, study
+
+
+def test_crashing_and_raising_knob_values_fail_their_trials_only(home, tmp_path):
+    runner, study = _runner(home, tmp_path, 'only = ["chaos", "batch_size"]\n', n_trials=4,
+                            objective="accuracy")
+    study.enqueue_trial({"chaos": "raise", "batch_size": 64})
+    study.enqueue_trial({"chaos": "abort", "batch_size": 64})
+    study.enqueue_trial({"chaos": "ok", "batch_size": 128})
+    runner.run()
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[0].state == TrialState.COMPLETE and trials[0].user_attrs["baseline"]
+    assert trials[1].state == TrialState.FAIL
+    assert "chaos knob refuses this value" in trials[1].user_attrs["reason"]
+    assert trials[2].state == TrialState.FAIL
+    assert "SIGABRT" in trials[2].user_attrs["reason"]
+    assert trials[3].state == TrialState.COMPLETE
+    assert counted_trials(study) == 4
+
+
+def test_out_of_memory_marks_larger_batches_infeasible(home, tmp_path):
+    runner, study = _runner(home, tmp_path, 'only = ["chaos", "batch_size"]\n', n_trials=4,
+                            objective="accuracy")
+    study.enqueue_trial({"chaos": "oom", "batch_size": 256})
+    study.enqueue_trial({"chaos": "oom", "batch_size": 400})
+    study.enqueue_trial({"chaos": "oom", "batch_size": 32})
+    runner.run()
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[1].state == TrialState.FAIL and trials[1].user_attrs["autotune_status"] == "oom"
+    assert "out of memory" in trials[1].user_attrs["reason"]
+    assert trials[1].system_attrs["constraints:memory"] == 1.0
+    assert trials[2].state == TrialState.PRUNED
+    assert trials[2].user_attrs["autotune_status"] == "infeasible"
+    assert "batch_size 400 >= 256" in trials[2].user_attrs["reason"]
+    assert "wall_time" not in trials[2].user_attrs  # it never ran
+    assert trials[3].state == TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_no_running_trial_and_resume_completes(home, tmp_path, signum):
+    args = ["study", "start", "--name", "intr", *QUICK_ARGS, "--budget-epochs", "4", "--n-trials", "4",
+            "--confirm", "0", "--no-tui"]
+    proc = subprocess.Popen([sys.executable, "-m", "autotune.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    db = home / "autotune.db"
+    deadline = time.time() + 120
+    completed_before: set[int] = set()
+    while time.time() < deadline:
+        time.sleep(0.2)
+        if not db.exists():
+            continue
+        with sqlite3.connect(db, timeout=30) as conn:
+            live = conn.execute("select number, pid from live_trials where pid is not null").fetchall()
+        if live and live[0][0] >= 1:
+            break
+    else:
+        proc.kill()
+        pytest.fail("no trial started in time")
+    url = f"sqlite:///{home / 'studies.db'}"
+    completed_before = {t.number for t in optuna.load_study(study_name="intr", storage=url).get_trials()
+                        if t.state == TrialState.COMPLETE}
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+
+    study = optuna.load_study(study_name="intr", storage=url)
+    assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+    interrupted = [t for t in study.get_trials() if t.user_attrs.get("autotune_status") == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
+
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    study = optuna.load_study(study_name="intr", storage=url)
+    assert counted_trials(study) == 4
+    for number in completed_before:  # nothing finished was re-run or lost
+        assert study.trials[number].state == TrialState.COMPLETE
+    retried = [t for t in study.get_trials() if t.user_attrs.get("retry_of") == interrupted[0].number]
+    assert len(retried) == 1 and retried[0].params == interrupted[0].params
+    assert len(study.trials) == 5  # four counted + the interrupted one
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--objective", "fastest"], "unknown objective 'fastest'"),
+        (["--target", "1.5"], "--target is a validation accuracy between 0 and 1"),
+        (["--n-trials", "0"], "--n-trials must be at least 1"),
+        (["--storage", "sqlite:////dev/null/x/studies.db"], "cannot open storage sqlite:////dev/null/x/studies.db"),
+        (["--workload", "no_such_module:make"], "cannot import module 'no_such_module'"),
+        (["--space", "nope"], "unknown search space 'nope'"),
+        (["--budget-epochs", "0"], "budget epochs must be a positive"),
+    ],
+)
+def test_bad_study_input_is_one_line_exit_2_and_writes_nothing(home, args, message):
+    proc = cli("study", "start", "--name", "bad", "--no-tui", *args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("autotune: error:"), proc.stderr
+    assert message in lines[0]
+    assert not (home / "studies.db").exists()
+    assert not (home / "autotune.db").exists()
