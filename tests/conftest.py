@@ -1,0 +1,43 @@
+"""Shared fixtures: the built-in registry, this machine's CPU fingerprint, the digits workload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from autotune.engine import Budget
+from autotune.hardware import Hardware, detect
+from autotune.registry import Registry, load_registry
+from autotune.workloads import Workload, digits
+
+PLUGIN_FILES = Path(__file__).parent / "plugin_files"
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """Built-in plugins only: installed entry-point plugins must not change test outcomes."""
+    return load_registry(entry_points=False)
+
+
+@pytest.fixture(scope="session")
+def hardware() -> Hardware:
+    """The CPU fingerprint, so tests behave the same on machines with a GPU."""
+    return detect("cpu")
+
+
+@pytest.fixture(scope="session")
+def digits_workload() -> Workload:
+    """The real digits workload, built once (models are built fresh by each run)."""
+    return digits()
+
+
+@pytest.fixture
+def tiny_budget() -> Callable[..., Budget]:
+    """`tiny_budget(steps=2)`: a run long enough to train and validate, short enough for tests."""
+
+    def make(steps: int = 2) -> Budget:
+        return Budget(steps=steps)
+
+    return make

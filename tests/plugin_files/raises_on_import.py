@@ -1,0 +1,3 @@
+"""Test plugin that fails while being imported."""
+
+raise RuntimeError("plugin import exploded")
