@@ -9,6 +9,17 @@ from autotune.knob import Knob, Param, TrainingPlan
 
 __version__ = "0.1.0"
 
+
+def apply(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """Apply a tuned configuration in your own script: see autotune.api.apply.
+
+    Imported lazily so that `import autotune` stays free of torch (the terminal UI relies on it).
+    """
+    from autotune.api import apply as _apply
+
+    return _apply(*args, **kwargs)
+
+
 __all__ = [
     "AutotuneError",
     "Knob",
@@ -17,6 +28,7 @@ __all__ = [
     "RunError",
     "SpaceError",
     "TrainingPlan",
+    "apply",
     "Unsupported",
     "UsageError",
     "hookimpl",

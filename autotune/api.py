@@ -1,0 +1,116 @@
+"""Use a tuned configuration in your own training script, through the same knob code.
+
+    import autotune
+
+    tuned = autotune.apply("best.toml", model)           # or a dict of settings
+    loader = tuned.dataloader(train_dataset, shuffle=True)
+    for inputs, targets in loader:
+        inputs, targets = tuned.to_device(inputs, targets)
+        with tuned.autocast():
+            loss = loss_fn(tuned.model(inputs), targets)
+        tuned.step(loss)
+    tuned.close()
+
+Every knob's `apply` edits a TrainingPlan exactly as in a trial; this module turns the plan into
+the objects a hand-written loop needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from autotune.config import load_config_file, resolve_settings
+from autotune.engine import build_plan
+from autotune.hardware import detect
+from autotune.knob import TrainingPlan
+from autotune.registry import load_registry
+from autotune.workloads import Workload
+
+
+class Tuned:
+    """A model, optimizer and loop helpers configured by the knobs' settings."""
+
+    def __init__(self, plan: TrainingPlan, model: torch.nn.Module, settings: dict[str, Any]) -> None:
+        self.plan = plan
+        self.settings = settings
+        self.device = plan.device
+        model = model.to(plan.device)
+        for _, fn in sorted(plan.model_transforms, key=lambda item: item[0]):
+            result = fn(model)
+            model = model if result is None else result
+        self.model = model
+        assert plan.optimizer_factory is not None
+        self.optimizer = plan.optimizer_factory(model.parameters(), **plan.optimizer_kwargs)
+        self.scaler = torch.amp.GradScaler(plan.device.type, enabled=plan.grad_scaler)
+        self.batch_size = plan.batch_size
+
+    def dataloader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        """A DataLoader with the tuned batch size and loader settings (yours win)."""
+        options = {"batch_size": self.plan.batch_size, **self.plan.loader, **kwargs}
+        return DataLoader(dataset, **options)
+
+    def to_device(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        non_blocking = bool(self.plan.loader.get("pin_memory"))
+        inputs = inputs.to(self.device, non_blocking=non_blocking)
+        for fn in self.plan.input_transforms:
+            inputs = fn(inputs)
+        return inputs, targets.to(self.device, non_blocking=non_blocking)
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        dtype = self.plan.autocast_dtype
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            yield
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Backward, gradient hooks (e.g. pruning masks), optimizer step, zero_grad."""
+        self.scaler.scale(loss).backward()
+        if self.plan.grad_hooks:
+            self.scaler.unscale_(self.optimizer)
+            for hook in self.plan.grad_hooks:
+                hook(self.model)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def close(self) -> None:
+        """Undo process-wide changes (thread count, cudnn.benchmark)."""
+        for cleanup in self.plan.cleanups:
+            cleanup()
+        self.plan.cleanups.clear()
+
+    def __enter__(self) -> "Tuned":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def apply(
+    config: str | Path | dict[str, Any],
+    model: torch.nn.Module,
+    *,
+    device: str | None = None,
+    plugin_paths: tuple[str, ...] = (),
+    loss_fn: Any = None,
+) -> Tuned:
+    """Configure `model` (and its optimizer, loader, precision) with a tuned configuration.
+
+    `config` is a file from `autotune study export` (TOML or JSON) or a dict of settings.
+    Settings not given keep the built-in baseline recipe.
+    """
+    settings = load_config_file(config)["settings"] if isinstance(config, (str, Path)) else dict(config)
+    registry = load_registry(plugin_paths=plugin_paths)
+    hardware = detect((device or "").split(":")[0] or None)
+    workload = Workload(
+        name="user", model_fn=lambda: model, train_data=None, val_data=None,  # type: ignore[arg-type]
+        loss_fn=loss_fn or torch.nn.CrossEntropyLoss(),
+    )
+    resolved = resolve_settings(registry, hardware, workload, settings)
+    plan = build_plan(registry, hardware, workload, resolved, torch.device(device or hardware.device_type))
+    return Tuned(plan, model, resolved)
