@@ -9,6 +9,10 @@ What is measured, and how:
 - data_wait_fraction: time waiting for batches / (waiting + compute) over timed steps.
 - train_time / time_to_target: all training time from the first step, warm-up and compilation
   included (they are real costs), validation excluded.
+- DataLoader workers keep prefetching while training pauses for validation, which would make
+  the batches after a validation look free. The steps that consume those batches (workers x
+  prefetch_factor of them) are charged at least the median data wait of the steps just before
+  the pause, so workers are credited only for the overlap they give during training.
 - peak_memory_bytes: the CUDA allocator peak on GPU; the process peak RSS elsewhere (a fresh
   process per trial gives a clean figure; within one process it is the lifetime peak).
 """
@@ -19,9 +23,11 @@ import gc
 import math
 import random
 import resource
+import statistics
 import sys
 import time
 import traceback
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -358,13 +364,21 @@ def _train(
     samples = timed_samples = 0
     train_time = 0.0
     data_times: list[float] = []
+    workers = int(plan.loader.get("num_workers", 0))
+    prefetch_depth = workers * int(plan.loader.get("prefetch_factor") or 2) if workers else 0
+    recent_waits: deque[float] = deque(maxlen=8)
+    catch_up = 0  # steps still eating batches prefetched during a validation
+    typical_wait = 0.0
     compute_times: list[float] = []
     last_progress = time.perf_counter()
     last_eval_step = -1
 
     def evaluate_now() -> None:
-        nonlocal last_eval_step
+        nonlocal last_eval_step, catch_up, typical_wait
         last_eval_step = step
+        if prefetch_depth:
+            catch_up = prefetch_depth
+            typical_wait = statistics.median(recent_waits) if recent_waits else 0.0
         val_loss, val_acc = _evaluate(model, val_loader, plan)
         point = EvalPoint(
             index=len(result.curve), step=step, epoch=step / steps_per_epoch,
@@ -417,6 +431,11 @@ def _train(
                 t2 = time.perf_counter()
                 data_time = pending_data + (t1 - t0)
                 pending_data = 0.0
+                if catch_up:
+                    catch_up -= 1
+                    data_time = max(data_time, typical_wait)
+                else:
+                    recent_waits.append(data_time)
                 step += 1
                 batch = len(targets)
                 samples += batch

@@ -90,13 +90,13 @@ class Param:
         if (lo is not None and converted < lo) or (hi is not None and converted > hi):
             raise UsageError(
                 f"setting '{self.name}': {converted} is outside the accepted range "
-                f"[{_fmt(lo)}, {_fmt(hi)}]"
+                f"[{_fmt(lo, '-inf')}, {_fmt(hi, 'inf')}]"
             )
         return converted
 
 
-def _fmt(bound: float | None) -> str:
-    return "-inf" if bound is None else str(bound)
+def _fmt(bound: float | None, unbounded: str) -> str:
+    return unbounded if bound is None else str(bound)
 
 
 def _describe(param: Param) -> str:

@@ -176,7 +176,15 @@ def _torchvision_dataset(
             f"dataset under --data-dir {root} and drop --download"
         ) from None
     except RuntimeError as exc:
-        if "not found" not in str(exc).lower() and "corrupted" not in str(exc).lower():
+        message = str(exc)
+        if message.startswith("Error downloading"):
+            # MNIST tries every mirror and folds their URLErrors into one multi-line RuntimeError
+            last = [line.strip() for line in message.splitlines() if line.strip()][-1]
+            raise UsageError(
+                f"workload '{label}': download failed ({last.strip('<>')}); without internet, put "
+                f"the dataset under --data-dir {root} and drop --download"
+            ) from None
+        if "not found" not in message.lower() and "corrupted" not in message.lower():
             raise
         raise UsageError(
             f"workload '{label}': no dataset in {root}; pass --data-dir DIR holding it, "

@@ -1,0 +1,106 @@
+"""Import-path workloads for the tests (`tests.workloads_for_tests:slow_data` and friends).
+
+Everything here is defined at module level so datasets pickle (DataLoader workers under spawn or
+forkserver) and so `autotune trial run --workload tests.workloads_for_tests:NAME` can import it in
+a subprocess (with the repository root on PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from autotune.workloads import Workload, digits
+
+FORWARD_FAILURE = "deliberate failure in forward from tests.workloads_for_tests"
+
+
+class SlowDataset(Dataset):
+    """Wraps a dataset and sleeps `delay` seconds per sample: a per-sample loading cost that
+    occupies no CPU, so DataLoader workers can hide it."""
+
+    def __init__(self, inner: Dataset, delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        time.sleep(self.delay)
+        return self.inner[index]
+
+
+def slow_data(delay: float = 0.001) -> Workload:
+    """digits with `delay` seconds of extra loading cost per training sample."""
+    workload = digits()
+    workload.name = "slow-digits"
+    workload.train_data = SlowDataset(workload.train_data, delay)
+    return workload
+
+
+class FailingForward(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError(FORWARD_FAILURE)
+
+
+class OutOfMemoryForward(nn.Module):
+    """Raises what the CUDA allocator raises, so "oom" handling is testable on a CPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (from a test)")
+
+
+def _tiny_data(n: int, seed: int) -> TensorDataset:
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(n, 4, generator=generator)
+    return TensorDataset(inputs, (inputs.sum(dim=1) > 0).long())
+
+
+def failing_forward() -> Workload:
+    """A model that raises inside forward on the first step."""
+    return Workload(name="failing-forward", model_fn=FailingForward,
+                    train_data=_tiny_data(64, 0), val_data=_tiny_data(16, 1))
+
+
+def oom_forward() -> Workload:
+    """A model that raises torch.OutOfMemoryError on the first step."""
+    return Workload(name="oom-forward", model_fn=OutOfMemoryForward,
+                    train_data=_tiny_data(64, 0), val_data=_tiny_data(16, 1))
+
+
+class TinyLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def tiny() -> Workload:
+    """A seconds-cheap workload: is the sum of 4 normal numbers positive?"""
+    return Workload(name="tiny", model_fn=TinyLinear, train_data=_tiny_data(256, 0),
+                    val_data=_tiny_data(64, 1), input_shape=(4,))
+
+
+
+def not_a_workload() -> int:
+    """A factory that returns the wrong thing."""
+    return 42
+
+
+def broken_factory() -> Workload:
+    """A factory that raises while building its data."""
+    raise FileNotFoundError("labels.csv is missing (from tests.workloads_for_tests)")
