@@ -1,0 +1,276 @@
+"""The terminal UI driven by Textual's Pilot on a real store and real Optuna studies."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from autotune import results
+from autotune.config import load_config_file
+from autotune.store import Store
+from autotune.tui.app import AutotuneApp
+from autotune.tui.demo import DISTRIBUTIONS, build_demo_home, bulk_add_trials, create_demo_study, make_trials
+from autotune.tui.screens.studies import StudiesScreen
+from autotune.tui.screens.study import StudyScreen
+from autotune.tui.screens.trial import TrialScreen
+from autotune.tui.widgets.study_header import StudyHeader
+from autotune.tui.widgets.trials_table import TrialsTable
+
+SIZE = (140, 45)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once (real Optuna writes take a few seconds), copied for each test."""
+    home = tmp_path_factory.mktemp("demo-template")
+    build_demo_home(home).close()
+    return home
+
+
+@pytest.fixture
+def home(demo_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """AUTOTUNE_HOME with 'demo' (running: 14 finished trials + trial 14 live) and 'pareto-demo'."""
+    home = tmp_path / "home"
+    shutil.copytree(demo_template, home)
+    store = Store(home / "autotune.db")
+    store.db.execute("update studies set storage = ?", [f"sqlite:///{home / 'studies.db'}"])
+    store.close()
+    monkeypatch.setenv("AUTOTUNE_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    return home
+
+
+async def polled(app: AutotuneApp, pilot, polls: int = 1) -> None:  # noqa: ANN001
+    """Wait until `polls` more polls were applied to the screen (no sleeping on a guess)."""
+    target = app.polls + polls
+    for _ in range(500):
+        await pilot.pause(0.02)
+        if app.polls >= target:
+            break
+    else:
+        raise AssertionError(f"no poll applied (polls={app.polls})")
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def text(renderable: object) -> str:
+    console = Console(width=200, record=True, file=open(os.devnull, "w"))
+    console.print(renderable)
+    return console.export_text()
+
+
+def cells(table, key: str) -> list[str]:  # noqa: ANN001
+    return [str(c) for c in table.get_row(key)]
+
+
+async def test_studies_table(home: Path) -> None:
+    app = AutotuneApp(interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        assert isinstance(app.screen, StudiesScreen)
+        table = app.screen.query_one("#studies")
+        assert [k.value for k in table.rows] == ["demo", "pareto-demo"]
+        demo = cells(table, "demo")
+        assert demo[:4] == ["demo", "running", "time-to-accuracy", "14/40"]
+        assert demo[5].endswith("x")  # speedup so far
+        pareto = cells(table, "pareto-demo")
+        assert pareto[1:4] == ["finished", "pareto", "24/24"]
+
+
+async def test_empty_store_says_how_to_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOTUNE_HOME", str(tmp_path))
+    app = AutotuneApp(interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        assert "autotune study start" in str(app.screen.query_one("#studies-empty").content)
+
+
+async def test_enter_opens_study_with_trial_rows(home: Path) -> None:
+    app = AutotuneApp(interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        await pilot.press("enter")
+        await polled(app, pilot)
+        assert isinstance(app.screen, StudyScreen) and app.screen.study_name == "demo"
+        table = app.screen.query_one(TrialsTable)
+        assert table.row_count == 15
+        assert cells(table, "14")[1] == "running"
+        assert cells(table, "2")[1] == "pruned" and "error rate" in cells(table, "2")[-1]
+        header = str(app.screen.query_one(StudyHeader).content)
+        assert "14/40 trials" in header and "time-to-accuracy" in header and "speedup" in header
+        assert "#14" in str(app.screen.query_one("#running-14 Label").content)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, StudiesScreen)
+
+
+async def test_pause_resume_and_stop(home: Path) -> None:
+    store = Store()
+    app = AutotuneApp(study="demo", interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        await pilot.press("p")
+        assert store.study_status("demo") == "paused"
+        await pilot.press("p")
+        assert store.study_status("demo") == "running"
+        await pilot.press("s")
+        assert store.study_status("demo") == "stopping"
+        await polled(app, pilot)
+        assert "stopping" in str(app.screen.query_one(StudyHeader).content)
+
+
+async def test_kill_requests_the_running_trial(home: Path) -> None:
+    store = Store()
+    app = AutotuneApp(study="demo", interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        await pilot.press("k")
+        assert store.kill_requested("demo", 14)
+        live = store.db.execute("select kill_requested from live_trials where study = 'demo'").fetchall()
+        assert live == [(1,)]
+
+
+async def test_export_writes_best_config(home: Path, tmp_path: Path) -> None:
+    app = AutotuneApp(study="demo", interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        await pilot.press("e")
+    path = tmp_path / "demo-best.toml"
+    config = load_config_file(path)
+    study = results.open_study(f"sqlite:///{home / 'studies.db'}", "demo")
+    best = results.best_row(study)
+    assert config == {"workload": "digits", "settings": best.settings}
+
+
+async def test_enter_on_trial_opens_details(home: Path) -> None:
+    app = AutotuneApp(study="demo", interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        await pilot.press("up", "enter")  # the cursor follows the newest trial; up is trial 13
+        await pilot.pause()
+        assert isinstance(app.screen, TrialScreen)
+        row = app.screen.row
+        assert row.number == 13
+        settings = text(app.screen.query_one("#trial-settings").content)
+        for key, value in row.settings.items():
+            assert re.search(rf"{key}( \*)?\s+{re.escape(str(value))}", settings), (key, settings)
+        assert "log tail" in app.screen.query_one("#trial-log").border_title
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, StudyScreen)
+
+
+async def test_new_trial_appears_on_next_poll(home: Path) -> None:
+    url = f"sqlite:///{home / 'studies.db'}"
+    app = AutotuneApp(study="demo", interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        table = app.screen.query_one(TrialsTable)
+        assert table.row_count == 15
+        writer = optuna.load_study(study_name="demo", storage=url)
+        writer.add_trial(optuna.trial.create_trial(
+            params={"batch_size": 128}, distributions={"batch_size": DISTRIBUTIONS["batch_size"]},
+            value=0.25, user_attrs={"settings": {"batch_size": 128}, "autotune_status": "ok",
+                                    "throughput": 9999.0},
+        ))
+        await polled(app, pilot, polls=2)
+        assert table.row_count == 16
+        assert cells(table, "15")[:2] == ["15★", "complete"]  # 0.25 s beats the best so far
+        assert "#15" in str(app.screen.query_one(StudyHeader).content)
+        writer.tell(14, 0.1)  # the running trial finishes, best of all
+        await polled(app, pilot, polls=2)
+        assert cells(table, "14")[:2] == ["14★", "complete"]
+        assert cells(table, "15")[:2] == ["15", "complete"]
+        assert "14/40" not in str(app.screen.query_one(StudyHeader).content)
+
+
+async def test_tab_switches_studies(home: Path) -> None:
+    app = AutotuneApp(study="demo", interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        await pilot.press("tab")
+        await polled(app, pilot)
+        assert app.screen.study_name == "pareto-demo"
+        assert app.screen.query_one(TrialsTable).row_count == 24
+        assert "Pareto front" in app.screen.query_one("#progress-plot").border_title
+        await pilot.press("[")
+        await polled(app, pilot)
+        assert app.screen.study_name == "demo"
+
+
+async def test_table_keeps_only_the_latest_rows(home: Path) -> None:
+    app = AutotuneApp(study="pareto-demo", interval=0.1, table_cap=5)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        table = app.screen.query_one(TrialsTable)
+        assert [k.value for k in table.rows] == ["19", "20", "21", "22", "23"]
+        assert table.border_title == "trials: latest 5 of 24"
+
+
+def test_cli_rejects_an_unknown_study(home: Path) -> None:
+    from autotune.cli import cli
+
+    result = CliRunner().invoke(cli, ["tui", "nope"])
+    assert result.exit_code == 2
+    assert "no study 'nope'" in result.output and "demo, pareto-demo" in result.output
+
+
+def test_bulk_trials_read_back_by_optuna(tmp_path: Path) -> None:
+    """The benchmark's fast writer produces trials Optuna itself reads identically."""
+    url = f"sqlite:///{tmp_path / 'bulk.db'}"
+    create_demo_study(url, "bulk")
+    trials = make_trials(30, running=1, start=datetime(2026, 1, 1) + timedelta(seconds=0.5))
+    bulk_add_trials(url, "bulk", trials)
+    read = optuna.load_study(study_name="bulk", storage=url).get_trials()
+    assert [results.row_from_frozen(t) for t in read] == [results.row_from_frozen(t) for t in trials]
+    assert results.trial_rows(results.open_study(url, "bulk")) == [results.row_from_frozen(t) for t in read]
+
+
+@pytest.mark.slow
+async def test_end_to_end_with_a_real_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real `autotune study start` in a subprocess; the UI's finished count rises."""
+    if importlib.util.find_spec("autotune.study") is None:
+        pytest.skip("needs the study runner (autotune.study / `autotune study start`)")
+    home = tmp_path / "home"
+    monkeypatch.setenv("AUTOTUNE_HOME", str(home))
+    log = open(tmp_path / "study.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autotune.cli", "study", "start", "--name", "e2e", "--space", "quick",
+         "--n-trials", "4", "--no-tui", "--budget-epochs", "1"],
+        env={**os.environ, "AUTOTUNE_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT,
+    )
+    seen: list[int] = []
+    try:
+        app = AutotuneApp(study="e2e", interval=0.3)
+        async with app.run_test(size=SIZE) as pilot:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                await pilot.pause(0.3)
+                match = re.search(r"(\d+)/4 trials", str(app.screen.query_one(StudyHeader).content))
+                if match:
+                    seen.append(int(match.group(1)))
+                    if seen[-1] > seen[0]:
+                        break
+                if proc.poll() is not None and proc.returncode != 0:
+                    break
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+        log.close()
+    output = (tmp_path / "study.log").read_text()[-2000:]
+    assert seen, f"the study never showed up; runner output:\n{output}"
+    assert seen[-1] > seen[0], f"finished count did not rise: {seen[:3]}...{seen[-3:]}\n{output}"

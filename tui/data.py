@@ -1,0 +1,203 @@
+"""What the terminal UI polls, computed off the UI thread. No Textual here.
+
+`Watcher.poll(target)` returns a `Snapshot` of what changed since the last poll for the same
+target: for a study, only trial rows that are new or changed (results.trial_rows is incremental),
+events after the last id, live trials, and the derived views (best so far, Pareto points) only when
+the set of finished trials changed. Polls for one Watcher never run concurrently (a lock).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Hashable
+
+import psutil
+
+from autotune import results
+from autotune.errors import UsageError
+from autotune.results import StudyLike, TrialRow
+from autotune.store import Store
+
+EVENTS_TAIL = 200
+_poll_keys = itertools.count(1)
+
+
+def new_poll_key() -> int:
+    """A key for one view (screen instance): polls for a new key start from scratch."""
+    return next(_poll_keys)
+
+
+@dataclass
+class StudyUpdate:
+    """One study's changes since the previous poll of the same target."""
+
+    name: str
+    summary: dict[str, Any]
+    attrs: dict[str, Any]
+    hardware: dict[str, Any]
+    new_rows: list[TrialRow]
+    changed_rows: list[TrialRow]
+    total_rows: int
+    best_so_far: list[tuple[int, float]] | None  # None: unchanged since the last poll
+    pareto: tuple[list[TrialRow], list[TrialRow]] | None  # (front, all complete); None: unchanged
+    live: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    complete_count: int
+    reset: bool  # first update for this target: the screen starts from empty
+
+
+@dataclass
+class Snapshot:
+    studies: list[dict[str, Any]]  # the store's rows, oldest first
+    lines: dict[str, dict[str, Any]] | None = None  # name -> summary (studies list target only)
+    study: StudyUpdate | None = None
+    system: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # study name -> why it cannot be read
+    took: float = 0.0
+
+
+class Watcher:
+    """Reads the Store and the studies' Optuna storages for the UI."""
+
+    def __init__(self, store_path: str | Path | None = None) -> None:
+        self.store = Store(store_path)  # this connection is only used by polls (one at a time)
+        self._lock = threading.Lock()
+        self._studies: dict[str, tuple[tuple[Any, Any], StudyLike]] = {}
+        self._target: Hashable = None
+        self._shown: dict[int, TrialRow] = {}
+        self._last_event_id = 0
+        self._finished_count = -1
+        psutil.cpu_percent(interval=None)  # the first call only starts the measurement
+
+    def study(self, name: str, store_row: dict[str, Any] | None = None) -> StudyLike:
+        """The study behind a store row, opened once (its row cache lives on the object); a
+        results.SqliteStudy for SQLite storages, so the UI never loads SQLAlchemy.
+
+        Reopened when the row's storage or creation time changes (deleted and started again).
+        """
+        row = store_row or self.store.get_study(name)
+        if row is None:
+            raise UsageError(f"no study '{name}' in {self.store.path}")
+        key = (row["storage"], row.get("created_at"))
+        cached = self._studies.get(name)
+        if cached is None or cached[0] != key:
+            cached = self._studies[name] = (key, results.open_view(row["storage"], name))
+        return cached[1]
+
+    def poll(self, name: str | None, target: Hashable = None) -> Snapshot:
+        """Snapshot for the studies list (name None) or one study; `target` identifies the view.
+
+        A new target starts over: every row comes back as new and the event log from its tail.
+        """
+        started = time.perf_counter()
+        with self._lock:
+            studies = self.store.list_studies()
+            snap = Snapshot(studies=studies, system=_system())
+            if name is None:
+                snap.lines = {}
+                for row in studies:
+                    try:
+                        study = self.study(row["name"], row)
+                        snap.lines[row["name"]] = results.summary(study, row)
+                    except Exception as exc:  # one unreadable study must not blank the list
+                        snap.errors[row["name"]] = _one_line(exc)
+            else:
+                row = next((r for r in studies if r["name"] == name), None)
+                try:
+                    snap.study = self._study_update(name, row, target)
+                except Exception as exc:
+                    snap.errors[name] = _one_line(exc)
+        snap.took = time.perf_counter() - started
+        return snap
+
+    def _study_update(self, name: str, store_row: dict[str, Any] | None, target: Hashable) -> StudyUpdate:
+        reset = target != self._target
+        study = self.study(name, store_row)  # may raise: then the next poll starts over again
+        rows = results.trial_rows(study)
+        if reset:
+            self._target = target
+            self._shown = {}
+            self._last_event_id = 0
+            self._finished_count = -1
+        new_rows, changed_rows = [], []
+        shown = self._shown
+        for row in rows:
+            old = shown.get(row.number)
+            if old is None:
+                new_rows.append(row)
+            elif old is not row and old != row:
+                changed_rows.append(row)
+            else:
+                continue
+            shown[row.number] = row
+        user_attrs = study.user_attrs
+        finished = sum(1 for r in rows if r.finished)
+        best = pareto = None
+        if finished != self._finished_count:
+            self._finished_count = finished
+            if len(study.directions) == 1:
+                best = results.best_so_far(study, rows)
+            else:
+                complete = [r for r in rows if r.state == "COMPLETE" and r.values]
+                pareto = (results.pareto_front(study, rows), complete)
+        if reset:
+            events = self._events_tail(name)
+        else:
+            events = self.store.events(name, after_id=self._last_event_id)
+        if events:
+            self._last_event_id = events[-1]["id"]
+        return StudyUpdate(
+            name=name,
+            summary=results.summary(study, store_row, rows, user_attrs=user_attrs),
+            attrs=user_attrs.get("autotune") or {},
+            hardware=user_attrs.get("hardware") or {},
+            new_rows=new_rows,
+            changed_rows=changed_rows,
+            total_rows=len(rows),
+            best_so_far=best,
+            pareto=pareto,
+            live=self.store.live_trials(name),
+            events=events,
+            complete_count=sum(1 for r in rows if r.state == "COMPLETE"),
+            reset=reset,
+        )
+
+    def _events_tail(self, name: str) -> list[dict[str, Any]]:
+        # The Store reads events forwards from an id; a long study has tens of thousands.
+        rows = list(self.store.db.query(
+            "select * from events where study = ? order by id desc limit ?", [name, EVENTS_TAIL]
+        ))
+        return rows[::-1]
+
+    def opened(self, name: str) -> StudyLike | None:
+        """The study as the last poll opened it, if any (safe from any thread)."""
+        cached = self._studies.get(name)
+        return cached[1] if cached else None
+
+    def importances(self, name: str) -> dict[str, float]:
+        """Parameter importances of a study a poll opened ({} otherwise). Slow on big studies:
+        call it from its own worker, not every poll. Touches no Store connection."""
+        study = self.opened(name)
+        return results.importances(study) if study is not None else {}
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _system() -> dict[str, Any]:
+    memory = psutil.virtual_memory()
+    return {
+        "cpu_percent": psutil.cpu_percent(interval=None),
+        "cpu_count": psutil.cpu_count(),
+        "memory_used": memory.total - memory.available,
+        "memory_total": memory.total,
+    }
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}" if not isinstance(exc, UsageError) else text[0]

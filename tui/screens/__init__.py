@@ -1,0 +1,1 @@
+"""The terminal UI's screens: the studies list, one study, one trial."""

@@ -1,0 +1,94 @@
+"""All studies in the store: state, progress, best, speedup. Enter opens one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from autotune.tui import format as fmt
+from autotune.tui.data import Snapshot, new_poll_key
+
+COLUMNS = (
+    ("name", "study"), ("state", "state"), ("objective", "objective"), ("trials", "trials"),
+    ("best", "best"), ("speedup", "speedup"), ("elapsed", "elapsed"), ("note", ""),
+)
+
+
+class StudiesScreen(Screen):
+    study_name: str | None = None  # the poll target: every study's summary
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.poll_key = new_poll_key()
+        self._cells: dict[str, list[Any]] = {}  # what each row shows, to update changed cells only
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="studies-empty")
+        yield DataTable(id="studies", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        table.border_title = "studies"
+        table.border_subtitle = "enter: open"
+        self.query_one("#studies-empty", Static).display = False
+
+    def on_screen_resume(self) -> None:
+        self.app.request_poll()
+
+    def apply(self, snap: Snapshot) -> None:
+        table = self.query_one(DataTable)
+        names = [row["name"] for row in snap.studies]
+        present = {key.value for key in table.rows}
+        for name in present - set(names):
+            table.remove_row(name)
+            self._cells.pop(name, None)
+        for row in snap.studies:
+            name = row["name"]
+            cells = self._row_cells(row, (snap.lines or {}).get(name), snap.errors.get(name))
+            if name in present:
+                for (key, _), cell, old in zip(COLUMNS, cells, self._cells[name]):
+                    if cell != old:
+                        table.update_cell(name, key, cell)
+            else:
+                table.add_row(*cells, key=name)
+            self._cells[name] = cells
+        empty = self.query_one("#studies-empty", Static)
+        empty.display = not names
+        if not names:
+            empty.update(
+                "No studies yet. Start one with\n\n"
+                "  autotune study start --name demo --space quick --n-trials 12\n\n"
+                "and it appears here."
+            )
+
+    @staticmethod
+    def _row_cells(row: dict[str, Any], line: dict[str, Any] | None, error: str | None) -> list[Any]:
+        if line is None:
+            return [row["name"], fmt.study_state(row["status"]), row.get("objective") or "-",
+                    f"?/{row.get('n_trials') or '?'}", "-", "-", "-",
+                    Text(error or "", style="red")]
+        objective = line.get("objective")
+        best = fmt.objective_values(objective, line.get("best_values"))
+        return [
+            Text(row["name"], style="bold"),
+            fmt.study_state(line["state"]),
+            objective or "-",
+            f"{line['done']}/{line['total']}",
+            best,
+            Text(f"{fmt.ratio(line['confirmed_speedup'])} confirmed", style="bold")
+            if line.get("confirmed_speedup") is not None else fmt.ratio(line.get("speedup")),
+            fmt.seconds(line.get("elapsed")),
+            Text(row.get("error") or "", style="red"),
+        ]
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.app.open_study(event.row_key.value)

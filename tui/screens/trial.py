@@ -1,0 +1,85 @@
+"""One trial in full: settings, metrics, why it was pruned or failed, its curve and log tail."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from autotune.results import METRICS, TrialRow
+from autotune.tui import format as fmt
+from autotune.tui.widgets.plot import BraillePlot, Series
+
+METRIC_FORMATS = {
+    "peak_memory_bytes": fmt.nbytes, "wall_time": fmt.seconds, "train_time": fmt.seconds,
+    "time_to_target": fmt.seconds,
+}
+
+
+class TrialScreen(Screen):
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
+
+    def __init__(self, study_name: str, row: TrialRow, summary: dict[str, Any]) -> None:
+        super().__init__()
+        self.study_name = study_name
+        self.row = row
+        self.summary = summary
+
+    def compose(self) -> ComposeResult:
+        row = self.row
+        yield Header()
+        title = Text()
+        title.append(f"trial {row.number}", style="bold")
+        if row.baseline:
+            title.append(" (baseline)", style="magenta")
+        title.append("  ")
+        title.append_text(fmt.state(row.state))
+        if row.autotune_status and row.autotune_status not in ("ok", row.state.lower()):
+            title.append(f" ({row.autotune_status})")
+        if row.values and row.state == "COMPLETE":
+            title.append("  value " + fmt.objective_values(self.summary.get("objective"), row.values))
+        if row.duration is not None:
+            title.append(f"  took {fmt.seconds(row.duration)}")
+        yield Static(title, id="trial-title")
+        if row.reason:
+            yield Static(Text(row.reason, style="yellow"), id="trial-reason")
+        with Horizontal(id="trial-body"):
+            with Vertical(id="trial-left"):
+                yield Static(_table(row.settings, row.params), id="trial-settings")
+                yield Static(_table({k: row.metrics[k] for k in METRICS if k in row.metrics}, {},
+                                    METRIC_FORMATS), id="trial-metrics")
+            with Vertical(id="trial-right"):
+                yield BraillePlot(id="trial-curve", empty="no intermediate values",
+                                  x_format=lambda x: f"eval {x:.0f}")
+                with VerticalScroll(id="trial-log"):
+                    yield Static(Text(row.log_tail or "(no log)"), id="trial-log-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{self.study_name} / trial {self.row.number}"
+        self.query_one("#trial-settings").border_title = "settings (* searched)"
+        self.query_one("#trial-metrics").border_title = "metrics"
+        curve = self.query_one(BraillePlot)
+        curve.border_title = "intermediate values"
+        points = [(float(step), v) for step, v in sorted(self.row.intermediate.items()) if math.isfinite(v)]
+        curve.set_series([Series(points, "cyan", "line")])
+        self.query_one("#trial-log").border_title = "log tail"
+
+
+def _table(values: dict[str, Any], searched: dict[str, Any], formats: dict[str, Any] | None = None) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in values.items():
+        shown = (formats or {}).get(key, fmt.number)(value)
+        table.add_row(f"{key}{' *' if key in searched else ''}", shown)
+    if not values:
+        table.add_row("-", "")
+    return table

@@ -1,0 +1,48 @@
+"""The study screen's top lines: what is being tuned, progress, best, speedup, time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+
+from autotune.tui import format as fmt
+from autotune.tui.widgets.text_pane import TextPane
+
+
+class StudyHeader(TextPane):
+    DEFAULT_CSS = """
+    StudyHeader { height: 2; padding: 0 1; background: $panel; }
+    """
+
+    def show(self, summary: dict[str, Any]) -> None:
+        objective = summary.get("objective") or "?"
+        target = summary.get("target")
+        first = Text()
+        first.append(summary["name"], style="bold")
+        first.append(f"  {summary.get('workload') or '?'}  ", style="")
+        first.append(objective, style="magenta")
+        if target is not None:
+            first.append(f" (target {target:.4g})")
+        first.append(f"  budget {summary.get('budget') or '?'}")
+        first.append(f"  device {summary.get('device') or 'auto'}")
+        second = Text()
+        second.append_text(fmt.study_state(summary["state"]))
+        second.append(
+            f"  {summary['done']}/{summary['total']} trials"
+            f" ({summary['complete']} ok, {summary['pruned']} pruned, {summary['failed']} failed"
+            + (f", {summary['running']} running)" if summary["running"] else ")")
+        )
+        if summary.get("best_number") is not None:
+            best = fmt.objective_values(objective, summary.get("best_values"))
+            second.append(f"  best {best} (#{summary['best_number']})", style="bold green")
+        if summary.get("confirmed_speedup") is not None:
+            low, high = summary.get("confirmed_range") or (None, None)
+            spread = f" ({fmt.ratio(low)}-{fmt.ratio(high)})" if low is not None else ""
+            second.append(f"  confirmed speedup {fmt.ratio(summary['confirmed_speedup'])}{spread}", style="bold")
+        elif summary.get("speedup") is not None:
+            second.append(f"  speedup {fmt.ratio(summary['speedup'])}", style="bold")
+        second.append(f"  elapsed {fmt.seconds(summary.get('elapsed'))}")
+        if summary.get("eta") is not None:
+            second.append(f"  ETA {fmt.seconds(summary['eta'])}")
+        self.set(Text("\n").join([first, second]))

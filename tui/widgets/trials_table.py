@@ -1,0 +1,118 @@
+"""The trials of one study, updated in place: new rows appended, changed rows' cells updated.
+
+Only the most recent `cap` trials are kept as rows (a 10,000-trial study would otherwise cost
+seconds to lay out); the border title says how many are hidden.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from autotune.results import TrialRow
+from autotune.tui import format as fmt
+
+COLUMNS = (
+    ("number", "#"), ("state", "state"), ("settings", "settings"), ("value", "value"),
+    ("throughput", "samples/s"), ("accuracy", "val acc"), ("duration", "time"), ("reason", "reason"),
+)
+# The value column only where it is not already throughput, accuracy or their Pareto mix.
+VALUE_LABELS = {"time-to-accuracy": "to target"}
+
+WIDTHS = {"reason": 40}
+
+
+class TrialsTable(DataTable):
+    DEFAULT_CSS = """
+    TrialsTable { height: 1fr; }
+    """
+
+    def __init__(self, cap: int = 500, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.cap = cap
+        self.objective: str | None = None
+        self.best_number: int | None = None
+        self.rows_by_number: dict[int, TrialRow] = {}
+        self.total = 0
+        self.columns_for: str | None = None
+
+    def _add_columns(self, objective: str | None) -> None:
+        self.columns_for = objective or ""
+        for key, label in self._columns():
+            self.add_column(VALUE_LABELS.get(objective or "", label) if key == "value" else label,
+                            key=key, width=WIDTHS.get(key))
+
+    def _columns(self) -> list[tuple[str, str]]:
+        keep_value = self.columns_for in VALUE_LABELS or self.columns_for == ""
+        return [(k, label) for k, label in COLUMNS if k != "value" or keep_value]
+
+    def apply(self, new: list[TrialRow], changed: list[TrialRow], total: int,
+              objective: str | None, best_number: int | None) -> None:
+        self.objective = objective
+        if self.columns_for is None:
+            self._add_columns(objective)
+        follow = self.row_count == 0 or self.cursor_row >= self.row_count - 1
+        if best_number != self.best_number:
+            # Redraw the old and the new best (their star) unless they change anyway.
+            previous, self.best_number = self.best_number, best_number
+            numbers = {r.number for r in changed}
+            changed = changed + [
+                self.rows_by_number[n] for n in (previous, best_number)
+                if n is not None and n in self.rows_by_number and n not in numbers
+            ]
+        for row in new[-self.cap:]:
+            self.add_row(*self._cells(row), key=str(row.number))
+            self.rows_by_number[row.number] = row
+        for row in changed:
+            if row.number not in self.rows_by_number:
+                continue
+            self.rows_by_number[row.number] = row
+            for (key, _), cell in zip(self._columns(), self._cells(row)):
+                self.update_cell(str(row.number), key, cell)
+        excess = len(self.rows_by_number) - self.cap
+        if excess > 0:
+            for number in sorted(self.rows_by_number)[:excess]:
+                self.remove_row(str(number))
+                del self.rows_by_number[number]
+        self.total = total
+        hidden = total - len(self.rows_by_number)
+        title = f"trials ({total:,})" if hidden <= 0 else (
+            f"trials: latest {len(self.rows_by_number):,} of {total:,}"
+        )
+        if title != self.border_title:
+            self.border_title = title
+        if follow and new and self.row_count:
+            self.move_cursor(row=self.row_count - 1)
+
+    def selected(self) -> TrialRow | None:
+        if not self.row_count:
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        return self.rows_by_number.get(int(key)) if key is not None else None
+
+    def _cells(self, row: TrialRow) -> list[Any]:
+        star = "★" if row.number == self.best_number else (" b" if row.baseline else "")
+        metrics = row.metrics
+        # Optuna gives a pruned trial its last intermediate value: not an objective value.
+        value = fmt.objective_values(self.objective, row.values) if row.state == "COMPLETE" else "-"
+        reason = row.reason or (row.autotune_status if row.autotune_status not in (None, "ok") else "")
+        cells = [
+            Text(f"{row.number}{star}", style="bold green" if star == "★" else ""),
+            fmt.state(row.state),
+            fmt.compact_settings(row.params),
+            value,
+            fmt.number(metrics.get("throughput")),
+            fmt.number(metrics.get("val_accuracy")),
+            fmt.seconds(row.duration),
+            Text(_clip(reason or "", WIDTHS["reason"]), style="dim"),
+        ]
+        if len(self._columns()) < len(COLUMNS):
+            del cells[3]
+        return cells
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
