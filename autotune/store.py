@@ -159,14 +159,17 @@ class Store:
             raise ValueError(f"unknown study status {status!r}")
         now = time.time()
         fields: dict[str, Any] = {"status": status, "updated_at": now}
-        if status == "running":
-            fields["started_at"] = now
+        if pid is not None:
             fields["pid"] = pid
         if status in ("finished", "failed", "stopped"):
             fields["finished_at"] = now
         if error is not None:
             fields["error"] = error
         sets = ", ".join(f"{k} = ?" for k in fields)
+        # started_at is the first start: pausing, resuming or restarting keeps it.
+        if status == "running":
+            sets += ", started_at = coalesce(started_at, ?)"
+            fields["started_at"] = now
         with self._lock:
             self.db.execute(f"update studies set {sets} where name = ?", [*fields.values(), name])
 
@@ -247,6 +250,15 @@ class Store:
             sql, args = sql + " and study = ?", [after_id, study]
         with self._lock:
             return list(self.db.query(sql + " order by id limit ?", [*args, limit]))
+
+    def events_tail(self, study: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """The last `limit` events, oldest first (what a log pane shows on opening)."""
+        sql, args = "select * from events", []
+        if study is not None:
+            sql, args = sql + " where study = ?", [study]
+        with self._lock:
+            rows = list(self.db.query(sql + " order by id desc limit ?", [*args, limit]))
+        return rows[::-1]
 
     def iter_events(self, study: str | None = None, after_id: int = 0) -> Iterator[dict[str, Any]]:
         while True:

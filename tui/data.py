@@ -167,11 +167,8 @@ class Watcher:
         )
 
     def _events_tail(self, name: str) -> list[dict[str, Any]]:
-        # The Store reads events forwards from an id; a long study has tens of thousands.
-        rows = list(self.store.db.query(
-            "select * from events where study = ? order by id desc limit ?", [name, EVENTS_TAIL]
-        ))
-        return rows[::-1]
+        # A long study has tens of thousands of events; the pane shows the latest.
+        return self.store.events_tail(name, EVENTS_TAIL)
 
     def opened(self, name: str) -> StudyLike | None:
         """The study as the last poll opened it, if any (safe from any thread)."""

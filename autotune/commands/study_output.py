@@ -114,7 +114,9 @@ def print_show(data: dict[str, Any]) -> None:
         metrics = t.get("metrics", {})
         dur = t.get("duration")
         table.add_row(
-            str(t["number"]), t.get("state", "?"), _v(t.get("value", t.get("values"))),
+            # Optuna gives pruned trials their last intermediate value; it is not a result.
+            str(t["number"]), t.get("state", "?"),
+            _v(t.get("value", t.get("values"))) if t.get("state") == "COMPLETE" else "-",
             _v(metrics.get("throughput"), 5), _v(metrics.get("val_accuracy"), 3),
             f"{dur:.1f}s" if isinstance(dur, (int, float)) else "-",
             t.get("reason") or _settings(t.get("settings", {}), _KEYS),
