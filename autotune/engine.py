@@ -34,35 +34,14 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch.utils.data import DataLoader
 
-from autotune.errors import RunError, Unsupported, UsageError
+from autotune.budget import Budget
+from autotune.errors import RunError, Unsupported
 from autotune.knob import TrainingPlan
 
 if TYPE_CHECKING:
     from autotune.hardware import Hardware
     from autotune.registry import Registry
     from autotune.workloads import Workload
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How long a run trains: exactly one of epochs, steps or seconds."""
-
-    epochs: int | None = None
-    steps: int | None = None
-    seconds: float | None = None
-
-    def __post_init__(self) -> None:
-        given = [(k, v) for k, v in asdict(self).items() if v is not None]
-        if len(given) != 1:
-            raise UsageError("give exactly one budget: --budget-epochs, --budget-steps or --budget-seconds")
-        key, value = given[0]
-        # not just `value <= 0`: nan passes that test, and nan or inf would train forever
-        if not math.isfinite(value) or value <= 0:
-            raise UsageError(f"budget {key} must be a positive finite number, got {value}")
-
-    def describe(self) -> str:
-        key, value = next((k, v) for k, v in asdict(self).items() if v is not None)
-        return f"{value} {key}"
 
 
 @dataclass

@@ -44,6 +44,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "autotune.plugins.torch_compile",
     "autotune.plugins.threads",
     "autotune.workloads",
+    "autotune.plugins.data_parallel",
 )
 
 

@@ -37,6 +37,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.errors import UsageError
+from autotune.storage import sqlalchemy_url, sqlite_path
 
 METRICS = (
     "throughput", "step_time_p50", "step_time_p95", "data_wait_fraction", "peak_memory_bytes",
@@ -149,16 +150,9 @@ def row_from_frozen(trial: FrozenTrial) -> TrialRow:
 # Opening ------------------------------------------------------------------------------------
 
 
-def sqlite_path(storage_url: str) -> Path | None:
-    """The file behind a `sqlite:///...` URL, or None for other storages."""
-    if not storage_url.startswith("sqlite:///"):
-        return None
-    raw = storage_url[len("sqlite:///"):].split("?", 1)[0]
-    return Path(raw) if raw and raw != ":memory:" else None
-
-
 def open_study(storage_url: str, name: str) -> optuna.Study:
     """Load study `name` read-mostly. UsageError naming study and storage when either is missing."""
+    storage_url = sqlalchemy_url(storage_url)
     path = sqlite_path(storage_url)
     if path is not None and not path.is_file():
         # Optuna would create an empty database here; a reader must not.

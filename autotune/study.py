@@ -14,13 +14,12 @@ import math
 import os
 import signal
 import socket
-import sqlite3
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -31,9 +30,16 @@ from autotune.hardware import Hardware, detect
 from autotune.home import autotune_home
 from autotune.objectives import Objective, get_objective
 from autotune.registry import Registry, load_registry
+from autotune.spec import StudySpec
+from autotune.storage import default_storage_url, open_storage, pid_alive  # noqa: F401  (re-exported)
 from autotune.store import Store
 from autotune.trial_process import TrialOutcome, TrialRequest, launch
-from autotune.workloads import DEFAULT_WORKLOAD, Workload, load_workload
+from autotune.storage import display_url, sqlalchemy_url
+from autotune.worker import SURPLUS, GiveWay, StudySlots, is_priority
+from autotune.workloads import Workload, load_workload
+
+if TYPE_CHECKING:
+    from autotune.devices import DevicePool
 
 logger = logging.getLogger(__name__)
 
@@ -46,149 +52,36 @@ FAILED_STATUSES = ("failed", "oom", "unsupported", "diverged", "crashed", "error
 # Settings that barely change activation memory: ignored when deciding whether a configuration
 # lies in a region that already ran out of memory.
 MEMORY_NEUTRAL = {"learning_rate", "momentum", "weight_decay", "beta2", "workers", "threads", "pruning"}
+# How often a running trial's "live" user attr (what other machines see of it) is rewritten.
+LIVE_INTERVAL = 5.0
 
 
 class TrialFailed(Exception):
     """Raised inside the objective so Optuna records FAIL and the study goes on."""
 
 
-def default_storage_url() -> str:
-    return f"sqlite:///{autotune_home() / 'studies.db'}"
-
-
-@dataclass
-class StudySpec:
-    """What `autotune study start` was asked for; stored with the study so it can be resumed."""
-
-    name: str
-    workload: str = DEFAULT_WORKLOAD
-    space: str | None = None
-    objective: str = "time-to-accuracy"
-    n_trials: int = 20
-    timeout: float | None = None
-    budget: dict[str, Any] = field(default_factory=lambda: {"epochs": 5})
-    target: float | None = None
-    storage: str | None = None
-    seed: int | None = None
-    pruner: str = "median"
-    confirm: int = 3
-    device: str | None = None
-    data_dir: str | None = None
-    plugin_paths: tuple[str, ...] = ()
-    disabled_knobs: tuple[str, ...] = ()
-    workers: int = 1
-
-    def validate(self) -> None:
-        if not self.name or "/" in self.name:
-            raise UsageError(f"--name {self.name!r}: give a name without '/'")
-        get_objective(self.objective)
-        if self.n_trials < 1:
-            raise UsageError(f"--n-trials must be at least 1, got {self.n_trials}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise UsageError(f"--timeout must be positive, got {self.timeout}")
-        if self.target is not None and not 0.0 < self.target <= 1.0:
-            raise UsageError(f"--target is a validation accuracy between 0 and 1, got {self.target}")
-        if self.pruner not in ("median", "hyperband", "none"):
-            raise UsageError(f"--pruner {self.pruner!r}: choose median, hyperband or none")
-        if self.confirm < 0:
-            raise UsageError(f"--confirm cannot be negative, got {self.confirm}")
-        if self.workers < 1:
-            raise UsageError(f"--workers must be at least 1, got {self.workers}")
-        from autotune.engine import Budget
-
-        Budget(**self.budget)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["plugin_paths"] = list(self.plugin_paths)
-        data["disabled_knobs"] = list(self.disabled_knobs)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StudySpec":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["plugin_paths"] = tuple(known.get("plugin_paths", ()))
-        known["disabled_knobs"] = tuple(known.get("disabled_knobs", ()))
-        return cls(**known)
-
-    @property
-    def budget_text(self) -> str:
-        (key, value), = self.budget.items()
-        return f"{value} {key}"
-
-
-def _sqlite_path(url: str) -> Path | None:
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and url != prefix + ":memory:":
-        return Path(url[len(prefix):])
-    return None
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna RDB storage with heartbeats; SQLite files get WAL and a generous busy timeout."""
-    engine_kwargs: dict[str, Any] = {}
-    path = _sqlite_path(url)
-    try:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with sqlite3.connect(path, timeout=30) as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
-            engine_kwargs = {"connect_args": {"timeout": 30}}
-        with _quiet_experimental():
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=5,
-                grace_period=30,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-            )
-    except UsageError:
-        raise
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot open storage {url}: {first}") from None
-
-
-def _quiet_experimental() -> Any:
-    import warnings
-
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-
-    class _Exit:
-        def __enter__(self) -> None:
-            return None
-
-        def __exit__(self, *exc: Any) -> None:
-            ctx.__exit__(*exc)
-
-    return _Exit()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 RUNNER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def counted_trials(study: optuna.Study) -> int:
-    """Trials that count toward --n-trials: finished ones, minus those retried under a new number."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials} | {
-        t.system_attrs.get("failed_trial") for t in trials
-    }
+    """Trials that count toward --n-trials: finished ones, minus those retried under a new number
+    and those that never trained because the study already had its count (autotune_status
+    "surplus", see autotune.worker)."""
+    return counted_in(study.get_trials(deepcopy=False))
+
+
+def counted_in(trials: list[FrozenTrial]) -> int:
+    # Retries: ours carry user attr retry_of; Optuna's RetryHeartbeatStaleTrialCallback sets
+    # system attrs failed_trial (the first trial of the chain) and retry_history (all of it).
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:
+        retried.add(t.system_attrs.get("failed_trial"))
+        retried.update(t.system_attrs.get("retry_history", ()))
     return sum(
         1
         for t in trials
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) and t.number not in retried
+        and t.user_attrs.get("autotune_status") != SURPLUS
     )
 
 
@@ -204,7 +97,7 @@ def recover_stale_trials(study: optuna.Study, store: Store | None = None) -> lis
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         runner = t.user_attrs.get("runner", "")
         runner_host, _, pid = runner.rpartition(":")
-        if runner_host != host or not pid.isdigit() or _pid_alive(int(pid)) and int(pid) != os.getpid():
+        if runner_host != host or not pid.isdigit() or pid_alive(int(pid)) and int(pid) != os.getpid():
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_user_attr(trial_id, "autotune_status", "stale")
@@ -266,7 +159,7 @@ def prepare(spec: StudySpec) -> Prepared:
     space_name = spec.space or {"cuda": "gpu", "cpu": "cpu"}.get(hardware.device_type, "default")
     space = load_space(space_name, registry, hardware)
     spec.space = space_name
-    storage_url = spec.storage or default_storage_url()
+    storage_url = sqlalchemy_url(spec.storage or default_storage_url())
     return Prepared(
         spec=spec, objective=objective, registry=registry, hardware=hardware, workload=workload,
         space=space, storage_url=storage_url, storage=open_storage(storage_url),
@@ -277,7 +170,12 @@ Reporter = Callable[[str, dict[str, Any]], None]
 
 
 class StudyRunner:
-    """Runs one study to its trial count (or timeout), then confirms and reports."""
+    """Runs one study to its trial count (or timeout), then confirms and reports.
+
+    Other runners (`autotune worker`, on this machine or others) may share the study: trials are
+    counted through shared slots (autotune.worker.StudySlots), so together they finish exactly
+    `n_trials`. `devices` hands each trial its own GPUs (CUDA_VISIBLE_DEVICES).
+    """
 
     def __init__(
         self,
@@ -285,6 +183,7 @@ class StudyRunner:
         store: Store,
         reporter: Reporter | None = None,
         stop_event: threading.Event | None = None,
+        devices: "DevicePool | None" = None,
     ) -> None:
         self.p = prepared
         self.spec = prepared.spec
@@ -297,20 +196,44 @@ class StudyRunner:
         self.target: float | None = prepared.spec.target
         self._best_lock = threading.Lock()
         self.logs_dir = autotune_home() / "logs" / "trials" / self.spec.name
+        self.devices = devices
+        # Runners sharing a seeded study must not share a sampler seed (each would propose the
+        # same configurations): autotune.worker gives each worker its own.
+        self.sampler_seed = prepared.spec.seed
+        self.slots = StudySlots(prepared.storage, self.spec.name, self.spec.n_trials)
         if not logging.getLogger().isEnabledFor(logging.DEBUG):
             # autotune reports trials itself, with reasons; Optuna's own lines would repeat them.
             optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     # setup -----------------------------------------------------------------------------------
 
-    def open(self) -> optuna.Study:
-        """Create the study, or resume it when the name exists (with a compatible spec)."""
+    def open(self, create: bool = True) -> optuna.Study:
+        """Create the study, or resume it when the name exists (with a compatible spec).
+
+        Only the runner that creates the study enqueues the baseline, so runners starting at
+        once enqueue it once. `create=False` (workers) only loads: UsageError if it is missing.
+        """
         storage = self.p.storage
         directions = list(self.objective.directions)
-        sampler = optuna.samplers.TPESampler(seed=self.spec.seed)
+        sampler = optuna.samplers.TPESampler(seed=self.sampler_seed)
         pruner = _make_pruner(self.spec.pruner, self.objective.evals_per_epoch, self.spec.budget.get("epochs") or 5)
         existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
-        if self.spec.name in existing:
+        created = lost_race = False
+        if self.spec.name not in existing and not create:
+            raise UsageError(
+                f"no study '{self.spec.name}' in {display_url(self.p.storage_url)}: create it first with "
+                f"`autotune study start --name {self.spec.name} --storage URL ...`"
+            )
+        if self.spec.name not in existing:
+            try:
+                study = optuna.create_study(
+                    study_name=self.spec.name, storage=storage, sampler=sampler, pruner=pruner,
+                    directions=directions,
+                )
+                created = True
+            except optuna.exceptions.DuplicatedStudyError:  # another runner created it just now
+                lost_race = True
+        if not created:
             study = optuna.load_study(study_name=self.spec.name, storage=storage, sampler=sampler, pruner=pruner)
             stored = study.user_attrs.get("autotune", {})
             for key in ("workload", "objective"):
@@ -322,10 +245,6 @@ class StudyRunner:
             if self.target is None:
                 self.target = study.user_attrs.get("target")
         else:
-            study = optuna.create_study(
-                study_name=self.spec.name, storage=storage, sampler=sampler, pruner=pruner,
-                directions=directions,
-            )
             study.set_user_attr("autotune", {
                 **self.spec.to_dict(), "budget_text": self.spec.budget_text,
                 "directions": directions,
@@ -340,7 +259,11 @@ class StudyRunner:
         )
         self.store.set_study_status(self.spec.name, "running", pid=os.getpid())
         recover_stale_trials(study, self.store)
-        if not any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)):
+        # Resuming with no baseline at all (its creator died before enqueueing it) is the only
+        # other case; workers and a runner that lost the race to create never enqueue it.
+        if created or create and not lost_race and not any(
+            t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)
+        ):
             params = {
                 p.name: self.baseline[p.name]
                 for p in self.p.space.params
@@ -382,9 +305,45 @@ class StudyRunner:
                 )
         return None
 
+    def _should_stop(self) -> bool:
+        return self.stop_event.is_set() or self.store.study_status(self.spec.name) == "stopping"
+
+    def _surplus(self, trial: optuna.Trial, reason: str, requeue: bool = False) -> optuna.TrialPruned:
+        """Mark a trial that never trained; it does not count. With `requeue`, a trial that must
+        run (baseline, retry) is enqueued again so that stopping does not lose it."""
+        assert self.study is not None
+        trial.set_user_attr("autotune_status", SURPLUS)
+        trial.set_user_attr("reason", reason)
+        frozen = next((t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number), None)
+        if requeue and frozen is not None and is_priority(frozen):
+            attrs: dict[str, Any] = {"retry_of": trial.number}
+            if frozen.user_attrs.get("baseline"):
+                attrs["baseline"] = True
+            self.study.enqueue_trial(frozen.system_attrs.get("fixed_params") or frozen.params, user_attrs=attrs)
+        return optuna.TrialPruned(reason)
+
+    def _take_slot(self, trial: optuna.Trial, is_baseline: bool) -> None:
+        """Wait for the baseline's target if needed, then claim a slot; TrialPruned if this trial
+        must not train (it is recorded as surplus and does not count)."""
+        assert self.study is not None
+        if not is_baseline and self.objective.needs_target and self.target is None:
+            try:
+                self.target = self.slots.wait_for_target(self.study, self._should_stop)
+            except GiveWay as exc:
+                raise self._surplus(trial, str(exc), requeue=True) from None
+        if self._should_stop():
+            raise self._surplus(trial, "not run: the study was stopping", requeue=True)
+        if not self.slots.claim(self.study, trial):
+            raise self._surplus(trial, f"not run: the study already has its {self.spec.n_trials} trials")
+
     def objective_fn(self, trial: optuna.Trial) -> Any:
         assert self.study is not None
         is_baseline = bool(trial.user_attrs.get("baseline"))
+        try:
+            self._take_slot(trial, is_baseline)
+        except KeyboardInterrupt:
+            self._surplus(trial, "not run: interrupted while waiting for a slot", requeue=True)
+            raise
         suggested = self.p.space.suggest(trial)
         overrides = dict(self.baseline) if is_baseline else suggested
         settings = resolve_settings(self.p.registry, self.p.hardware, self.p.workload, overrides)
@@ -424,12 +383,23 @@ class StudyRunner:
                 return True
             return False
 
+        live_written = [-math.inf]
+
         def on_progress(progress: dict[str, Any]) -> None:
             self.store.trial_progress(
                 name, trial.number, step=progress["step"], total_steps=progress["total_steps"],
                 fraction=progress["fraction"], samples_per_s=progress["samples_per_s"],
                 train_time=progress["train_time"], peak_memory_bytes=progress["peak_memory_bytes"],
             )
+            # What other machines see of this trial, through the shared storage: throttled,
+            # since each write is a round trip to the database.
+            now = time.monotonic()
+            if now - live_written[0] >= LIVE_INTERVAL:
+                live_written[0] = now
+                trial.set_user_attr("live", {
+                    "samples_per_s": progress["samples_per_s"], "step": progress["step"],
+                    "fraction": progress["fraction"], "updated": time.time(),
+                })
 
         log_path = self.logs_dir / f"{trial.number}.log"
         request = self._request(overrides, is_baseline, str(log_path))
@@ -437,13 +407,15 @@ class StudyRunner:
         self._event("trial_started", f"trial {trial.number} started: {_short(settings, self.p.space)}", trial.number)
         self.report_fn("trial_started", {"number": trial.number, "settings": settings, "baseline": is_baseline})
         try:
-            outcome = launch(
-                request,
-                on_eval=on_eval,
-                on_progress=on_progress,
-                should_kill=lambda: self.store.kill_requested(name, trial.number),
-                on_start=lambda pid: self.store.trial_progress(name, trial.number, pid=pid),
-            )
+            with self.devices.lease() if self.devices is not None else nullcontext({}) as gpus:
+                request.env.update(gpus)
+                outcome = launch(
+                    request,
+                    on_eval=on_eval,
+                    on_progress=on_progress,
+                    should_kill=lambda: self.store.kill_requested(name, trial.number),
+                    on_start=lambda pid: self.store.trial_progress(name, trial.number, pid=pid),
+                )
         except KeyboardInterrupt:
             trial.set_user_attr("autotune_status", "interrupted")
             trial.set_user_attr("reason", "interrupted (SIGINT/SIGTERM); it will run again on resume")
@@ -482,8 +454,6 @@ class StudyRunner:
 
         if outcome.status in FAILED_STATUSES:
             reason = outcome.error or outcome.status
-            if outcome.status == "killed":
-                reason = "stopped by the user"
             trial.set_user_attr("reason", reason)
             self._event("trial_failed", f"trial {number} failed: {reason}", number)
             raise TrialFailed(reason)
@@ -527,7 +497,8 @@ class StudyRunner:
         self.store.add_event(self.spec.name, kind, message, trial)
 
     def _after_trial(self, study: optuna.Study, frozen: FrozenTrial) -> None:
-        self._announce(study, frozen)
+        if frozen.user_attrs.get("autotune_status") != SURPLUS:  # it never ran: nothing to tell
+            self._announce(study, frozen)
         done = counted_trials(study)
         if done >= self.spec.n_trials:
             study.stop()
@@ -542,8 +513,13 @@ class StudyRunner:
             if status == "running":
                 self._event("study_resumed", "study resumed")
                 self.report_fn("resumed", {})
-        if status == "stopping" or self.stop_event.is_set():
+        if status == "stopping" or self.stop_event.is_set() or not self._free_slot(study):
             study.stop()
+
+    def _free_slot(self, study: optuna.Study) -> bool:
+        """Wait (without holding a trial) while other runners hold every remaining slot. False:
+        stop, the study has its count or a stop was asked for."""
+        return self.slots.wait_for_slot(study, self._should_stop)
 
     def _announce(self, study: optuna.Study, frozen: FrozenTrial) -> None:
         data = {
@@ -568,18 +544,23 @@ class StudyRunner:
         data["best"] = self._best_value()
         self.report_fn("trial_finished", data)
 
-    def run(self) -> dict[str, Any]:
-        """Optimize to the trial count, confirm, and return the report. Re-raises KeyboardInterrupt."""
+    def run(self, confirm: bool = True) -> dict[str, Any]:
+        """Optimize to the trial count, confirm, and return the report. Re-raises KeyboardInterrupt.
+
+        Trials are started until the study (all its runners together) has its count: the stop
+        is shared (`_after_trial`), not a per-runner n_trials. `confirm=False` skips the final
+        confirmation (workers leave it to `study start`).
+        """
         study = self.study or self.open()
         name = self.spec.name
         self._event("study_started", f"study {name} running on {self.p.hardware.device_type}")
         started = time.time()
         try:
             remaining = self.spec.n_trials - counted_trials(study)
-            if remaining > 0 and self.store.study_status(name) != "stopping":
+            if remaining > 0 and self.store.study_status(name) != "stopping" and self._free_slot(study):
                 study.optimize(
                     self.objective_fn,
-                    n_trials=remaining + self._pending_retries(study),
+                    n_trials=None,
                     timeout=self.spec.timeout,
                     n_jobs=self.spec.workers,
                     catch=(TrialFailed,),
@@ -597,17 +578,12 @@ class StudyRunner:
             self._event("study_failed", f"study failed: {exc}")
             raise
         stopped = self.store.study_status(name) == "stopping" or self.stop_event.is_set()
-        report = self.report(confirm=not stopped)
+        report = self.report(confirm=confirm and not stopped)
         report["elapsed"] = time.time() - started
         final = "stopped" if stopped and counted_trials(study) < self.spec.n_trials else "finished"
         self.store.set_study_status(name, final)
         self._event("study_finished", f"study {final}: {report['counts']}")
         return report
-
-    @staticmethod
-    def _pending_retries(study: optuna.Study) -> int:
-        return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                   if t.user_attrs.get("retry_of") is not None or t.system_attrs.get("failed_trial") is not None)
 
     def _requeue_interrupted(self, study: optuna.Study) -> None:
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
@@ -682,11 +658,15 @@ class StudyRunner:
         study = self.study
         assert study is not None
         trials = study.get_trials(deepcopy=False)
+        surplus = [t for t in trials if t.user_attrs.get("autotune_status") == SURPLUS]
+        trials = [t for t in trials if t.user_attrs.get("autotune_status") != SURPLUS]
         counts = {
             "complete": sum(t.state == TrialState.COMPLETE for t in trials),
             "pruned": sum(t.state == TrialState.PRUNED for t in trials),
             "failed": sum(t.state == TrialState.FAIL for t in trials),
         }
+        if surplus:
+            counts["surplus"] = len(surplus)
         report: dict[str, Any] = {
             "study": self.spec.name, "workload": self.spec.workload, "objective": self.spec.objective,
             "space": self.spec.space, "target": self.target, "budget": self.spec.budget_text,

@@ -255,7 +255,7 @@ def register_workloads(register: Callable[[str, Callable[..., Workload]], None])
     register("synthetic-resnet18", synthetic_resnet18)
 
 
-DEFAULT_WORKLOAD = "digits"
+from autotune.spec import DEFAULT_WORKLOAD  # noqa: E402,F401  (re-exported; the torch-free spec owns it)
 
 
 def resolve_factory(spec: str, registry: "Registry") -> Callable[..., Workload]:

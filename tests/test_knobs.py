@@ -295,6 +295,15 @@ def check_threads(case: Case) -> None:
     assert torch.get_num_threads() == before  # restored when the run ended
 
 
+def check_data_parallel(case: Case) -> None:
+    assert case.knob.unavailable(case.hardware) == "needs 2+ CUDA GPUs for this trial"
+    assert "data_parallel" not in case.baseline.result.settings
+    with pytest.raises(UsageError, match="does not apply"):
+        case.settings(data_parallel=True)
+    plan = case.plan(data_parallel=case.base_value)
+    assert "data_parallel" not in plan.notes and not plan.model_transforms
+
+
 CHECKS: dict[str, Callable[[Case], None]] = {
     "batch_size": check_batch_size,
     "optimizer": check_optimizer,
@@ -306,6 +315,7 @@ CHECKS: dict[str, Callable[[Case], None]] = {
     "cudnn_benchmark": check_cudnn_benchmark,
     "torch_compile": check_torch_compile,
     "threads": check_threads,
+    "data_parallel": check_data_parallel,
 }
 
 

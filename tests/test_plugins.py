@@ -30,7 +30,7 @@ DOCS = ROOT / "docs" / "plugins.md"
 
 BUILTIN_KNOBS = {
     "batch_size", "optimizer", "learning_rate", "workers", "precision",
-    "pruning", "channels_last", "cudnn_benchmark", "torch_compile", "threads",
+    "pruning", "channels_last", "cudnn_benchmark", "torch_compile", "threads", "data_parallel",
 }
 
 

@@ -118,7 +118,7 @@ def test_quick_space(registry, hardware):
     [
         ("[knobs.batch_sise]\nlow = 8\n",
          "knob 'batch_sise': not a known knob (known: batch_size, optimizer, learning_rate, workers, "
-         "precision, pruning, channels_last, cudnn_benchmark, torch_compile, threads)"),
+         "precision, pruning, channels_last, cudnn_benchmark, torch_compile, threads, data_parallel)"),
         ("[knobs.batch_size]\nlo = 8\n",
          "knob 'batch_size': unknown key 'lo' (accepted: low, high, log, step, choices, fixed, search)"),
         ("[knobs.batch_size]\nlow = 512\nhigh = 64\n", "knob 'batch_size': low (512) > high (64)"),
@@ -141,7 +141,7 @@ def test_quick_space(registry, hardware):
          "sub-settings: momentum, weight_decay, beta2)"),
         ("only = ['batch_size', 'lr']\n",
          "knob 'lr': listed in `only` but not a known knob (known: batch_size, optimizer, learning_rate, "
-         "workers, precision, pruning, channels_last, cudnn_benchmark, torch_compile, threads)"),
+         "workers, precision, pruning, channels_last, cudnn_benchmark, torch_compile, threads, data_parallel)"),
         ("serach = 1\n", "unknown top-level key 'serach' (accepted: extends, only, description, knobs)"),
         # A knob that does not apply here is excluded, but its typos still fail.
         ("[knobs.cudnn_benchmark]\nchoices = [false, 'maybe']\n",

@@ -26,7 +26,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.results import sqlite_path
+from autotune.storage import sqlite_path
 from autotune.store import Store
 
 DISTRIBUTIONS: dict[str, BaseDistribution] = {

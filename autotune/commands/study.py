@@ -56,7 +56,7 @@ def start(**kwargs: Any) -> None:
     time to the baseline's accuracy (minus 0.5 points); at the end the best and the baseline are
     re-run side by side and the confirmed speedup is reported as median (min-max).
     """
-    from autotune.study import StudySpec
+    from autotune.spec import StudySpec
 
     budget = {k: v for k, v in (("epochs", kwargs["budget_epochs"]), ("steps", kwargs["budget_steps"]),
                                 ("seconds", kwargs["budget_seconds"])) if v is not None} or {"epochs": 5}
