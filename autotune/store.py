@@ -79,6 +79,12 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["events"].create_index(["study", "id"])
 
 
+@migrations()
+def m002_kill_reason(db: sqlite_utils.Database) -> None:
+    # A kill request says who asked: the user (TUI, CLI) or a forced daemon shutdown.
+    db["live_trials"].add_column("kill_reason", str)
+
+
 def default_path() -> Path:
     return autotune_home() / "autotune.db"
 
@@ -220,21 +226,27 @@ class Store:
             row["settings"] = json.loads(row["settings"] or "{}")
         return rows
 
-    def request_kill(self, study: str, number: int | None = None) -> int:
+    def request_kill(
+        self, study: str, number: int | None = None, reason: str = "stopped by the user"
+    ) -> int:
         """Ask the runner to stop a running trial (all of the study's when number is None)."""
-        sql = "update live_trials set kill_requested = 1 where study = ?"
-        args: list[Any] = [study]
+        sql = "update live_trials set kill_requested = 1, kill_reason = ? where study = ?"
+        args: list[Any] = [reason, study]
         if number is not None:
-            sql, args = sql + " and number = ?", [study, number]
+            sql, args = sql + " and number = ?", [*args, number]
         with self._lock:
             return self.db.execute(sql, args).rowcount
 
-    def kill_requested(self, study: str, number: int) -> bool:
+    def kill_requested(self, study: str, number: int) -> str | None:
+        """The reason a kill of this trial was requested, or None."""
         with self._lock:
             row = self.db.execute(
-                "select kill_requested from live_trials where study = ? and number = ?", [study, number]
+                "select kill_requested, kill_reason from live_trials where study = ? and number = ?",
+                [study, number],
             ).fetchone()
-        return bool(row and row[0])
+        if not row or not row[0]:
+            return None
+        return row[1] or "stopped by the user"
 
     # events ---------------------------------------------------------------------------------
 

@@ -187,11 +187,15 @@ def launch(
     *,
     on_eval: Callable[[dict[str, Any]], bool] | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
-    should_kill: Callable[[], bool] | None = None,
+    should_kill: Callable[[], bool | str | None] | None = None,
     on_start: Callable[[int], None] | None = None,
     poll_interval: float = 0.2,
 ) -> TrialOutcome:
-    """Run `request` in a child process and wait for it. Never raises for a failing trial."""
+    """Run `request` in a child process and wait for it. Never raises for a failing trial.
+
+    `should_kill` is polled while the trial runs; a truthy answer kills it, and a string answer
+    is recorded as the reason.
+    """
     ctx = context()
     started = time.perf_counter()
     parent_conn, child_conn = ctx.Pipe()
@@ -204,9 +208,11 @@ def launch(
     status, result, error = "crashed", None, None
     try:
         while True:
-            if should_kill is not None and should_kill():
+            kill_reason = should_kill() if should_kill is not None else None
+            if kill_reason:
                 process.kill()
-                status, error = "killed", "stopped by the user"
+                status = "killed"
+                error = kill_reason if isinstance(kill_reason, str) else "stopped by the user"
                 break
             if not parent_conn.poll(poll_interval):
                 if not process.is_alive() and not parent_conn.poll(0):
