@@ -19,7 +19,6 @@ use it. The daemon process imports the heavy parts once it holds its lock.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import logging.handlers
@@ -29,18 +28,18 @@ import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from autotune.errors import AutotuneError, UsageError
 from autotune.home import autotune_home
 from autotune.storage import pid_alive
 
 if TYPE_CHECKING:
+    from autotune.devices import DevicePool
     from autotune.store import Store
-    from autotune.study import Prepared, StudySpec
+    from autotune.study import Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -198,111 +197,11 @@ def is_ready(paths: DaemonPaths, pid: int) -> bool:
 # devices -------------------------------------------------------------------------------------
 
 
-class DevicePool:
-    """Hands each running trial a device: the least-loaded GPU on CUDA, no device on CPU.
-
-    `capacity` is how many trials may hold a lease at once (the daemon's --workers); a lease
-    beyond it waits. With more workers than GPUs, GPUs are shared round-robin by load.
-    """
-
-    def __init__(self, devices: Sequence[str], capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1 but got {capacity}.")
-        self.devices = list(devices)
-        self.capacity = capacity
-        self._load = {d: 0 for d in self.devices}
-        self._used = 0
-        self._cond = threading.Condition()
-
-    @classmethod
-    def for_cuda(cls, capacity: int) -> "DevicePool":
-        """One device per CUDA GPU, named as CUDA_VISIBLE_DEVICES names them for this process."""
-        import torch
-
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        names = [d.strip() for d in visible.split(",") if d.strip()] if visible else []
-        devices = names[:count] if names else [str(i) for i in range(count)]
-        return cls(devices, capacity)
-
-    @property
-    def in_use(self) -> int:
-        with self._cond:
-            return self._used
-
-    @contextmanager
-    def lease(self) -> Iterator[str | None]:
-        with self._cond:
-            self._cond.wait_for(lambda: self._used < self.capacity)
-            self._used += 1
-            device = min(self.devices, key=lambda d: self._load[d]) if self.devices else None
-            if device is not None:
-                self._load[device] += 1
-        try:
-            yield device
-        finally:
-            with self._cond:
-                self._used -= 1
-                if device is not None:
-                    self._load[device] -= 1
-                self._cond.notify()
-
-
 def default_workers() -> int:
     """The number of CUDA GPUs, or 1."""
     import torch
 
     return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
-
-
-@functools.cache
-def _runner_class() -> type:
-    """StudyRunner with a device lease per trial; built on first use so importing this module
-    (the CLI's `daemon status`) does not import torch and Optuna."""
-    from autotune.study import StudyRunner
-
-    class DaemonRunner(StudyRunner):  # type: ignore[misc,valid-type]
-        """Each trial (and each confirmation run) holds a DevicePool lease while it runs: on CUDA
-        it gets its own GPU through CUDA_VISIBLE_DEVICES; on CPU the cores are shared among the
-        daemon's workers instead of every trial using all of them."""
-
-        def __init__(self, prepared: Any, store: Any, *, pool: DevicePool, **kwargs: Any) -> None:
-            super().__init__(prepared, store, **kwargs)
-            self.pool = pool
-            self._device = threading.local()
-
-        def objective_fn(self, trial: Any) -> Any:
-            with self.pool.lease() as device:
-                self._device.name = device
-                try:
-                    return super().objective_fn(trial)
-                finally:
-                    self._device.name = None
-
-        def confirm(self, best: Any, baseline: Any) -> dict[str, Any]:
-            with self.pool.lease() as device:
-                self._device.name = device
-                try:
-                    return super().confirm(best, baseline)
-                finally:
-                    self._device.name = None
-
-        def _request(self, overrides: dict[str, Any], is_baseline: bool, log_path: str) -> Any:
-            hardware = self.p.hardware
-            share = None
-            if hardware.device_type == "cpu" and self.pool.capacity > 1 and "threads" in self.p.registry.knobs:
-                share = max(1, hardware.cpu_count // self.pool.capacity)
-                overrides = {**overrides, "threads": min(int(overrides.get("threads", share)), share)}
-            request = super()._request(overrides, is_baseline, log_path)
-            if share is not None:
-                request.threads = min(request.threads or share, share)
-            device = getattr(self._device, "name", None)
-            if device is not None and hardware.device_type == "cuda" and self.spec.device in (None, "cuda"):
-                request.env = {**request.env, "CUDA_VISIBLE_DEVICES": device}
-                request.device = "cuda"
-            return request
-
-    return DaemonRunner
 
 
 # queueing (shared by the daemon and the client's fallback) ------------------------------------
@@ -543,7 +442,7 @@ class Daemon:
     def _run_job(self, job: Job, row: dict[str, Any]) -> None:
         """Thread body: prepare, open (recovering stale trials) and run one study."""
         from autotune.store import Store
-        from autotune.study import StudySpec, prepare
+        from autotune.study import StudyRunner, StudySpec, prepare
 
         name = job.name
         store = Store()
@@ -552,8 +451,8 @@ class Daemon:
             spec = StudySpec.from_dict(row["spec"])
             spec.workers = job.workers
             prepared = prepare(spec)
-            runner = _runner_class()(prepared, store, reporter=_reporter(name), stop_event=job.stop_event,
-                                     pool=self.pool)
+            runner = StudyRunner(prepared, store, reporter=_reporter(name), stop_event=job.stop_event,
+                                 devices=self.pool)
             if job.stop_event.is_set():
                 return
             runner.open()  # marks the study running: a drain that began meanwhile must win
@@ -803,7 +702,9 @@ def run_foreground(workers: int | None = None, detached: bool = False, debug: bo
         import autotune.study  # noqa: F401  (torch, Optuna, the engine: before we say we are ready)
 
         workers = workers or default_workers()
-        pool = DevicePool.for_cuda(workers)
+        from autotune.devices import DevicePool
+
+        pool = DevicePool.for_cuda(capacity=workers)
         daemon = Daemon(paths, workers, pool, state)
         daemon.install_signal_handlers()
         daemon.signals.extend(early)
@@ -814,9 +715,10 @@ def run_foreground(workers: int | None = None, detached: bool = False, debug: bo
         _warm_up()
         forkserver.join(120)
         _clean_inbox(paths)
-        daemon.publish(workers=workers, ready=True, devices=pool.devices or ["cpu"])
+        devices = [str(d) for d in pool.indices]
+        daemon.publish(workers=workers, ready=True, devices=devices or ["cpu"])
         logger.info("daemon ready: %d workers on %s; log %s", workers,
-                    ", ".join(f"cuda device {d}" for d in pool.devices) or "cpu", paths.log)
+                    ", ".join(f"cuda device {d}" for d in devices) or "cpu", paths.log)
         status = daemon.serve()
         logger.info("shutdown: removing %s; daemon stopped", paths.pidfile)
         if status != 0:

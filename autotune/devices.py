@@ -19,63 +19,102 @@ Gpu = Union[int, str]  # an index, or a UUID ("GPU-...") when CUDA_VISIBLE_DEVIC
 
 
 class DevicePool:
-    """GPU indices shared by concurrent trials of one runner. Thread-safe.
+    """The GPUs (or, on CPU, just the slots) shared by the trials one process runs at once.
 
-    `acquire()` blocks until `per_trial` indices are free (or `timeout` passes, then returns None);
-    `release(indices)` gives them back. GPUs go out in pool order, so runs are reproducible.
+    Each lease takes `per_trial` GPUs and runs its trial with CUDA_VISIBLE_DEVICES naming exactly
+    those. `capacity` caps how many trials hold a lease at once (the daemon's --workers); it
+    defaults to one trial per group of `per_trial` GPUs, and with more workers than that, GPUs are
+    shared, least-loaded first. With no GPUs the pool only caps concurrency. Thread-safe; GPUs go
+    out in pool order among equals, so runs are reproducible.
     """
 
-    def __init__(self, indices: Iterable[Gpu], per_trial: int = 1) -> None:
+    def __init__(self, indices: Iterable[Gpu], per_trial: int = 1, capacity: int | None = None) -> None:
         self.indices = tuple(indices)
         if len(set(self.indices)) != len(self.indices):
             raise UsageError(f"GPU indices must be distinct, got {list(self.indices)}")
         if per_trial < 1:
             raise UsageError(f"--gpus-per-trial must be at least 1, got {per_trial}")
-        if per_trial > len(self.indices):
+        if self.indices and per_trial > len(self.indices):
             raise UsageError(
                 f"--gpus-per-trial {per_trial}: only {len(self.indices)} GPU(s) visible here"
             )
-        self.per_trial = per_trial
-        self._free = list(self.indices)
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"capacity must be at least 1 but got {capacity}.")
+        self.per_trial = per_trial if self.indices else 0
+        groups = len(self.indices) // per_trial if self.indices else 1
+        self.capacity = capacity if capacity is not None else groups
+        self._exclusive = self.capacity <= groups  # every lease gets GPUs of its own
+        self._load = {index: 0 for index in self.indices}
+        self._active = 0
         self._cond = threading.Condition()
+
+    @classmethod
+    def for_cuda(cls, capacity: int | None = None, per_trial: int = 1) -> "DevicePool":
+        """The GPUs this process may use (as CUDA_VISIBLE_DEVICES names them), or none."""
+        import os
+
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return cls(visible_gpus(count, os.environ.get("CUDA_VISIBLE_DEVICES")), per_trial, capacity)
 
     @property
     def slots(self) -> int:
-        """How many trials can hold GPUs at once."""
-        return len(self.indices) // self.per_trial
+        """How many trials can hold GPUs of their own at once."""
+        return len(self.indices) // self.per_trial if self.indices else self.capacity
 
     @property
     def free(self) -> tuple[Gpu, ...]:
         with self._cond:
-            return tuple(self._free)
+            return tuple(i for i in self.indices if self._load[i] == 0)
+
+    @property
+    def in_use(self) -> int:
+        with self._cond:
+            return self._active
+
+    def threads_per_trial(self, cpu_count: int) -> int:
+        """CPU threads each concurrent trial may use so that they do not fight over cores."""
+        return max(1, cpu_count // self.capacity)
+
+    def _can_take(self) -> bool:
+        if self._active >= self.capacity:
+            return False
+        free = sum(1 for i in self.indices if self._load[i] == 0)
+        return not self._exclusive or free >= self.per_trial
 
     def acquire(self, timeout: float | None = None) -> tuple[Gpu, ...] | None:
-        """Take `per_trial` GPUs; None if they did not come free within `timeout` seconds."""
+        """Take a slot and its GPUs (() on CPU); None if none came free within `timeout` seconds."""
         with self._cond:
-            if not self._cond.wait_for(lambda: len(self._free) >= self.per_trial, timeout=timeout):
+            if not self._cond.wait_for(self._can_take, timeout=timeout):
                 return None
-            self._free.sort(key=self.indices.index)
-            taken, self._free = tuple(self._free[: self.per_trial]), self._free[self.per_trial:]
+            order = sorted(self.indices, key=lambda i: (self._load[i], self.indices.index(i)))
+            taken = tuple(sorted(order[: self.per_trial], key=self.indices.index))
+            for index in taken:
+                self._load[index] += 1
+            self._active += 1
             return taken
 
     def release(self, taken: Iterable[Gpu]) -> None:
         taken = tuple(taken)
         with self._cond:
             for index in taken:
-                if index not in self.indices:
+                if index not in self._load:
                     raise ValueError(f"GPU {index} does not belong to this pool {list(self.indices)}")
-                if index in self._free:
+                if self._load[index] == 0:
                     raise ValueError(f"GPU {index} released twice")
-            self._free.extend(taken)
+            for index in taken:
+                self._load[index] -= 1
+            self._active -= 1
             self._cond.notify_all()
 
     @contextlib.contextmanager
     def lease(self) -> Iterator[dict[str, str]]:
-        """`with pool.lease() as env:` -> {"CUDA_VISIBLE_DEVICES": "2,3"}; released on exit."""
+        """`with pool.lease() as env:` -> {"CUDA_VISIBLE_DEVICES": "2,3"} ({} on CPU); released on exit."""
         taken = self.acquire()
         assert taken is not None  # no timeout: acquire waits
         try:
-            yield {"CUDA_VISIBLE_DEVICES": ",".join(map(str, taken))}
+            yield {"CUDA_VISIBLE_DEVICES": ",".join(map(str, taken))} if taken else {}
         finally:
             self.release(taken)
 

@@ -114,7 +114,10 @@ class Store:
             raise UsageError(f"cannot open autotune's database {self.path}: {exc}") from None
 
     def close(self) -> None:
-        self.db.conn.close()
+        # Under the lock: closing a connection while another thread is inside a query on it can
+        # crash the interpreter (seen with the TUI closing while a poll worker read).
+        with self._lock:
+            self.db.conn.close()
 
     # studies --------------------------------------------------------------------------------
 

@@ -407,8 +407,8 @@ class StudyRunner:
         self._event("trial_started", f"trial {trial.number} started: {_short(settings, self.p.space)}", trial.number)
         self.report_fn("trial_started", {"number": trial.number, "settings": settings, "baseline": is_baseline})
         try:
-            with self.devices.lease() if self.devices is not None else nullcontext({}) as gpus:
-                request.env.update(gpus)
+            with self._lease() as gpus:
+                self._use_gpus(request, gpus)
                 outcome = launch(
                     request,
                     on_eval=on_eval,
@@ -424,11 +424,24 @@ class StudyRunner:
             self.store.trial_finished(name, trial.number)
         return self._record(trial, outcome, is_baseline, prune_reason)
 
+    def _lease(self) -> Any:
+        """A device lease for one training process: its GPUs on CUDA, a concurrency slot on CPU."""
+        return self.devices.lease() if self.devices is not None else nullcontext({})
+
+    def _use_gpus(self, request: TrialRequest, gpus: dict[str, str]) -> None:
+        """Point a trial at the GPUs it leased: inside the trial they are renumbered from 0."""
+        if gpus and self.p.hardware.is_cuda:
+            request.env.update(gpus)
+            request.device = "cuda"
+
     def _request(self, overrides: dict[str, Any], is_baseline: bool, log_path: str) -> TrialRequest:
         threads = None
-        if self.spec.workers > 1 and self.p.hardware.device_type == "cpu":
-            threads = max(1, self.p.hardware.cpu_count // self.spec.workers)
-            overrides = {**overrides, "threads": min(int(overrides.get("threads", threads)), threads)}
+        parallel = max(self.spec.workers, self.devices.capacity if self.devices is not None else 1)
+        if parallel > 1 and self.p.hardware.device_type == "cpu":
+            # Trials running side by side split the cores instead of each taking them all.
+            threads = max(1, self.p.hardware.cpu_count // parallel)
+            if "threads" in self.p.registry.knobs:
+                overrides = {**overrides, "threads": min(int(overrides.get("threads", threads)), threads)}
         return TrialRequest(
             workload=self.spec.workload, overrides=overrides, budget=dict(self.spec.budget),
             seed=self.spec.seed or 0, device=self.spec.device,
@@ -628,7 +641,9 @@ class StudyRunner:
                 request.seed = pair["seed"]
                 request.target = self.target
                 request.stop_at_target = self.objective.stop_at_target
-                outcome = launch(request)
+                with self._lease() as gpus:
+                    self._use_gpus(request, gpus)
+                    outcome = launch(request)
                 result = outcome.result or {}
                 value = None
                 if outcome.status == "ok" and not self.objective.multi:

@@ -22,7 +22,8 @@ import psutil
 import pytest
 from optuna.trial import TrialState
 
-from autotune.daemon import DaemonPaths, DevicePool, looks_like_daemon, read_state
+from autotune.daemon import DaemonPaths, looks_like_daemon, read_state
+from autotune.devices import DevicePool
 from autotune.store import Store
 from autotune.study import counted_trials, open_storage
 
@@ -146,20 +147,23 @@ def assert_one_clear_line(result: subprocess.CompletedProcess[str], *fragments: 
 # ---------------------------------------------------------------------------------------------
 
 
-def test_device_pool_hands_out_least_loaded_devices_within_capacity() -> None:
-    pool = DevicePool(["0", "1"], capacity=3)
+def test_device_pool_shares_gpus_least_loaded_beyond_one_trial_per_gpu() -> None:
+    pool = DevicePool(["0", "1"], capacity=3)  # three workers, two GPUs: one GPU is shared
     with pool.lease() as a, pool.lease() as b, pool.lease() as c:
-        assert sorted([a, b]) == ["0", "1"] and c in ("0", "1")
+        visible = [env["CUDA_VISIBLE_DEVICES"] for env in (a, b, c)]
+        assert sorted(visible[:2]) == ["0", "1"] and visible[2] in ("0", "1")
         assert pool.in_use == 3
-        got: list[str | None] = []
+        got: list[dict[str, str]] = []
         waiter = threading.Thread(target=lambda: got.append(pool.lease().__enter__()))
         waiter.start()
         waiter.join(0.3)
         assert waiter.is_alive() and not got  # the fourth trial waits for a free worker
     waiter.join(5)
-    assert got and got[0] in ("0", "1")
-    with DevicePool([], capacity=1).lease() as cpu:
-        assert cpu is None
+    assert got and got[0]["CUDA_VISIBLE_DEVICES"] in ("0", "1")
+    cpu = DevicePool([], capacity=2)
+    assert cpu.threads_per_trial(cpu_count=2) == 1
+    with cpu.lease() as env:
+        assert env == {}  # on CPU the pool only caps concurrency
     with pytest.raises(ValueError, match="capacity must be at least 1 but got 0"):
         DevicePool(["0"], capacity=0)
 

@@ -94,6 +94,12 @@ def test_plugin_file_knob_is_listed_and_reaches_the_run(tmp_path: Path, monkeypa
     assert row["path"] == str(Path(path).resolve())
     assert knob["kind"] == "statistical"
 
+    space = invoke("space", "show", "--json", "--plugin", path)
+    assert space.exit_code == 0, space.output
+    searched = {p["name"]: p for p in json.loads(space.stdout)["params"]}
+    assert searched["probe_smoothing"]["knob"] == "probe_smoothing"
+    assert "probe_smoothing" in invoke("space", "show", "--plugin", path).output
+
     record = tmp_path / "record.json"
     monkeypatch.setenv("AUTOTUNE_TEST_RECORD", str(record))
     ran = invoke("trial", "run", "--plugin", path, "--set", "probe_smoothing=0.4", "--budget-steps", "3", "--json")

@@ -52,7 +52,7 @@ async def test_keys_pause_resume_and_kill_a_running_study(home, tmp_path):
     log = open(tmp_path / "study.log", "w")
     proc = subprocess.Popen(
         [*CLI, "study", "start", "--name", "steer", "--space", "quick", "--n-trials", "5",
-         "--budget-epochs", "6", "--confirm", "0", "--no-tui", "--seed", "3"],
+         "--budget-epochs", "5", "--confirm", "0", "--no-tui", "--seed", "3"],
         stdout=log, stderr=subprocess.STDOUT,
     )
     try:

@@ -79,11 +79,19 @@ def small_space(tmp_path: Path, knobs: str) -> Path:
 QUICK_ARGS = ["--space", "quick", "--budget-epochs", "2", "--seed", "1"]
 
 
-def test_study_runs_reports_and_is_readable_by_optuna_cli(home, tmp_path):
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    """One real 4-trial study, shared by the tests that only read it."""
+    home = tmp_path_factory.mktemp("study") / "home"
+    env = {**os.environ, "AUTOTUNE_HOME": str(home)}
     proc = cli("study", "start", "--name", "demo", *QUICK_ARGS, "--n-trials", "4", "--confirm", "1",
-               "--no-tui", "--json")
+               "--no-tui", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    return home, env, json.loads(proc.stdout)
+
+
+def test_study_runs_reports_and_is_readable_by_optuna_cli(finished_study):
+    home, env, report = finished_study
     assert report["objective"] == "time-to-accuracy"
     assert report["baseline"]["number"] == 0
     assert report["baseline"]["settings"]["optimizer"] == "sgd"
@@ -105,18 +113,17 @@ def test_study_runs_reports_and_is_readable_by_optuna_cli(home, tmp_path):
     assert len(rows) == 4
     assert "throughput" in json.dumps(rows)  # metrics travel as user attributes
 
-    listed = json.loads(cli("study", "list", "--json").stdout)
+    listed = json.loads(cli("study", "list", "--json", env=env).stdout)
     assert listed[0]["name"] == "demo" and listed[0]["status"] == "finished" and listed[0]["done"] == 4
 
 
-def test_export_then_trial_run_reproduces_best_configuration(home, tmp_path):
-    assert cli("study", "start", "--name", "ex", *QUICK_ARGS, "--n-trials", "3", "--confirm", "0",
-               "--no-tui").returncode == 0
-    best = json.loads(cli("study", "best", "ex", "--json").stdout)
+def test_export_then_trial_run_reproduces_best_configuration(finished_study, tmp_path):
+    _, env, _ = finished_study
+    best = json.loads(cli("study", "best", "demo", "--json", env=env).stdout)
     exported = tmp_path / "best.toml"
-    proc = cli("study", "export", "ex", "--output", str(exported))
+    proc = cli("study", "export", "demo", "--output", str(exported), env=env)
     assert proc.returncode == 0, proc.stderr
-    run = cli("trial", "run", "--config", str(exported), "--budget-steps", "3", "--json")
+    run = cli("trial", "run", "--config", str(exported), "--budget-steps", "3", "--json", env=env)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["settings"] == best["settings"]
 
@@ -170,7 +177,7 @@ def test_out_of_memory_marks_larger_batches_infeasible(home, tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_leaves_no_running_trial_and_resume_completes(home, tmp_path, signum):
-    args = ["study", "start", "--name", "intr", *QUICK_ARGS, "--budget-epochs", "4", "--n-trials", "4",
+    args = ["study", "start", "--name", "intr", *QUICK_ARGS, "--budget-epochs", "3", "--n-trials", "3",
             "--confirm", "0", "--no-tui"]
     proc = subprocess.Popen([sys.executable, "-m", "autotune.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -204,12 +211,12 @@ def test_interrupt_leaves_no_running_trial_and_resume_completes(home, tmp_path, 
     again = cli(*args)
     assert again.returncode == 0, again.stderr
     study = optuna.load_study(study_name="intr", storage=url)
-    assert counted_trials(study) == 4
+    assert counted_trials(study) == 3
     for number in completed_before:  # nothing finished was re-run or lost
         assert study.trials[number].state == TrialState.COMPLETE
     retried = [t for t in study.get_trials() if t.user_attrs.get("retry_of") == interrupted[0].number]
     assert len(retried) == 1 and retried[0].params == interrupted[0].params
-    assert len(study.trials) == 5  # four counted + the interrupted one
+    assert len(study.trials) == 4  # three counted + the interrupted one
 
 
 @pytest.mark.parametrize(

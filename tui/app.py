@@ -168,6 +168,9 @@ class AutotuneApp(App):
         self.exit()
 
     def on_unmount(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self.workers.cancel_all()  # a poll already inside the Store finishes first (its lock)
         self.watcher.close()
         self.store.close()
 
