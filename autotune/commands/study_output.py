@@ -97,8 +97,15 @@ def print_report(report: dict[str, Any]) -> None:
         console.print(
             f"[bold green]confirmed speedup {conf['speedup_median']:.2f}x[/] "
             f"(min {conf['speedup_min']:.2f}x, max {conf['speedup_max']:.2f}x over "
-            f"{conf['valid_pairs']} paired re-runs of best and baseline)"
+            f"{conf['valid_pairs']} of {conf['repeats']} paired re-runs of best and baseline)"
         )
+        missed = {label: sum(1 for r in conf["runs"] if r[label]["value"] is None) for label in ("baseline", "best")}
+        if any(missed.values()):
+            # A re-run without a value (target missed, run failed) leaves its pair out of the ratio.
+            console.print(
+                f"  re-runs that gave no value: baseline {missed['baseline']}, best {missed['best']} "
+                f"of {conf['repeats']} each (time-to-accuracy: the target was not reached in the budget)"
+            )
     elif report.get("speedup_in_search"):
         console.print(f"speedup during the search: {report['speedup_in_search']:.2f}x (not confirmed)")
     console.print(f"export it: autotune study export {report['study']} > best.toml; "
