@@ -73,10 +73,6 @@ class DevicePool:
         with self._cond:
             return self._active
 
-    def threads_per_trial(self, cpu_count: int) -> int:
-        """CPU threads each concurrent trial may use so that they do not fight over cores."""
-        return max(1, cpu_count // self.capacity)
-
     def _can_take(self) -> bool:
         if self._active >= self.capacity:
             return False

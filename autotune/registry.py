@@ -90,17 +90,6 @@ class Registry:
         except KeyError:
             raise UsageError(f"unknown knob '{name}' (known: {', '.join(self.knobs)})") from None
 
-    def setting_owner(self) -> dict[str, Knob]:
-        """Map every setting name (knob names and their sub-settings) to its knob."""
-        from autotune.hardware import detect
-
-        owners: dict[str, Knob] = {}
-        hardware = detect()
-        for knob in self.knobs.values():
-            for param in knob.params(hardware):
-                owners[param.name] = knob
-        return owners
-
 
 def _entry_point_selection() -> set[str] | None:
     raw = os.environ.get("AUTOTUNE_LOAD_PLUGINS")
