@@ -611,7 +611,8 @@ def summary(
         "workload": attrs.get("workload") or (store_row or {}).get("workload"),
         "target": user_attrs.get("target", attrs.get("target")),
         "budget": _budget_text(attrs),
-        "device": attrs.get("device"),
+        # The device asked for, else the one the study's fingerprint recorded (never "auto").
+        "device": attrs.get("device") or (user_attrs.get("hardware") or {}).get("device_type"),
         "done": done,
         "total": total,
         "complete": counts["COMPLETE"],

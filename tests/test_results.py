@@ -249,3 +249,11 @@ def test_export_other_trial_and_errors(tta: tuple[str, optuna.Study], tmp_path: 
     empty, _ = make_study(tmp_path, "empty", "accuracy", ["maximize"], [])
     with pytest.raises(UsageError, match="no complete trial"):
         export_config(results.open_study(empty, "empty"))
+
+
+def test_summary_device_falls_back_to_the_fingerprint(tmp_path: Path) -> None:
+    url, study = make_study(tmp_path, "auto", "accuracy", ["maximize"], [trial(0, TrialState.COMPLETE, [0.9])])
+    attrs = dict(study.user_attrs["autotune"], device=None)  # started without --device
+    study.set_user_attr("autotune", attrs)
+    study.set_user_attr("hardware", {"device_type": "cuda"})
+    assert results.summary(results.open_study(url, "auto"), None)["device"] == "cuda"
