@@ -38,6 +38,7 @@ from autotune.storage import pid_alive
 
 if TYPE_CHECKING:
     from autotune.devices import DevicePool
+    from autotune.spec import StudySpec
     from autotune.store import Store
     from autotune.study import Prepared
 
@@ -534,18 +535,25 @@ class Daemon:
             self._wake.set()
 
 
-def accept_submission(spec_data: dict[str, Any]) -> dict[str, Any]:
-    """Validate a submitted spec completely and queue it; raises UsageError on bad input."""
+def validate_and_queue(spec: "StudySpec") -> None:
+    """Validate a spec completely (prepare) and put it on the queue; UsageError on bad input."""
     from autotune.store import Store
-    from autotune.study import StudySpec, prepare
+    from autotune.study import prepare
 
-    spec = StudySpec.from_dict(spec_data)
     prepared = prepare(spec)
     store = Store()
     try:
         queue_study(store, prepared)
     finally:
         store.close()
+
+
+def accept_submission(spec_data: dict[str, Any]) -> dict[str, Any]:
+    """What the daemon does with a submitted spec: validate it and queue it."""
+    from autotune.study import StudySpec
+
+    spec = StudySpec.from_dict(spec_data)
+    validate_and_queue(spec)
     logger.info("study %s: queued (%s, %d trials, budget %s)", spec.name, spec.workload, spec.n_trials,
                 spec.budget_text)
     return {"name": spec.name, "status": "queued", "daemon_pid": os.getpid()}

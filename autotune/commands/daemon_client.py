@@ -181,15 +181,9 @@ def submit(spec: Any, *, as_json: bool = False, quiet: bool = False) -> dict[str
     answer = _ask_daemon(paths, pid, spec) if pid is not None and is_ready(paths, pid) else None
     started = False
     if answer is None:
-        from autotune.daemon import queue_study
-        from autotune.study import prepare
+        from autotune.daemon import validate_and_queue
 
-        prepared = prepare(spec)
-        store = Store()
-        try:
-            queue_study(store, prepared)
-        finally:
-            store.close()
+        validate_and_queue(spec)
         pid = running_pid(paths)
         if pid is None:
             pid = start_daemon(paths, wait_ready=False, debug=_debug())
