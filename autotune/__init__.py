@@ -5,7 +5,7 @@ The public API for plugin authors and scripts lives here.
 
 from autotune.errors import AutotuneError, PluginError, RunError, SpaceError, Unsupported, UsageError
 from autotune.hookspecs import hookimpl
-from autotune.knob import Knob, Param, TrainingPlan
+from autotune.knob import Knob, Param, Rank, TrainingPlan
 
 __version__ = "0.1.0"
 
@@ -25,6 +25,7 @@ __all__ = [
     "Knob",
     "Param",
     "PluginError",
+    "Rank",
     "RunError",
     "SpaceError",
     "TrainingPlan",

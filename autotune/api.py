@@ -13,6 +13,12 @@
 
 Every knob's `apply` edits a TrainingPlan exactly as in a trial; this module turns the plan into
 the objects a hand-written loop needs.
+
+data_parallel=ddp needs one process per device, which a script starts itself: run it under
+`torchrun --nproc-per-node N` and call `torch.distributed.init_process_group()` (and, on CUDA,
+`torch.cuda.set_device(local_rank)`) before `apply`. The model then comes back wrapped in
+DistributedDataParallel, `dataloader()` shards the data (call `loader.sampler.set_epoch(epoch)`
+each epoch) and `batch_size` is this process's share of the global batch.
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from autotune.config import load_config_file, resolve_settings
 from autotune.engine import build_plan
 from autotune.hardware import detect
-from autotune.knob import TrainingPlan
+from autotune.errors import UsageError
+from autotune.knob import Rank, TrainingPlan
+from autotune.ranks import backend_for
 from autotune.registry import load_registry
 from autotune.workloads import Workload
 
@@ -50,8 +59,17 @@ class Tuned:
         self.batch_size = plan.batch_size
 
     def dataloader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        """A DataLoader with the tuned batch size and loader settings (yours win)."""
+        """A DataLoader with the tuned batch size and loader settings (yours win).
+
+        Under data_parallel=ddp each process gets its own shard through a DistributedSampler
+        (`shuffle` goes to the sampler), unless you pass a sampler.
+        """
         options = {"batch_size": self.plan.batch_size, **self.plan.loader, **kwargs}
+        rank = self.plan.rank
+        if rank is not None and "sampler" not in options:
+            options["sampler"] = DistributedSampler(
+                dataset, num_replicas=rank.world_size, rank=rank.rank, shuffle=bool(options.pop("shuffle", False))
+            )
         return DataLoader(dataset, **options)
 
     def to_device(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,5 +130,19 @@ def apply(
         loss_fn=loss_fn or torch.nn.CrossEntropyLoss(),
     )
     resolved = resolve_settings(registry, hardware, workload, settings)
-    plan = build_plan(registry, hardware, workload, resolved, torch.device(device or hardware.device_type))
+    target = torch.device(device or hardware.device_type)
+    plan = build_plan(registry, hardware, workload, resolved, target)
+    if plan.processes > 1:  # a knob wants one process per device, as the engine's launch pass
+        for cleanup in plan.cleanups:
+            cleanup()
+        if not (dist.is_available() and dist.is_initialized()):
+            raise UsageError(
+                f"data_parallel=ddp: {plan.processes} processes, one per device, must be started "
+                "by your script: run it with `torchrun --nproc-per-node N` and call "
+                "torch.distributed.init_process_group() before autotune.apply()"
+            )
+        if target.type == "cuda" and target.index is None:
+            target = torch.device("cuda", torch.cuda.current_device())
+        rank = Rank(dist.get_rank(), dist.get_world_size(), backend_for(target.type))
+        plan = build_plan(registry, hardware, workload, resolved, target, rank)
     return Tuned(plan, model, resolved)

@@ -15,6 +15,9 @@ What is measured, and how:
   the pause, so workers are credited only for the overlap they give during training.
 - peak_memory_bytes: the CUDA allocator peak on GPU; the process peak RSS elsewhere (a fresh
   process per trial gives a clean figure; within one process it is the lifetime peak).
+- data-parallel runs (several processes, autotune.ranks): samples and throughput count every
+  process's samples, times are the first process's, validation is summed over the processes,
+  and peak memory is the largest of any one process (each has its own device).
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from autotune import ranks
 from autotune.budget import Budget
 from autotune.errors import RunError, Unsupported
-from autotune.knob import TrainingPlan
+from autotune.knob import Rank, TrainingPlan
 
 if TYPE_CHECKING:
     from autotune.hardware import Hardware
@@ -165,9 +169,12 @@ def build_plan(
     workload: "Workload",
     settings: dict[str, Any],
     device: torch.device,
+    rank: Rank | None = None,
 ) -> TrainingPlan:
     """Let every available knob edit a fresh plan with its settings."""
-    plan = TrainingPlan(device=device, hardware=hardware, workload=workload, loss_fn=workload.loss_fn)
+    plan = TrainingPlan(
+        device=device, hardware=hardware, workload=workload, loss_fn=workload.loss_fn, rank=rank
+    )
     for knob in registry.knobs.values():
         if knob.unavailable(hardware) is not None:
             continue
@@ -212,8 +219,13 @@ def run(
     warmup_steps: int = 3,
     on_eval: Callable[[EvalPoint], bool | None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    rank: Rank | None = None,
 ) -> RunResult:
     """Train `workload` under `settings` for `budget` and measure it.
+
+    When a knob asks for several processes (data-parallel training), the run happens in that many
+    new processes (autotune.ranks) and this returns the first one's result; `rank` is set only
+    inside those processes.
 
     Validation runs `evals_per_epoch` times an epoch (or every `eval_every_steps` steps); it
     bounds how finely time_to_target is resolved. `on_eval` is called after each intermediate
@@ -228,14 +240,22 @@ def run(
     model = optimizer = None
     try:
         seed_everything(seed)
-        plan = build_plan(registry, hardware, workload, settings, dev)
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        model, optimizer = _train(
-            plan, budget, result, seed, target, stop_at_target, eval_every_steps, evals_per_epoch,
-            warmup_steps, on_eval, on_progress,
-        )
-        result.nonzero_fraction = nonzero_fraction(model)
+        plan = build_plan(registry, hardware, workload, settings, dev, rank)
+        if plan.processes > 1 and rank is None:
+            result = ranks.run_in_processes(
+                plan.processes, workload, settings, registry, hardware, budget, seed=seed,
+                target=target, stop_at_target=stop_at_target, eval_every_steps=eval_every_steps,
+                evals_per_epoch=evals_per_epoch, warmup_steps=warmup_steps, on_eval=on_eval,
+                on_progress=on_progress,
+            )
+        else:
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            model, optimizer = _train(
+                plan, budget, result, seed, target, stop_at_target, eval_every_steps, evals_per_epoch,
+                warmup_steps, on_eval, on_progress,
+            )
+            result.nonzero_fraction = nonzero_fraction(model)
     except Unsupported as exc:
         result.status, result.error = "unsupported", str(exc)
     except torch.OutOfMemoryError as exc:
@@ -247,7 +267,8 @@ def run(
         result.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         result.traceback = traceback.format_exc()
     finally:
-        result.peak_memory_bytes = _peak_memory(dev)
+        if plan is None or plan.processes == 1 or rank is not None:
+            result.peak_memory_bytes = _peak_memory(dev)
         if plan is not None:
             for cleanup in plan.cleanups:
                 cleanup()
@@ -263,14 +284,25 @@ def _loaders(plan: TrainingPlan, seed: int) -> tuple[DataLoader, DataLoader]:
     kwargs = dict(plan.loader)
     if kwargs.get("num_workers", 0) > 0:
         kwargs.setdefault("worker_init_fn", _worker_init)
+    train_data, val_data = plan.workload.train_data, plan.workload.val_data
+    val_batch = max(plan.batch_size, 256)
+    if plan.rank is not None:
+        # each process trains on its own shard (reshuffled each epoch by set_epoch), and
+        # validates every world_size-th sample: the shards cover the set exactly once
+        sampler = DistributedSampler(
+            train_data, num_replicas=plan.rank.world_size, rank=plan.rank.rank, shuffle=True, seed=seed
+        )
+        train = DataLoader(train_data, batch_size=plan.batch_size, sampler=sampler, **kwargs)
+        shard = Subset(val_data, range(plan.rank.rank, len(val_data), plan.rank.world_size))  # type: ignore[arg-type]
+        return train, DataLoader(shard, batch_size=val_batch, shuffle=False, **kwargs)
     train = DataLoader(
-        plan.workload.train_data,
+        train_data,
         batch_size=plan.batch_size,
         shuffle=True,
         generator=torch.Generator().manual_seed(seed),
         **kwargs,
     )
-    val = DataLoader(plan.workload.val_data, batch_size=max(plan.batch_size, 256), shuffle=False, **kwargs)
+    val = DataLoader(val_data, batch_size=val_batch, shuffle=False, **kwargs)
     return train, val
 
 
@@ -290,6 +322,8 @@ def _evaluate(model: torch.nn.Module, loader: DataLoader, plan: TrainingPlan) ->
             loss_sum += float(plan.loss_fn(outputs.float(), targets).item()) * len(targets)
             correct += plan.workload.metric_fn(outputs, targets)
             count += len(targets)
+    if plan.rank is not None:
+        loss_sum, correct, count = ranks.Collective(plan.device).sum(loss_sum, correct, count)
     model.train()
     return loss_sum / max(count, 1), correct / max(count, 1)
 
@@ -309,6 +343,12 @@ def _train(
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     dev = plan.device
     train_loader, val_loader = _loaders(plan, seed)
+    # several processes must take the same decisions at the same step: each stops on its own
+    # only for what they all see alike (step counts, epoch ends, the summed validation)
+    comm = ranks.Collective(dev) if plan.rank is not None else None
+    world = plan.rank.world_size if plan.rank is not None else 1
+    epoch = 0
+    time_up = False  # a seconds budget, agreed between processes
     steps_per_epoch = len(train_loader)
     if budget.epochs is not None:
         total_steps: int | None = budget.epochs * steps_per_epoch
@@ -369,18 +409,24 @@ def _train(
             result.time_to_target = train_time
             if stop_at_target:
                 raise _Stop("ok")
-        if on_eval is not None and on_eval(point):
+        prune = on_eval is not None and bool(on_eval(point))
+        if comm is not None:
+            prune = comm.from_first(prune)  # only the first process asks the pruner
+        if prune:
             raise _Stop("pruned")
 
     def budget_spent() -> bool:
         if total_steps is not None:
             return step >= total_steps
         assert budget.seconds is not None
-        return train_time >= budget.seconds
+        return time_up if comm is not None else train_time >= budget.seconds
 
     try:
         while not budget_spent():
             t_iter = time.perf_counter()
+            if isinstance(train_loader.sampler, DistributedSampler):
+                train_loader.sampler.set_epoch(epoch)
+            epoch += 1
             iterator = iter(train_loader)
             pending_data = time.perf_counter() - t_iter
             while not budget_spent():
@@ -416,14 +462,18 @@ def _train(
                 else:
                     recent_waits.append(data_time)
                 step += 1
-                batch = len(targets)
+                batch = len(targets) * world  # the shards are equal: DistributedSampler pads
                 samples += batch
                 train_time += data_time + (t2 - t1)
                 if step > warmup_steps:
                     data_times.append(data_time)
                     compute_times.append(t2 - t1)
                     timed_samples += batch
-                if not math.isfinite(float(loss.detach().float().item())):
+                diverged = not math.isfinite(float(loss.detach().float().item()))
+                if comm is not None:
+                    seconds_up = budget.seconds is not None and train_time >= budget.seconds
+                    diverged, time_up = comm.any(diverged, seconds_up)
+                if diverged:
                     raise _Stop("diverged")
                 if on_progress is not None and t2 - last_progress >= 0.5:
                     last_progress = t2

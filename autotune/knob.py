@@ -142,6 +142,19 @@ def _convert(type_: ParamType, value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Rank:
+    """Which of a multi-process run's processes this plan is for (torch.distributed is set up)."""
+
+    rank: int
+    world_size: int
+    backend: str  # "nccl" on CUDA, "gloo" on CPU
+
+    @property
+    def is_first(self) -> bool:
+        return self.rank == 0
+
+
 @dataclass
 class TrainingPlan:
     """Everything the engine builds a run from. Knobs edit it in `Knob.apply`.
@@ -149,6 +162,13 @@ class TrainingPlan:
     The engine fills `device`, `hardware`, `workload` and the workload's defaults first; knobs then
     change fields or append callables. Callables run in `order` (lower first): pruning (10) must
     happen before channels_last (20), and torch.compile (90) last.
+
+    Multi-process runs (data-parallel training): a knob sets `processes` to N while `rank` is None.
+    The engine then starts N processes, sets up torch.distributed among them, and builds a plan in
+    each with `rank` set, on that process's device; the knob, seeing `rank`, changes that process's
+    run (wraps the model in DistributedDataParallel, takes its share of the batch). The engine
+    shards the training data (DistributedSampler), sums validation over the processes and makes
+    them agree on when to stop; the first process measures and reports.
     """
 
     device: "torch.device"
@@ -167,6 +187,8 @@ class TrainingPlan:
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    processes: int = 1
+    rank: Rank | None = None
 
     def transform_model(self, fn: Callable[[Any], Any], order: int = 50) -> None:
         """Register `fn(model) -> model`, run after the model is on its device."""

@@ -83,6 +83,7 @@ class Registry:
     disabled: dict[str, str]  # knob name -> why it is off
     plugin_paths: tuple[str, ...] = ()
     disabled_knobs: tuple[str, ...] = ()
+    entry_points: bool = True  # how it was loaded, so another process can load the same
 
     def knob(self, name: str) -> Knob:
         try:
@@ -265,6 +266,7 @@ def load_registry(
         disabled=disabled,
         plugin_paths=plugin_paths,
         disabled_knobs=disabled_knobs,
+        entry_points=entry_points,
     )
 
 

@@ -538,14 +538,19 @@ def _resolve_knobs(
             excluded[knob.name] = reason
             continue
         for param, (searched, value) in zip(knob_params, outcomes):
-            if searched is not None:
+            if searched is not None and not _single_choice(searched):
                 params.append(searched)
             else:
-                fixed[param.name] = value
+                # one allowed value is a pin, not a dimension (data_parallel on CPU: "none")
+                fixed[param.name] = value if searched is None else searched.choices[0]  # type: ignore[index]
                 if param.when:
                     fixed_when[param.name] = param.when
     excluded.update(registry.disabled)
     return params, fixed, fixed_when, excluded
+
+
+def _single_choice(param: Param) -> bool:
+    return param.type in ("categorical", "bool") and len(param.choices or ()) == 1
 
 
 def _where(document: dict[str, Any], knob: "Knob", param: Param, primary: bool) -> str:

@@ -56,6 +56,10 @@ class Workload:
     baseline: dict[str, Any] = field(default_factory=lambda: dict(TUTORIAL_BASELINE))
     description: str = ""
     input_shape: tuple[int, ...] | None = None
+    # How load_workload built it ({"spec", "data_dir"}), so another process can build it again.
+    # Not an init field: dataclasses.replace() drops it, since a changed copy is not what the
+    # spec builds.
+    origin: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
 
 class LeNet(nn.Module):
@@ -303,4 +307,5 @@ def load_workload(
         raise UsageError(f"workload '{spec}': factory raised {type(exc).__name__}: {exc}") from None
     if not isinstance(workload, Workload):
         raise UsageError(f"workload '{spec}': factory returned {type(workload).__name__}, not a Workload")
+    workload.origin = {"spec": spec, "data_dir": data_dir}
     return workload

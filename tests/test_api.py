@@ -51,3 +51,73 @@ def test_apply_takes_a_dict_and_rejects_unknown_settings():
     assert isinstance(tuned.optimizer, torch.optim.RMSprop)
     with pytest.raises(autotune.UsageError, match="unknown setting 'warp_speed'"):
         autotune.apply({"warp_speed": 9}, LeNet(), device="cpu")
+
+
+DDP_SCRIPT = """
+import json, sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+import autotune
+from autotune.workloads import LeNet, digits
+
+dist.init_process_group("gloo")
+torch.manual_seed(0)
+settings = {"data_parallel": "ddp", "data_parallel_processes": 2, "batch_size": 64, "threads": 1}
+with autotune.apply(settings, LeNet(), device="cpu") as tuned:
+    loader = tuned.dataloader(digits().train_data, shuffle=True)
+    loader.sampler.set_epoch(0)
+    first = None
+    for step, (inputs, targets) in enumerate(loader):
+        inputs, targets = tuned.to_device(inputs, targets)
+        first = float(inputs.double().sum()) if first is None else first
+        with tuned.autocast():
+            loss = torch.nn.functional.cross_entropy(tuned.model(inputs), targets)
+        tuned.step(loss)
+        if step == 10:
+            break
+    record = {
+        "wrapper": type(tuned.model).__name__, "batch": loader.batch_size, "first": first,
+        "sampler": type(loader.sampler).__name__,
+        "params": sum(float(p.detach().double().sum()) for p in tuned.model.parameters()),
+    }
+Path(sys.argv[1], f"rank{dist.get_rank()}.json").write_text(json.dumps(record))
+dist.destroy_process_group()
+"""
+
+
+def test_apply_under_torchrun_trains_with_ddp(tmp_path):
+    """The way a user runs a tuned ddp configuration in their own script: torchrun, 2 processes."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None or (os.cpu_count() or 1) < 2:
+        pytest.skip("needs torchrun and 2+ cores")
+    script = tmp_path / "train.py"
+    script.write_text(DDP_SCRIPT)
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    for record in (first, second):
+        assert record["wrapper"] == "DistributedDataParallel"
+        assert record["sampler"] == "DistributedSampler" and record["batch"] == 32
+    assert first["first"] != second["first"]  # each process its own shard
+    assert first["params"] == pytest.approx(second["params"], rel=1e-9)  # the processes stayed in step
+
+
+def test_apply_ddp_without_a_process_group_says_how_to_start_one():
+    import pytest
+
+    with pytest.raises(autotune.UsageError, match="torchrun --nproc-per-node N"):
+        autotune.apply({"data_parallel": "ddp", "data_parallel_processes": 2}, LeNet(), device="cpu")

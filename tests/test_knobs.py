@@ -26,7 +26,7 @@ from autotune.config import resolve_settings, settings_index
 from autotune.engine import Budget, RunResult, build_plan, nonzero_fraction
 from autotune.errors import UsageError
 from autotune.hardware import Hardware, detect
-from autotune.knob import Knob, TrainingPlan
+from autotune.knob import Knob, Rank, TrainingPlan
 from autotune.registry import DEFAULT_PLUGINS, Registry, load_registry
 from autotune.workloads import LeNet, Workload
 
@@ -296,12 +296,37 @@ def check_threads(case: Case) -> None:
 
 
 def check_data_parallel(case: Case) -> None:
-    assert case.knob.unavailable(case.hardware) == "needs 2+ CUDA GPUs for this trial"
-    assert "data_parallel" not in case.baseline.result.settings
-    with pytest.raises(UsageError, match="does not apply"):
-        case.settings(data_parallel=True)
-    plan = case.plan(data_parallel=case.base_value)
-    assert "data_parallel" not in plan.notes and not plan.model_transforms
+    if case.hardware.cpu_count < 2:
+        assert case.knob.unavailable(case.hardware) == "needs 2+ CPU cores"
+        return
+    assert case.base_value == "none"
+    assert case.baseline.result.settings["data_parallel"] == "none"
+    base = case.plan()
+    assert base.processes == 1 and "data_parallel" not in base.notes
+    with pytest.raises(UsageError, match="not one of"):
+        case.settings(data_parallel="dp")  # DataParallel is CUDA-only
+    # ddp on CPU runs (it is accepted) but is not searched by default: start-up costs seconds
+    param = case.knob.params(case.hardware)[0]
+    assert param.choices == ("none",) and "ddp" in param.accepted
+    # the launching pass asks for processes and changes nothing else ...
+    launching = case.plan(data_parallel="ddp", data_parallel_processes=2)
+    assert launching.processes == 2 and launching.notes["data_parallel"] == "ddp x2"
+    assert launching.batch_size == base.batch_size
+    assert not [order for order, _ in launching.model_transforms if order == 80]
+    # ... and each process's pass takes its share of the batch and of the threads and wraps the
+    # model (tests/test_distributed.py trains with it, in real processes)
+    threads = torch.get_num_threads()
+    settings = case.settings(data_parallel="ddp", data_parallel_processes=2)
+    in_process = build_plan(case.registry, case.hardware, case.workload, settings, CPU, Rank(1, 2, "gloo"))
+    case.plans.append(in_process)
+    assert in_process.batch_size == base.batch_size // 2
+    assert in_process.notes["batch_per_process"] == base.batch_size // 2
+    assert torch.get_num_threads() == max(1, settings["threads"] // 2)
+    assert [order for order, _ in in_process.model_transforms] == [80]
+    for cleanup in reversed(in_process.cleanups):
+        cleanup()
+    in_process.cleanups.clear()
+    assert torch.get_num_threads() == threads
 
 
 CHECKS: dict[str, Callable[[Case], None]] = {

@@ -1,6 +1,6 @@
 """Distributed studies on a real PostgreSQL server: several `autotune worker` processes share a
 study, one is SIGKILLed mid-trial, `study show` and the UI's data layer read it back. Plus the
-GPU pool and the data_parallel knob, which need no GPU to check.
+GPU pool, which needs no GPU to check.
 
 Skips (does not fail) when no PostgreSQL server binaries or no psycopg2 are installed.
 """
@@ -302,31 +302,3 @@ def test_visible_gpus_respects_an_existing_restriction():
     assert visible_gpus(2, "4,6") == (4, 6)
     assert visible_gpus(1, "GPU-aaaa,GPU-bbbb") == ("GPU-aaaa",)
     assert visible_gpus(3, "1,-1,2") == (1,)  # CUDA ignores everything after an invalid index
-
-
-def test_data_parallel_knob_needs_two_gpus_in_the_trial(registry, hardware):
-    import dataclasses
-
-    knob = registry.knob("data_parallel")
-    assert knob.kind == "systems"
-    assert knob.unavailable(hardware) == "needs 2+ CUDA GPUs for this trial"  # this CPU machine
-    one_gpu = dataclasses.replace(hardware, device_type="cuda", device_count=1)
-    assert knob.unavailable(one_gpu) == "needs 2+ CUDA GPUs for this trial"
-    two_gpus = dataclasses.replace(hardware, device_type="cuda", device_count=2)
-    assert knob.unavailable(two_gpus) is None
-
-
-@pytest.mark.gpu
-def test_data_parallel_wraps_the_model_on_two_gpus(registry, digits_workload):
-    import torch
-
-    if torch.cuda.device_count() < 2:
-        pytest.skip("needs 2+ CUDA GPUs")
-    from autotune import engine
-    from autotune.config import resolve_settings
-    from autotune.hardware import detect
-
-    cuda = detect("cuda")
-    settings = resolve_settings(registry, cuda, digits_workload, {"data_parallel": True})
-    result = engine.run(digits_workload, settings, registry, cuda, engine.Budget(steps=3), device="cuda")
-    assert result.status == "ok", result.error

@@ -27,6 +27,15 @@ def cuda(hardware):
     return dataclasses.replace(hardware, device_type="cuda", precisions=("fp32", "bf16", "fp16"))
 
 
+def pins(registry, hardware) -> dict:
+    """What every space pins on this machine: knobs whose default space is a single value."""
+    return {
+        p.name: p.choices[0]
+        for k in registry.knobs.values() if not k.unavailable(hardware)
+        for p in k.params(hardware) if p.choices is not None and len(p.choices) == 1
+    }
+
+
 def write(tmp_path: Path, text: str, name: str = "space.toml") -> str:
     path = tmp_path / name
     path.write_text(text)
@@ -74,10 +83,12 @@ def test_bundled_space_loads_and_resolves_on_cpu(name, registry, hardware, digit
 def test_none_means_default(registry, hardware):
     space = load_space(None, registry, hardware)
     assert space.name == "default"
-    # Every available knob keeps its own default space.
+    # Every available knob keeps its own default space. A one-value choice is a pin: ddp is
+    # accepted but not searched on CPU, so data_parallel is pinned to "none" and its process
+    # count, which only ddp uses, is left out.
     defaults = [p for k in registry.knobs.values() if not k.unavailable(hardware) for p in k.params(hardware)]
-    assert space.params == defaults
-    assert space.fixed == {}
+    assert space.params == [p for p in defaults if not p.name.startswith("data_parallel")]
+    assert space.fixed == {"data_parallel": "none"}
 
 
 def test_cpu_space(registry, hardware):
@@ -251,7 +262,7 @@ def test_unreachable_sub_settings_are_left_out(tmp_path, registry, hardware):
     names = [p.name for p in space.params]
     assert "momentum" not in names
     assert {"weight_decay", "beta2"} <= set(names)
-    assert space.fixed == {"optimizer": "adam"}
+    assert space.fixed == {"optimizer": "adam", **pins(registry, hardware)}
     values = sample(space, n_trials=3)[0]
     assert values["optimizer"] == "adam" and "weight_decay" in values
 
@@ -288,7 +299,7 @@ def test_extends_relative_path_merges_key_by_key(tmp_path, registry, hardware):
     # low = 1500 alone would exceed the default high (512); merged with the parent it is fine.
     assert (params["batch_size"].low, params["batch_size"].high) == (1500, 2000)
     # The child's pin replaces the parent's range instead of conflicting with it.
-    assert space.fixed == {"pruning": 0.1}
+    assert space.fixed == {"pruning": 0.1, **pins(registry, hardware)}
 
 
 def test_extends_conflict_names_the_child(tmp_path, registry, hardware):

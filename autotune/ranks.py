@@ -1,0 +1,300 @@
+"""Multi-process runs: one training run spread over N processes with torch.distributed.
+
+A knob asks for N processes (`TrainingPlan.processes`, the data_parallel knob's "ddp" mode).
+`engine.run` then hands the run to `run_in_processes`, which acts like torchrun's agent:
+- it starts N fresh interpreters (the "spawn" start method: CUDA must not be forked), each
+  rebuilding the registry, workload and settings from plain data (`RankJob`), so plugin files and
+  import-path workloads work as in one process;
+- the processes meet through a TCPStore this process owns (port 0: no port to race for) and
+  form a process group: NCCL on CUDA (process r on `cuda:r` of the GPUs the trial was given),
+  gloo on CPU;
+- process 0 measures; its progress and validations come back over a pipe and go to the caller's
+  `on_progress` / `on_eval`, whose "prune" answer process 0 shares with the others;
+- if any process fails, crashes or runs out of memory, the others would wait forever in their
+  next collective, so they are killed at once and the run reports which process failed and why.
+
+Start-up (a fresh interpreter importing torch, the rendezvous) happens before the first step, so
+it is in `wall_time` but not in `train_time`: a long training run pays it once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from autotune.knob import Rank
+
+if TYPE_CHECKING:
+    from autotune.budget import Budget
+    from autotune.engine import EvalPoint, Progress, RunResult
+    from autotune.hardware import Hardware
+    from autotune.registry import Registry
+    from autotune.workloads import Workload
+
+# A backstop only: a failed process is noticed through its exit, long before this. It must
+# outlast the slowest legitimate wait (torch.compile on one process while the others idle).
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=15)
+# After process 0 reports, the others are at most a collective behind it.
+STRAGGLER_SECONDS = 60.0
+FAILED_STATUSES = ("failed", "oom", "unsupported")
+PR_SET_PDEATHSIG = 1
+
+
+def backend_for(device_type: str) -> str:
+    return "nccl" if device_type == "cuda" else "gloo"
+
+
+class Collective:
+    """The few agreements a data-parallel run needs, as collectives over the process group."""
+
+    def __init__(self, device: torch.device) -> None:
+        # NCCL only moves device tensors; gloo takes CPU tensors
+        self.device = device
+
+    def any(self, *flags: bool) -> list[bool]:
+        """Each flag is True on every process when it is True on any process."""
+        values = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=self.device)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in values.tolist()]
+
+    def from_first(self, flag: bool) -> bool:
+        """Process 0's flag, on every process."""
+        value = torch.tensor([int(flag)], dtype=torch.int32, device=self.device)
+        dist.broadcast(value, src=0)
+        return bool(value.item())
+
+    def sum(self, *values: float) -> list[float]:
+        total = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total.tolist()
+
+
+@dataclass
+class RankJob:
+    """What one process needs to rebuild the run: plain data only, it crosses a process boundary."""
+
+    workload: str
+    data_dir: str | None
+    plugin_paths: tuple[str, ...]
+    disabled_knobs: tuple[str, ...]
+    entry_points: bool
+    hardware: "Hardware"
+    settings: dict[str, Any]
+    budget: dict[str, Any]
+    seed: int
+    target: float | None
+    stop_at_target: bool
+    eval_every_steps: int | None
+    evals_per_epoch: int
+    warmup_steps: int
+    world_size: int
+    backend: str
+    store_port: int
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def rank_main(job: RankJob, rank: int, conn: Any, parent_pid: int) -> None:
+    """Entry point of process `rank`: join the group, run the engine, send the result."""
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the parent died while this interpreter was importing torch
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launching process handles Ctrl-C
+    try:
+        conn.send(("result", _rank_run(job, rank, conn)))
+    except BaseException as exc:
+        import traceback
+
+        traceback.print_exc()
+        try:
+            conn.send(("error", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__))
+        except (BrokenPipeError, OSError):
+            pass
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _rank_run(job: RankJob, rank: int, conn: Any) -> dict[str, Any]:
+    from autotune import engine
+    from autotune.registry import load_registry
+    from autotune.workloads import load_workload
+
+    device = job.hardware.device_type
+    if device == "cuda":
+        torch.cuda.set_device(rank)
+        device = f"cuda:{rank}"
+    registry = load_registry(
+        plugin_paths=job.plugin_paths, disabled_knobs=job.disabled_knobs, entry_points=job.entry_points
+    )
+    workload = load_workload(job.workload, registry, data_dir=job.data_dir)
+    store = dist.TCPStore("127.0.0.1", job.store_port, is_master=False, timeout=COLLECTIVE_TIMEOUT)
+    dist.init_process_group(
+        job.backend, store=store, rank=rank, world_size=job.world_size, timeout=COLLECTIVE_TIMEOUT
+    )
+    def on_eval(point: "EvalPoint") -> bool:
+        conn.send(("eval", asdict(point)))
+        return conn.recv() == "prune"
+
+    def on_progress(progress: "Progress") -> None:
+        conn.send(("progress", asdict(progress)))
+
+    first = rank == 0  # the one that measures and reports
+    result = engine.run(
+        workload, job.settings, registry, job.hardware, engine.Budget(**job.budget),
+        device=device, seed=job.seed, target=job.target, stop_at_target=job.stop_at_target,
+        eval_every_steps=job.eval_every_steps, evals_per_epoch=job.evals_per_epoch,
+        warmup_steps=job.warmup_steps, on_eval=on_eval if first else None,
+        on_progress=on_progress if first else None, rank=Rank(rank, job.world_size, job.backend),
+    )
+    # after a failure the others are stuck in a collective and get killed: don't wait on them
+    if result.status not in FAILED_STATUSES:
+        dist.destroy_process_group()
+    if result.traceback:
+        print(result.traceback, file=sys.stderr, flush=True)
+    return result.to_dict()
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"died from {signal.Signals(-exitcode).name}"
+        except ValueError:
+            pass
+    return f"exited with code {exitcode} without a result"
+
+
+def run_in_processes(
+    processes: int,
+    workload: "Workload",
+    settings: dict[str, Any],
+    registry: "Registry",
+    hardware: "Hardware",
+    budget: "Budget",
+    *,
+    seed: int,
+    target: float | None,
+    stop_at_target: bool,
+    eval_every_steps: int | None,
+    evals_per_epoch: int,
+    warmup_steps: int,
+    on_eval: Callable[["EvalPoint"], bool | None] | None,
+    on_progress: Callable[["Progress"], None] | None,
+) -> "RunResult":
+    """Run the training in `processes` processes and return process 0's result.
+
+    Peak memory is the largest of any process (each has its own device). Never raises for a
+    failing process: the result says which one failed and why.
+    """
+    from autotune.engine import EvalPoint, Progress, RunResult
+    from autotune.errors import Unsupported
+
+    if workload.origin is None:
+        raise Unsupported(
+            f"workload '{workload.name}' was built in code, not loaded by name: the "
+            f"{processes} processes of a data-parallel run could not build it again"
+        )
+    store = dist.TCPStore(
+        "127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=COLLECTIVE_TIMEOUT
+    )
+    job = RankJob(
+        workload=workload.origin["spec"], data_dir=workload.origin["data_dir"],
+        plugin_paths=registry.plugin_paths, disabled_knobs=registry.disabled_knobs,
+        entry_points=registry.entry_points, hardware=hardware, settings=dict(settings),
+        budget=asdict(budget), seed=seed, target=target, stop_at_target=stop_at_target,
+        eval_every_steps=eval_every_steps, evals_per_epoch=evals_per_epoch,
+        warmup_steps=warmup_steps, world_size=processes, backend=backend_for(hardware.device_type),
+        store_port=store.port,
+    )
+    ctx = multiprocessing.get_context("spawn")
+    started = time.perf_counter()
+    procs, conns = [], {}
+    results: dict[int, dict[str, Any]] = {}
+    failure: tuple[int, str, str | None] | None = None  # rank, status, error
+    try:
+        for rank in range(processes):
+            parent_conn, child_conn = ctx.Pipe()
+            proc = ctx.Process(
+                target=rank_main, args=(job, rank, child_conn, os.getpid()), name=f"autotune-rank{rank}"
+            )
+            proc.start()
+            child_conn.close()
+            procs.append(proc)
+            conns[parent_conn] = rank
+        first_result_at: float | None = None
+        while len(results) < processes and failure is None:
+            ready = multiprocessing.connection.wait(
+                list(conns) + [p.sentinel for r, p in enumerate(procs) if r not in results], timeout=1.0
+            )
+            for item in ready:
+                if item in conns:
+                    rank = conns[item]
+                    try:
+                        kind, payload = item.recv()
+                    except (EOFError, OSError):
+                        del conns[item]
+                        continue
+                    if kind == "progress" and on_progress is not None:
+                        on_progress(Progress(**payload))
+                    elif kind == "eval":
+                        prune = bool(on_eval(EvalPoint(**payload))) if on_eval is not None else False
+                        item.send("prune" if prune else "continue")
+                    elif kind == "result":
+                        results[rank] = payload
+                        first_result_at = first_result_at or time.perf_counter()
+                        if payload["status"] in FAILED_STATUSES:
+                            failure = (rank, payload["status"], payload.get("error"))
+                    elif kind == "error":
+                        failure = (rank, "failed", payload)
+            for rank, proc in enumerate(procs):
+                if failure is None and rank not in results and not proc.is_alive():
+                    conn = next((c for c, r in conns.items() if r == rank), None)
+                    if conn is not None and conn.poll(0):
+                        continue  # its last message is still in the pipe: read it first
+                    failure = (rank, "failed", f"process {_describe_exit(proc.exitcode)}")
+            late = first_result_at is not None and time.perf_counter() - first_result_at > STRAGGLER_SECONDS
+            if failure is None and late:
+                missing = next(r for r in range(processes) if r not in results)
+                failure = (missing, "failed", f"did not finish within {STRAGGLER_SECONDS:.0f} s of the others")
+    finally:
+        for proc in procs:
+            if proc.is_alive() and (failure is not None or len(results) < processes):
+                proc.kill()
+        for proc in procs:
+            proc.join(30)
+        for conn in conns:
+            conn.close()
+        del store
+    # stderr: stdout may be a `--json` answer; in a trial process both go to the trial's log
+    print(
+        f"data-parallel run: {processes} processes ({job.backend}), "
+        f"{time.perf_counter() - started:.1f} s from launch to the end", file=sys.stderr, flush=True,
+    )
+    if failure is not None:
+        rank, status, error = failure
+        return RunResult(
+            status=status, settings=dict(settings), device=hardware.device_type,
+            error=f"process {rank} of {processes}: {error}",
+            peak_memory_bytes=max((r.get("peak_memory_bytes") or 0 for r in results.values()), default=None),
+        )
+    first = dict(results[0])
+    first["curve"] = [EvalPoint(**p) for p in first["curve"]]
+    first["peak_memory_bytes"] = max(r.get("peak_memory_bytes") or 0 for r in results.values())
+    return RunResult(**first)
