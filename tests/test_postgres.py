@@ -33,6 +33,7 @@ from pg import PostgresServer  # noqa: E402
 
 STUDY_ARGS = ["--workload", "digits", "--space", "quick", "--budget-epochs", "1", "--confirm", "0"]
 HOST = socket.gethostname()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -203,10 +204,13 @@ def test_killed_worker_trial_is_failed_and_retried_by_the_others(pg, tmp_path):
     """`study start` creates the study in PostgreSQL and runs trials; two workers join; one is
     SIGKILLed while training. The survivors fail its trial (heartbeat) and run the retry."""
     url = pg.create_database("kill")
-    fast = {"AUTOTUNE_HEARTBEAT_GRACE": "6"}
+    # slow trials: with digits' second-long trials the creator could take every slot before
+    # the workers finish importing torch on a loaded machine, and the victim would have no trial
+    fast = {"AUTOTUNE_HEARTBEAT_GRACE": "6", "PYTHONPATH": str(ROOT)}
     n_trials = 4
+    slow_args = ["--workload", "tests.workloads_for_tests:slower_data", *STUDY_ARGS[2:]]
     start = autotune("study", "start", "--name", "pgk", "--storage", url, "--n-trials", str(n_trials),
-                     *STUDY_ARGS, "--no-tui", "--json", home=tmp_path / "m0", env=fast)
+                     *slow_args, "--no-tui", "--json", home=tmp_path / "m0", env=fast)
     deadline = time.monotonic() + 120
     while True:  # the workers need the study to exist
         try:

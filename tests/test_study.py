@@ -188,8 +188,13 @@ def test_interrupt_leaves_no_running_trial_and_resume_completes(home, tmp_path, 
         time.sleep(0.2)
         if not db.exists():
             continue
-        with sqlite3.connect(db, timeout=30) as conn:
-            live = conn.execute("select number, pid from live_trials where pid is not null").fetchall()
+        try:
+            with sqlite3.connect(db, timeout=30) as conn:
+                live = conn.execute("select number, pid from live_trials where pid is not null").fetchall()
+        except sqlite3.OperationalError as exc:  # the file exists before its tables do
+            if "no such table" in str(exc):
+                continue
+            raise
         if live and live[0][0] >= 1:
             break
     else:

@@ -42,6 +42,12 @@ def slow_data(delay: float = 0.001) -> Workload:
     return workload
 
 
+def slower_data() -> Workload:
+    """digits with 4 ms of loading per sample: every trial trains for seconds, even one pruned
+    early, so several runners all get trials and a test can catch one mid-training."""
+    return slow_data(0.004)
+
+
 class FailingForward(nn.Module):
     def __init__(self) -> None:
         super().__init__()
