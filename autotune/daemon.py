@@ -198,13 +198,6 @@ def is_ready(paths: DaemonPaths, pid: int) -> bool:
 # devices -------------------------------------------------------------------------------------
 
 
-def default_workers() -> int:
-    """The number of CUDA GPUs, or 1."""
-    import torch
-
-    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
-
-
 # queueing (shared by the daemon and the client's fallback) ------------------------------------
 
 
@@ -682,7 +675,9 @@ def _warm_forkserver() -> None:
         logger.exception("could not start the trial forkserver; trials start it on demand")
 
 
-def run_foreground(workers: int | None = None, detached: bool = False, debug: bool = False) -> int:
+def run_foreground(
+    workers: int | None = None, detached: bool = False, debug: bool = False, gpus_per_trial: int | None = None
+) -> int:
     """Run the daemon in this process until it is told to stop. Returns the exit status."""
     paths = DaemonPaths(ensure_home())
     os.umask(0o077)
@@ -709,10 +704,13 @@ def run_foreground(workers: int | None = None, detached: bool = False, debug: bo
 
         import autotune.study  # noqa: F401  (torch, Optuna, the engine: before we say we are ready)
 
-        workers = workers or default_workers()
         from autotune.devices import DevicePool
 
-        pool = DevicePool.for_cuda(capacity=workers)
+        # one trial per group of gpus_per_trial GPUs by default; more workers share GPUs
+        pool = DevicePool.for_cuda(capacity=workers, per_trial=gpus_per_trial or 1)
+        if gpus_per_trial is not None and not pool.indices:
+            raise UsageError(f"--gpus-per-trial {gpus_per_trial}: no CUDA GPUs here")
+        workers = pool.capacity
         daemon = Daemon(paths, workers, pool, state)
         daemon.install_signal_handlers()
         daemon.signals.extend(early)
@@ -724,7 +722,7 @@ def run_foreground(workers: int | None = None, detached: bool = False, debug: bo
         forkserver.join(120)
         _clean_inbox(paths)
         devices = [str(d) for d in pool.indices]
-        daemon.publish(workers=workers, ready=True, devices=devices or ["cpu"])
+        daemon.publish(workers=workers, ready=True, devices=devices or ["cpu"], gpus_per_trial=pool.per_trial)
         logger.info("daemon ready: %d workers on %s; log %s", workers,
                     ", ".join(f"cuda device {d}" for d in devices) or "cpu", paths.log)
         status = daemon.serve()

@@ -134,3 +134,31 @@ def visible_gpus(device_count: int, cuda_visible_devices: str | None = None) -> 
                 kept.append(part)
         return tuple(kept[:device_count])
     return tuple(range(device_count))
+
+
+def trial_pool(
+    gpu_count: int,
+    workers: int | None,
+    gpus_per_trial: int | None,
+    cuda_visible_devices: str | None = None,
+) -> tuple[DevicePool | None, int]:
+    """The pool a runner leases its trials' GPUs from, and how many trials it runs at once.
+
+    With GPUs each trial gets `gpus_per_trial` (default 1) of its own, and by default as many
+    trials run at once as there are groups: one trial per GPU. Without GPUs there is no pool and
+    `workers` (default 1) trials share the CPU. Raises UsageError for a count that cannot fit.
+    """
+    if gpu_count <= 0:
+        if gpus_per_trial is not None:
+            raise UsageError(f"--gpus-per-trial {gpus_per_trial}: no CUDA GPUs here")
+        return None, workers or 1
+    gpus = visible_gpus(gpu_count, cuda_visible_devices)
+    pool = DevicePool(gpus, per_trial=gpus_per_trial or 1)
+    if workers is None:
+        return pool, pool.slots
+    if workers > pool.slots:
+        raise UsageError(
+            f"--workers {workers}: {len(gpus)} GPU(s) at {pool.per_trial} per trial fit only "
+            f"{pool.slots} trial(s) at once"
+        )
+    return pool, workers

@@ -9,6 +9,7 @@ to autotune's local Store so other processes can watch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -141,8 +142,12 @@ class Prepared:
     storage: optuna.storages.RDBStorage
 
 
-def prepare(spec: StudySpec) -> Prepared:
-    """Validate a spec completely. Raises UsageError; writes nothing."""
+def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None = None) -> Prepared:
+    """Validate a spec completely. Raises UsageError; writes nothing.
+
+    `check_hardware(hardware)` lets a caller validate its own options against the machine
+    (GPUs per trial) before the storage is opened, which creates an SQLite file.
+    """
     from autotune.space import load_space
 
     spec.validate()
@@ -155,6 +160,8 @@ def prepare(spec: StudySpec) -> Prepared:
         if device_type not in available_device_types():
             raise UsageError(f"--device {spec.device}: not available here")
     hardware = detect(device_type)
+    if check_hardware is not None:
+        check_hardware(hardware)
     workload = load_workload(spec.workload, registry, data_dir=spec.data_dir)
     space_name = spec.space or {"cuda": "gpu", "cpu": "cpu"}.get(hardware.device_type, "default")
     space = load_space(space_name, registry, hardware)
@@ -164,6 +171,18 @@ def prepare(spec: StudySpec) -> Prepared:
         spec=spec, objective=objective, registry=registry, hardware=hardware, workload=workload,
         space=space, storage_url=storage_url, storage=open_storage(storage_url),
     )
+
+
+def fit_to_devices(prepared: Prepared, devices: "DevicePool") -> None:
+    """A trial sees only the GPUs it leases, renumbered from 0: describe and search what one
+    trial can use (data_parallel needs 2+ GPUs in the trial, not on the machine)."""
+    hardware = prepared.hardware
+    if not hardware.is_cuda or not devices.per_trial or hardware.device_count == devices.per_trial:
+        return
+    from autotune.space import load_space
+
+    prepared.hardware = dataclasses.replace(hardware, device_count=devices.per_trial)
+    prepared.space = load_space(str(prepared.spec.space), prepared.registry, prepared.hardware)
 
 
 Reporter = Callable[[str, dict[str, Any]], None]
@@ -185,6 +204,8 @@ class StudyRunner:
         stop_event: threading.Event | None = None,
         devices: "DevicePool | None" = None,
     ) -> None:
+        if devices is not None:
+            fit_to_devices(prepared, devices)
         self.p = prepared
         self.spec = prepared.spec
         self.objective = prepared.objective

@@ -268,11 +268,9 @@ def run_worker(
     Only loads the study (never creates it, never enqueues the baseline) and never runs the
     final confirmation: both belong to `autotune study start`.
     """
-    import dataclasses
     import os
 
-    from autotune.devices import DevicePool, visible_gpus
-    from autotune.space import load_space
+    from autotune.devices import trial_pool
     from autotune.store import Store
     from autotune.study import RUNNER_ID, StudyRunner, prepare
 
@@ -286,25 +284,13 @@ def run_worker(
     spec.workers = workers or 1
     prepared = prepare(spec)
 
-    pool = None
     hardware = prepared.hardware
-    if gpus_per_trial is not None and not hardware.is_cuda:
-        raise UsageError(f"--gpus-per-trial {gpus_per_trial}: no CUDA GPUs here")
-    if hardware.is_cuda:
-        gpus = visible_gpus(hardware.device_count, os.environ.get("CUDA_VISIBLE_DEVICES"))
-        pool = DevicePool(gpus, per_trial=gpus_per_trial or 1)
-        if workers is None:
-            spec.workers = pool.slots
-        elif workers > pool.slots:
-            raise UsageError(
-                f"--workers {workers}: {len(gpus)} GPU(s) at {pool.per_trial} per trial fit only "
-                f"{pool.slots} trial(s) at once"
-            )
-        # Each trial sees only its own GPUs, renumbered from 0: search what a trial can use
-        # (data_parallel needs 2+ GPUs in the trial, not on the machine).
+    pool, spec.workers = trial_pool(
+        hardware.device_count if hardware.is_cuda else 0, workers, gpus_per_trial,
+        os.environ.get("CUDA_VISIBLE_DEVICES"),
+    )
+    if pool is not None:
         spec.device = "cuda"
-        prepared.hardware = dataclasses.replace(hardware, device_count=pool.per_trial)
-        prepared.space = load_space(str(spec.space), prepared.registry, prepared.hardware)
 
     store = Store()
     runner = StudyRunner(prepared, store, reporter=reporter, devices=pool)

@@ -1,6 +1,5 @@
 """Distributed studies on a real PostgreSQL server: several `autotune worker` processes share a
-study, one is SIGKILLed mid-trial, `study show` and the UI's data layer read it back. Plus the
-GPU pool, which needs no GPU to check.
+study, one is SIGKILLed mid-trial, `study show` and the UI's data layer read it back.
 
 Skips (does not fail) when no PostgreSQL server binaries or no psycopg2 are installed.
 """
@@ -14,18 +13,14 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import optuna
 import psutil
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.devices import DevicePool, visible_gpus
-from autotune.errors import UsageError
 from autotune.storage import sqlalchemy_url
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -263,46 +258,3 @@ def test_killed_worker_trial_is_failed_and_retried_by_the_others(pg, tmp_path):
     assert_recorded_once(study, n_trials)
     report = json.loads(start.out)  # `study start` reports the whole study
     assert sum(report["counts"][k] for k in ("complete", "pruned", "failed")) == n_trials + 1  # + the FAIL
-
-
-# GPUs: the pool is pure Python; the knob's availability needs no GPU to check -----------------
-
-
-def test_device_pool_hands_out_gpus_and_takes_them_back():
-    pool = DevicePool(range(4))
-    assert pool.slots == 4 and pool.per_trial == 1
-    taken = [pool.acquire(timeout=0) for _ in range(4)]
-    assert taken == [(0,), (1,), (2,), (3,)]
-    assert pool.acquire(timeout=0.05) is None  # exhausted
-    pool.release((2,))
-    assert pool.acquire(timeout=0) == (2,)
-    for t in taken:
-        pool.release(t)
-    with pytest.raises(ValueError, match="released twice"):
-        pool.release((0,))
-    with pytest.raises(ValueError, match="does not belong"):
-        pool.release((7,))
-
-    pairs = DevicePool([0, 1, 2, 3, 4], per_trial=2)
-    assert pairs.slots == 2
-    with pairs.lease() as env, pairs.lease() as env2:
-        assert env == {"CUDA_VISIBLE_DEVICES": "0,1"} and env2 == {"CUDA_VISIBLE_DEVICES": "2,3"}
-        assert pairs.acquire(timeout=0.05) is None  # one GPU left, a trial needs two
-        got: list[Any] = []
-        waiter = threading.Thread(target=lambda: got.append(pairs.acquire(timeout=10)))
-        waiter.start()
-    waiter.join(10)  # leaving the leases freed four GPUs: the waiting trial got two
-    assert got == [(0, 1)]
-    assert sorted(pairs.free) == [2, 3, 4]
-
-    with pytest.raises(UsageError, match="--gpus-per-trial 3: only 2 GPU"):
-        DevicePool([0, 1], per_trial=3)
-    with pytest.raises(UsageError, match="at least 1"):
-        DevicePool([0, 1], per_trial=0)
-
-
-def test_visible_gpus_respects_an_existing_restriction():
-    assert visible_gpus(2) == (0, 1)
-    assert visible_gpus(2, "4,6") == (4, 6)
-    assert visible_gpus(1, "GPU-aaaa,GPU-bbbb") == ("GPU-aaaa",)
-    assert visible_gpus(3, "1,-1,2") == (1,)  # CUDA ignores everything after an invalid index

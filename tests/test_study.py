@@ -234,6 +234,7 @@ def test_interrupt_leaves_no_running_trial_and_resume_completes(home, tmp_path, 
         (["--workload", "no_such_module:make"], "cannot import module 'no_such_module'"),
         (["--space", "nope"], "unknown search space 'nope'"),
         (["--budget-epochs", "0"], "budget epochs must be a positive"),
+        (["--device", "cpu", "--gpus-per-trial", "2"], "--gpus-per-trial 2: no CUDA GPUs here"),
     ],
 )
 def test_bad_study_input_is_one_line_exit_2_and_writes_nothing(home, args, message):

@@ -29,11 +29,13 @@ def _debug() -> bool:
 
 @daemon.command("start")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Trials running at once across all studies. Default: the number of CUDA GPUs, else 1.")
+              help="Trials running at once across all studies. Default: one per --gpus-per-trial GPUs, else 1.")
+@click.option("--gpus-per-trial", type=click.IntRange(min=1), default=None, metavar="K",
+              help="CUDA GPUs each trial gets (default 1); 2+ lets the data_parallel knob search DDP.")
 @click.option("--foreground", is_flag=True,
               help="Run in this process and log to stderr too (for systemd and other supervisors).")
 @click.option("--detached", is_flag=True, hidden=True)  # set by `daemon start` for the child it spawns
-def start(workers: int | None, foreground: bool, detached: bool) -> None:
+def start(workers: int | None, gpus_per_trial: int | None, foreground: bool, detached: bool) -> None:
     """Start the daemon (detached unless --foreground). SIGTERM drains it; a second SIGTERM stops
     running trials now."""
     from autotune.daemon import DaemonError, DaemonPaths, ensure_home, read_state, run_foreground, running_pid
@@ -46,11 +48,11 @@ def start(workers: int | None, foreground: bool, detached: bool) -> None:
             f"stop it with `autotune daemon stop`"
         )
     if foreground:
-        raise SystemExit(run_foreground(workers, detached=detached, debug=_debug()))
+        raise SystemExit(run_foreground(workers, detached=detached, debug=_debug(), gpus_per_trial=gpus_per_trial))
 
     from autotune.commands.daemon_client import start_daemon
 
-    pid = start_daemon(paths, workers, debug=_debug())
+    pid = start_daemon(paths, workers, debug=_debug(), gpus_per_trial=gpus_per_trial)
     state = read_state(paths)
     ready = "" if state.get("ready") else ", still starting"
     click.echo(f"autotune daemon started (pid {pid}, home {paths.home}, "

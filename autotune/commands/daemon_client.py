@@ -51,7 +51,8 @@ def _last_line(path: Path) -> str:
 
 
 def start_daemon(
-    paths: DaemonPaths, workers: int | None = None, *, debug: bool = False, wait_ready: bool = True
+    paths: DaemonPaths, workers: int | None = None, *, debug: bool = False, wait_ready: bool = True,
+    gpus_per_trial: int | None = None,
 ) -> int:
     """Start a detached daemon for `paths.home` and return its pid once it has written its pidfile
     (and, with `wait_ready`, once it is ready for work). Raises DaemonError when it cannot."""
@@ -65,6 +66,8 @@ def start_daemon(
            "daemon", "start", "--foreground", "--detached"]
     if workers is not None:
         cmd += ["--workers", str(workers)]
+    if gpus_per_trial is not None:
+        cmd += ["--gpus-per-trial", str(gpus_per_trial)]
     env = {**os.environ, "AUTOTUNE_HOME": str(paths.home)}
     out = os.open(paths.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

@@ -44,7 +44,10 @@ def _store() -> Any:
               help="Re-runs of best and baseline at the end, to confirm the speedup.")
 @click.option("--device", default=None, help="cuda, mps or cpu (default: best available).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where cifar10/mnist data lives.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Trials run at once.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Trials run at once. Default: 1; on CUDA, one per --gpus-per-trial GPUs.")
+@click.option("--gpus-per-trial", type=click.IntRange(min=1), default=None, metavar="K",
+              help="GPUs each trial gets (default 1); 2+ lets the data_parallel knob search DDP.")
 @click.option("--no-tui", is_flag=True, help="Print one line per finished trial instead of opening the terminal UI.")
 @click.option("--detach", is_flag=True, help="Hand the study to the background daemon and return at once.")
 @json_option
@@ -66,21 +69,46 @@ def start(**kwargs: Any) -> None:
         budget=budget, target=kwargs["target"], storage=kwargs["storage"], seed=kwargs["seed"],
         pruner=kwargs["pruner"], confirm=kwargs["confirm"], device=kwargs["device"],
         data_dir=kwargs["data_dir"], plugin_paths=tuple(kwargs["plugin_paths"]),
-        disabled_knobs=tuple(kwargs["disabled_knobs"]), workers=kwargs["workers"],
+        disabled_knobs=tuple(kwargs["disabled_knobs"]), workers=kwargs["workers"] or 1,
     )
+    gpus_per_trial = kwargs["gpus_per_trial"]
+    handed_to_daemon = kwargs["detach"] or (
+        not kwargs["no_tui"] and not kwargs["as_json"] and sys.stdout.isatty()
+    )
+    if gpus_per_trial is not None and handed_to_daemon:
+        from autotune.errors import UsageError
+
+        raise UsageError(
+            f"--gpus-per-trial {gpus_per_trial}: the daemon hands out GPUs to all its studies; start it "
+            f"with `autotune daemon start --gpus-per-trial {gpus_per_trial}`, or run here with --no-tui"
+        )
     if kwargs["detach"]:
         from autotune.commands.daemon_client import submit
 
         submit(spec, as_json=kwargs["as_json"])
         return
-    _run_foreground(spec, as_json=kwargs["as_json"], tui=not kwargs["no_tui"])
+    _run_foreground(spec, as_json=kwargs["as_json"], tui=not kwargs["no_tui"], workers=kwargs["workers"],
+                    gpus_per_trial=gpus_per_trial)
 
 
-def _run_foreground(spec: Any, as_json: bool, tui: bool) -> None:
+def _run_foreground(
+    spec: Any, as_json: bool, tui: bool, workers: int | None = None, gpus_per_trial: int | None = None
+) -> None:
+    import os
+
     from autotune.commands.study_output import LineReporter, print_report
+    from autotune.devices import trial_pool
     from autotune.study import StudyRunner, install_signal_handlers, prepare
 
-    prepared = prepare(spec)  # validates everything before anything is written
+    fitted: dict[str, Any] = {}
+
+    def fit_trials_to(hardware: Any) -> None:
+        fitted["pool"], fitted["workers"] = trial_pool(
+            hardware.device_count if hardware.is_cuda else 0, workers, gpus_per_trial,
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+        )
+
+    prepared = prepare(spec, check_hardware=fit_trials_to)  # validates everything before anything is written
     store = _store()
     if tui and sys.stdout.isatty() and not as_json:
         try:
@@ -93,8 +121,9 @@ def _run_foreground(spec: Any, as_json: bool, tui: bool) -> None:
 
             open_tui(spec.name)
             return
+    spec.workers = fitted["workers"]  # not before: a study handed to the daemon keeps the asked count
     reporter = LineReporter(quiet=as_json)
-    runner = StudyRunner(prepared, store, reporter=reporter)
+    runner = StudyRunner(prepared, store, reporter=reporter, devices=fitted["pool"])
     install_signal_handlers()
     try:
         runner.open()
