@@ -242,11 +242,12 @@ def run(
         seed_everything(seed)
         plan = build_plan(registry, hardware, workload, settings, dev, rank)
         if plan.processes > 1 and rank is None:
+            options = dict(
+                seed=seed, target=target, stop_at_target=stop_at_target, eval_every_steps=eval_every_steps,
+                evals_per_epoch=evals_per_epoch, warmup_steps=warmup_steps,
+            )
             result = ranks.run_in_processes(
-                plan.processes, workload, settings, registry, hardware, budget, seed=seed,
-                target=target, stop_at_target=stop_at_target, eval_every_steps=eval_every_steps,
-                evals_per_epoch=evals_per_epoch, warmup_steps=warmup_steps, on_eval=on_eval,
-                on_progress=on_progress,
+                plan.processes, workload, settings, registry, hardware, budget, options, on_eval, on_progress
             )
         else:
             if dev.type == "cuda":

@@ -92,12 +92,7 @@ class RankJob:
     hardware: "Hardware"
     settings: dict[str, Any]
     budget: dict[str, Any]
-    seed: int
-    target: float | None
-    stop_at_target: bool
-    eval_every_steps: int | None
-    evals_per_epoch: int
-    warmup_steps: int
+    options: dict[str, Any]  # engine.run's keyword options: seed, target, warmup_steps, ...
     world_size: int
     backend: str
     store_port: int
@@ -158,11 +153,9 @@ def _rank_run(job: RankJob, rank: int, conn: Any) -> dict[str, Any]:
 
     first = rank == 0  # the one that measures and reports
     result = engine.run(
-        workload, job.settings, registry, job.hardware, engine.Budget(**job.budget),
-        device=device, seed=job.seed, target=job.target, stop_at_target=job.stop_at_target,
-        eval_every_steps=job.eval_every_steps, evals_per_epoch=job.evals_per_epoch,
-        warmup_steps=job.warmup_steps, on_eval=on_eval if first else None,
-        on_progress=on_progress if first else None, rank=Rank(rank, job.world_size, job.backend),
+        workload, job.settings, registry, job.hardware, engine.Budget(**job.budget), **job.options,
+        device=device, on_eval=on_eval if first else None, on_progress=on_progress if first else None,
+        rank=Rank(rank, job.world_size, job.backend),
     )
     # after a failure the others are stuck in a collective and get killed: don't wait on them
     if result.status not in FAILED_STATUSES:
@@ -188,17 +181,13 @@ def run_in_processes(
     registry: "Registry",
     hardware: "Hardware",
     budget: "Budget",
-    *,
-    seed: int,
-    target: float | None,
-    stop_at_target: bool,
-    eval_every_steps: int | None,
-    evals_per_epoch: int,
-    warmup_steps: int,
+    options: dict[str, Any],
     on_eval: Callable[["EvalPoint"], bool | None] | None,
     on_progress: Callable[["Progress"], None] | None,
 ) -> "RunResult":
     """Run the training in `processes` processes and return process 0's result.
+
+    `options` are engine.run's keyword options (seed, target, ...), plain data for each process.
 
     Peak memory is the largest of any process (each has its own device). Never raises for a
     failing process: the result says which one failed and why.
@@ -218,9 +207,8 @@ def run_in_processes(
         workload=workload.origin["spec"], data_dir=workload.origin["data_dir"],
         plugin_paths=registry.plugin_paths, disabled_knobs=registry.disabled_knobs,
         entry_points=registry.entry_points, hardware=hardware, settings=dict(settings),
-        budget=asdict(budget), seed=seed, target=target, stop_at_target=stop_at_target,
-        eval_every_steps=eval_every_steps, evals_per_epoch=evals_per_epoch,
-        warmup_steps=warmup_steps, world_size=processes, backend=backend_for(hardware.device_type),
+        budget=asdict(budget), options=dict(options), world_size=processes,
+        backend=backend_for(hardware.device_type),
         store_port=store.port,
     )
     ctx = multiprocessing.get_context("spawn")
