@@ -5,8 +5,8 @@ Modes:
   engine for the processes (`plan.processes`); the engine starts them, forms the process group
   (NCCL on CUDA, gloo on CPU), gives each a DistributedSampler shard, sums validation over them and
   keeps their stops in step. In each process this knob takes that process's share of the batch
-  and wraps the model. On CUDA a trial uses every GPU its runner gave it (CUDA_VISIBLE_DEVICES,
-  `autotune worker --gpus-per-trial K`), one process each. On CPU it runs
+  and wraps the model. On CUDA a trial uses every GPU its runner gave it (CUDA_VISIBLE_DEVICES;
+  `--gpus-per-trial K` on `study start`, `worker` or `daemon start`), one process each. On CPU it runs
   `data_parallel_processes` processes that split the threads between them: sometimes faster than
   one process with every thread when small kernels do not scale, and the way this knob's
   multi-process path is tested on machines without GPUs. Not searched on CPU unless a space asks.
