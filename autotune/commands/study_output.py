@@ -93,21 +93,34 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(table)
     console.print("[bold]best configuration[/]: " + _settings(best["settings"]))
     conf = report.get("confirmation")
+    missed = {
+        label: sum(1 for r in conf["runs"] if r[label]["value"] is None) for label in ("baseline", "best")
+    } if conf and conf.get("runs") else {}
+    why = ("time-to-accuracy: the target was not reached in the budget"
+           if report.get("objective") == "time-to-accuracy" else "the run gave no value")
     if conf and conf.get("speedup_median") is not None:
         console.print(
             f"[bold green]confirmed speedup {conf['speedup_median']:.2f}x[/] "
             f"(min {conf['speedup_min']:.2f}x, max {conf['speedup_max']:.2f}x over "
             f"{conf['valid_pairs']} of {conf['repeats']} paired re-runs of best and baseline)"
         )
-        missed = {label: sum(1 for r in conf["runs"] if r[label]["value"] is None) for label in ("baseline", "best")}
         if any(missed.values()):
             # A re-run without a value (target missed, run failed) leaves its pair out of the ratio.
             console.print(
                 f"  re-runs that gave no value: baseline {missed['baseline']}, best {missed['best']} "
-                f"of {conf['repeats']} each (time-to-accuracy: the target was not reached in the budget)"
+                f"of {conf['repeats']} each ({why})"
             )
     elif report.get("speedup_in_search"):
         console.print(f"speedup during the search: {report['speedup_in_search']:.2f}x (not confirmed)")
+        if missed:
+            # confirmation ran, yet no pair had a value on both sides: say so, it is the finding
+            hint = ("the best may have been a lucky seed: try `--confirm 5`, or a budget with more epochs"
+                    if missed["best"] > 0 else "the best gave a value every time, the baseline did not")
+            console.print(
+                f"  [yellow]no re-run pair gave both a value[/]: of {conf['repeats']} fresh-seed re-runs each, "
+                f"the best gave none in {missed['best']} and the baseline in {missed['baseline']} ({why}); "
+                f"{hint}"
+            )
     console.print(f"export it: autotune study export {report['study']} > best.toml; "
                   f"autotune trial run --config best.toml")
 

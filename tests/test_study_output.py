@@ -1,0 +1,50 @@
+"""The report `study start` prints when the study ends, for the outcomes a study can have."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from autotune.commands.study_output import print_report
+
+
+def report(pairs: list[tuple[float | None, float | None]], speedups: tuple[float, ...] = ()) -> dict[str, Any]:
+    """A study's report as StudyRunner.run returns it, with one re-run (baseline, best) per pair."""
+    side = {"number": 0, "value": 0.98, "settings": {"batch_size": 64},
+            "metrics": {"time_to_target": 0.98, "throughput": 7000.0, "val_accuracy": 0.98}}
+    confirmation = {
+        "runs": [{"seed": 1000 + i, "baseline": {"value": b}, "best": {"value": t}} for i, (b, t) in enumerate(pairs)],
+        "repeats": len(pairs), "valid_pairs": len(speedups),
+        "speedup_median": sorted(speedups)[len(speedups) // 2] if speedups else None,
+        "speedup_min": min(speedups, default=None), "speedup_max": max(speedups, default=None),
+    }
+    return {
+        "study": "demo", "workload": "digits", "device": "cpu", "objective": "time-to-accuracy",
+        "budget": "5 epochs", "target": 0.9755, "counts": {"complete": 4, "pruned": 8, "failed": 0},
+        "best": {**side, "number": 10, "value": 0.62}, "baseline": side, "speedup_in_search": 1.58,
+        "confirmation": confirmation if pairs else None,
+    }
+
+
+def test_a_confirmed_speedup_is_the_headline(capsys: pytest.CaptureFixture[str]) -> None:
+    print_report(report([(0.9, 0.5), (0.95, 0.45), (None, 0.4)], speedups=(1.8, 2.1)))
+    out = capsys.readouterr().out
+    assert "confirmed speedup 2.10x (min 1.80x, max 2.10x over 2 of 3 paired re-runs" in out
+    assert "re-runs that gave no value: baseline 1, best 0 of 3 each" in out
+
+
+def test_confirmation_without_a_single_valid_pair_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    # what the demo showed once: best and baseline each missed the target in some re-runs
+    print_report(report([(0.85, None), (None, 0.97), (0.98, None)]))
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "speedup during the search: 1.58x (not confirmed)" in out
+    assert "the best gave none in 2 and the baseline in 1" in out
+    assert "the target was not reached in the budget" in out and "lucky seed" in out
+
+
+def test_without_confirmation_runs_only_the_search_speedup_is_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    print_report(report([]))
+    out = capsys.readouterr().out
+    assert "speedup during the search: 1.58x (not confirmed)" in out
+    assert "re-run" not in out
