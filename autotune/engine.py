@@ -9,6 +9,8 @@ What is measured, and how:
 - data_wait_fraction: time waiting for batches / (waiting + compute) over timed steps.
 - train_time / time_to_target: all training time from the first step, warm-up and compilation
   included (they are real costs), validation excluded.
+- val_time: time spent validating (the intermediate validations and the final one); the rest of
+  wall_time - train_time is building the model, loaders and optimizer, and tearing them down.
 - DataLoader workers keep prefetching while training pauses for validation, which would make
   the batches after a validation look free. The steps that consume those batches (workers x
   prefetch_factor of them) are charged at least the median data wait of the steps just before
@@ -89,6 +91,7 @@ class RunResult:
     nonzero_fraction: float | None = None
     wall_time: float | None = None
     train_time: float | None = None
+    val_time: float | None = None
     time_to_target: float | None = None
     target: float | None = None
     steps: int = 0
@@ -399,7 +402,7 @@ def _train(
         if prefetch_depth:
             catch_up = prefetch_depth
             typical_wait = statistics.median(recent_waits) if recent_waits else 0.0
-        val_loss, val_acc = _evaluate(model, val_loader, plan)
+        val_loss, val_acc = timed_evaluate()
         point = EvalPoint(
             index=len(result.curve), step=step, epoch=step / steps_per_epoch,
             train_time=train_time, val_loss=val_loss, val_accuracy=val_acc,
@@ -415,6 +418,13 @@ def _train(
             prune = comm.from_first(prune)  # only the first process asks the pruner
         if prune:
             raise _Stop("pruned")
+
+    def timed_evaluate() -> tuple[float, float]:
+        started = time.perf_counter()
+        try:
+            return _evaluate(model, val_loader, plan)
+        finally:
+            result.val_time = (result.val_time or 0.0) + time.perf_counter() - started
 
     def budget_spent() -> bool:
         if total_steps is not None:
@@ -498,7 +508,7 @@ def _train(
         if stop.status == "diverged":
             result.error = f"loss is not finite at step {step}"
             if last_eval_step != step:
-                result.val_loss, result.val_accuracy = _evaluate(model, val_loader, plan)
+                result.val_loss, result.val_accuracy = timed_evaluate()
 
     result.steps = step
     result.samples = samples

@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 TRIAL_METRICS = (
     "throughput", "step_time_p50", "step_time_p95", "data_wait_fraction", "peak_memory_bytes",
-    "val_loss", "val_accuracy", "nonzero_fraction", "wall_time", "train_time", "time_to_target",
+    "val_loss", "val_accuracy", "nonzero_fraction", "wall_time", "train_time", "val_time", "time_to_target",
     "steps", "epochs",
 )
 FAILED_STATUSES = ("failed", "oom", "unsupported", "diverged", "crashed", "error", "killed")

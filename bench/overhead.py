@@ -12,8 +12,8 @@ Reproduce (full ~2.5 min on a busy 2-core CPU; --quick ~1 min):
    trial's user attributes and Optuna timestamps:
    - train = `train_time` (engine: all training steps incl. data loading and warm-up);
    - validation+setup = `wall_time` - `train_time`: the rest of engine.run, i.e. the validation
-     passes plus building the model, optimizer and DataLoaders and tearing them down (the
-     engine does not time validation separately);
+     passes (`val_time`) plus building the model, optimizer and DataLoaders and tearing them
+     down (setup = `wall_time` - `train_time` - `val_time`);
    - per-trial overhead = Optuna duration (datetime_start -> datetime_complete) - `wall_time`:
      process launch, the child's imports / registry / dataset load, result transfer, recording;
    - between trials = W - sum of durations: sampler bookkeeping outside trials, callbacks,
@@ -102,6 +102,7 @@ def study_overhead(quick: bool, seed: int) -> dict[str, Any]:
         trials.append({
             "number": t.number, "state": t.state.name, "duration": duration,
             "train": attrs["train_time"], "validation_setup": attrs["wall_time"] - attrs["train_time"],
+            "validation": attrs.get("val_time") or 0.0,
             "engine_wall": attrs["wall_time"], "per_trial_overhead": duration - attrs["wall_time"],
             "settings": {k: attrs.get("settings", {}).get(k) for k in ("batch_size", "workers", "threads", "precision")},
         })
@@ -118,6 +119,7 @@ def study_overhead(quick: bool, seed: int) -> dict[str, Any]:
     return {
         "n_trials": len(trials), "wall": wall, "open_seconds": ran["open_seconds"], "trials": trials,
         "train": train, "validation_setup": engine - train, "per_trial_overhead": durations - engine,
+        "validation": sum(t["validation"] for t in trials),
         "between_trials": wall - durations,
         "inside_fraction": engine / wall, "train_fraction": train / wall,
         "forkserver_boot": boot, "inside_fraction_steady": steady,
@@ -183,6 +185,9 @@ def markdown(data: dict[str, Any]) -> str:
         ["training (`train_time`)", f"{s['train']:.1f}", f"{100 * s['train'] / s['wall']:.1f}%"],
         ["validation + run setup (`wall_time` - `train_time`)", f"{s['validation_setup']:.1f}",
          f"{100 * s['validation_setup'] / s['wall']:.1f}%"],
+        ["  of which validation (`val_time`)", f"{s['validation']:.1f}", f"{100 * s['validation'] / s['wall']:.1f}%"],
+        ["  of which run setup and teardown", f"{s['validation_setup'] - s['validation']:.1f}",
+         f"{100 * (s['validation_setup'] - s['validation']) / s['wall']:.1f}%"],
         ["per-trial overhead (Optuna duration - `wall_time`)", f"{s['per_trial_overhead']:.1f}",
          f"{100 * s['per_trial_overhead'] / s['wall']:.1f}%"],
         ["between trials (wall - sum of durations)", f"{s['between_trials']:.1f}",

@@ -148,8 +148,13 @@ def test_time_to_target_and_stop_at_target(
     first_hit = next(p for p in full.curve if p.val_accuracy >= 0.5)
     assert full.time_to_target == first_hit.train_time
 
+    # validation is timed on its own (10 validations here), outside train_time
+    assert len(full.curve) == 10
+    assert full.val_time is not None and 0 < full.val_time < full.wall_time - full.train_time
+
     early = train(digits, reg, cpu, budget, target=0.5, stop_at_target=True, eval_every_steps=5)
     assert early.status == "ok", early.error
+    assert 0 < early.val_time < early.wall_time - early.train_time
     assert early.steps < 46
     assert early.steps == first_hit.step  # same seed, same run up to the stop
     assert early.val_accuracy is not None and early.val_accuracy >= 0.5
