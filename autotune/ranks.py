@@ -144,6 +144,7 @@ def _rank_run(job: RankJob, rank: int, conn: Any) -> dict[str, Any]:
     dist.init_process_group(
         job.backend, store=store, rank=rank, world_size=job.world_size, timeout=COLLECTIVE_TIMEOUT
     )
+
     def on_eval(point: "EvalPoint") -> bool:
         conn.send(("eval", asdict(point)))
         return conn.recv() == "prune"
