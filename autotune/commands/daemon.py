@@ -29,7 +29,7 @@ def _debug() -> bool:
 
 @daemon.command("start")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Trials running at once across all studies. Default: one per --gpus-per-trial GPUs, else 1.")
+              help="Trials running at once across all studies. Default: one per group of --gpus-per-trial GPUs, or 1 without GPUs.")
 @click.option("--gpus-per-trial", type=click.IntRange(min=1), default=None, metavar="K",
               help="CUDA GPUs each trial gets (default 1); 2+ lets the data_parallel knob search DDP.")
 @click.option("--foreground", is_flag=True,

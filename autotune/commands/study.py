@@ -45,7 +45,7 @@ def _store() -> Any:
 @click.option("--device", default=None, help="cuda, mps or cpu (default: best available).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where cifar10/mnist data lives.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Trials run at once. Default: 1; on CUDA, one per --gpus-per-trial GPUs.")
+              help="Trials run at once. Default: 1; on CUDA, one trial per group of --gpus-per-trial GPUs.")
 @click.option("--gpus-per-trial", type=click.IntRange(min=1), default=None, metavar="K",
               help="GPUs each trial gets (default 1); 2+ lets the data_parallel knob search DDP.")
 @click.option("--no-tui", is_flag=True, help="Print one line per finished trial instead of opening the terminal UI.")

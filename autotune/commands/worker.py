@@ -15,7 +15,7 @@ from autotune.commands.options import echo_json, json_option
 @click.option("--study", "study_name", required=True, metavar="NAME",
               help="An existing study (create it with `autotune study start --storage URL`).")
 @click.option("--workers", type=int, default=None,
-              help="Trials run at once here. Default: 1; on CUDA, one per --gpus-per-trial GPUs.")
+              help="Trials run at once here. Default: 1; on CUDA, one trial per group of --gpus-per-trial GPUs.")
 @click.option("--gpus-per-trial", type=int, default=None, metavar="K",
               help="GPUs each trial gets (CUDA_VISIBLE_DEVICES). Default: 1.")
 @click.option("--device", default=None, help="cuda, mps or cpu (default: best available here).")
