@@ -19,7 +19,6 @@ it is in `wall_time` but not in `train_time`: a long training run pays it once.
 
 from __future__ import annotations
 
-import ctypes
 import datetime
 import multiprocessing
 import multiprocessing.connection
@@ -34,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from autotune.knob import Rank
+from autotune.trial_process import describe_exit, die_with_parent
 
 if TYPE_CHECKING:
     from autotune.budget import Budget
@@ -48,7 +48,6 @@ COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=15)
 # After process 0 reports, the others are at most a collective behind it.
 STRAGGLER_SECONDS = 60.0
 FAILED_STATUSES = ("failed", "oom", "unsupported")
-PR_SET_PDEATHSIG = 1
 
 
 def backend_for(device_type: str) -> str:
@@ -98,17 +97,9 @@ class RankJob:
     store_port: int
 
 
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except OSError:
-            pass
-
-
 def rank_main(job: RankJob, rank: int, conn: Any, parent_pid: int) -> None:
     """Entry point of process `rank`: join the group, run the engine, send the result."""
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != parent_pid:  # the parent died while this interpreter was importing torch
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launching process handles Ctrl-C
@@ -164,15 +155,6 @@ def _rank_run(job: RankJob, rank: int, conn: Any) -> dict[str, Any]:
     if result.traceback:
         print(result.traceback, file=sys.stderr, flush=True)
     return result.to_dict()
-
-
-def _describe_exit(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        try:
-            return f"died from {signal.Signals(-exitcode).name}"
-        except ValueError:
-            pass
-    return f"exited with code {exitcode} without a result"
 
 
 def run_in_processes(
@@ -257,7 +239,7 @@ def run_in_processes(
                     conn = next((c for c, r in conns.items() if r == rank), None)
                     if conn is not None and conn.poll(0):
                         continue  # its last message is still in the pipe: read it first
-                    failure = (rank, "failed", f"process {_describe_exit(proc.exitcode)}")
+                    failure = (rank, "failed", describe_exit(proc.exitcode, who="it"))
             late = first_result_at is not None and time.perf_counter() - first_result_at > STRAGGLER_SECONDS
             if failure is None and late:
                 missing = next(r for r in range(processes) if r not in results)

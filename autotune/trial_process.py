@@ -74,8 +74,9 @@ class TrialOutcome:
     launch_seconds: float
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL us when our parent dies, so no trial outlives its runner."""
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL us when our parent dies, so no trial (or one of a trial's
+    data-parallel processes) outlives the process that started it."""
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -98,7 +99,7 @@ def _redirect_output(log_path: str | None) -> None:
 
 def child_main(request: TrialRequest, conn: Any, parent_pid: int) -> None:
     """Entry point of the trial process."""
-    _die_with_parent()
+    die_with_parent()
     # The runner handles Ctrl-C for the whole study; the trial just stops when told.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _redirect_output(request.log_path)
@@ -166,7 +167,7 @@ def _tail(path: str | None, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def describe_exit(exitcode: int | None) -> str:
+def describe_exit(exitcode: int | None, who: str = "trial process") -> str:
     if exitcode is None:
         return "did not exit"
     if exitcode < 0:
@@ -178,8 +179,8 @@ def describe_exit(exitcode: int | None) -> str:
             "SIGABRT": " (aborted)",
             "SIGBUS": " (bus error)",
         }.get(name, "")
-        return f"trial process died from {name}{hint}"
-    return f"trial process exited with code {exitcode} before reporting a result"
+        return f"{who} died from {name}{hint}"
+    return f"{who} exited with code {exitcode} before reporting a result"
 
 
 def launch(
