@@ -9,10 +9,14 @@ No torch here: the pool only deals in indices.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
-from typing import Iterable, Iterator, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Union
 
 from autotune.errors import UsageError
+
+if TYPE_CHECKING:
+    from autotune.hardware import Hardware
 
 
 Gpu = Union[int, str]  # an index, or a UUID ("GPU-...") when CUDA_VISIBLE_DEVICES names them so
@@ -51,8 +55,6 @@ class DevicePool:
     @classmethod
     def for_cuda(cls, capacity: int | None = None, per_trial: int = 1) -> "DevicePool":
         """The GPUs this process may use (as CUDA_VISIBLE_DEVICES names them), or none."""
-        import os
-
         import torch
 
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -162,3 +164,14 @@ def trial_pool(
             f"{pool.slots} trial(s) at once"
         )
     return pool, workers
+
+
+def trial_pool_for(
+    hardware: "Hardware", workers: int | None, gpus_per_trial: int | None
+) -> tuple[DevicePool | None, int]:
+    """trial_pool for the hardware a study runs on: its CUDA GPUs, as CUDA_VISIBLE_DEVICES
+    names them, or none when the study runs on CPU or MPS."""
+    return trial_pool(
+        hardware.device_count if hardware.is_cuda else 0, workers, gpus_per_trial,
+        os.environ.get("CUDA_VISIBLE_DEVICES"),
+    )

@@ -268,9 +268,7 @@ def run_worker(
     Only loads the study (never creates it, never enqueues the baseline) and never runs the
     final confirmation: both belong to `autotune study start`.
     """
-    import os
-
-    from autotune.devices import trial_pool
+    from autotune.devices import trial_pool_for
     from autotune.store import Store
     from autotune.study import RUNNER_ID, StudyRunner, prepare
 
@@ -284,11 +282,7 @@ def run_worker(
     spec.workers = workers or 1
     prepared = prepare(spec)
 
-    hardware = prepared.hardware
-    pool, spec.workers = trial_pool(
-        hardware.device_count if hardware.is_cuda else 0, workers, gpus_per_trial,
-        os.environ.get("CUDA_VISIBLE_DEVICES"),
-    )
+    pool, spec.workers = trial_pool_for(prepared.hardware, workers, gpus_per_trial)
     if pool is not None:
         spec.device = "cuda"
 

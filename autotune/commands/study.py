@@ -72,10 +72,9 @@ def start(**kwargs: Any) -> None:
         disabled_knobs=tuple(kwargs["disabled_knobs"]), workers=kwargs["workers"] or 1,
     )
     gpus_per_trial = kwargs["gpus_per_trial"]
-    handed_to_daemon = kwargs["detach"] or (
-        not kwargs["no_tui"] and not kwargs["as_json"] and sys.stdout.isatty()
-    )
-    if gpus_per_trial is not None and handed_to_daemon:
+    # in a terminal, a study without --no-tui goes to the daemon and the UI opens on it
+    tui = not kwargs["no_tui"] and not kwargs["as_json"] and sys.stdout.isatty()
+    if gpus_per_trial is not None and (kwargs["detach"] or tui):
         from autotune.errors import UsageError
 
         raise UsageError(
@@ -87,30 +86,25 @@ def start(**kwargs: Any) -> None:
 
         submit(spec, as_json=kwargs["as_json"])
         return
-    _run_foreground(spec, as_json=kwargs["as_json"], tui=not kwargs["no_tui"], workers=kwargs["workers"],
+    _run_foreground(spec, as_json=kwargs["as_json"], tui=tui, workers=kwargs["workers"],
                     gpus_per_trial=gpus_per_trial)
 
 
 def _run_foreground(
     spec: Any, as_json: bool, tui: bool, workers: int | None = None, gpus_per_trial: int | None = None
 ) -> None:
-    import os
-
     from autotune.commands.study_output import LineReporter, print_report
-    from autotune.devices import trial_pool
+    from autotune.devices import trial_pool_for
     from autotune.study import StudyRunner, install_signal_handlers, prepare
 
     fitted: dict[str, Any] = {}
 
     def fit_trials_to(hardware: Any) -> None:
-        fitted["pool"], fitted["workers"] = trial_pool(
-            hardware.device_count if hardware.is_cuda else 0, workers, gpus_per_trial,
-            os.environ.get("CUDA_VISIBLE_DEVICES"),
-        )
+        fitted["pool"], fitted["workers"] = trial_pool_for(hardware, workers, gpus_per_trial)
 
     prepared = prepare(spec, check_hardware=fit_trials_to)  # validates everything before anything is written
     store = _store()
-    if tui and sys.stdout.isatty() and not as_json:
+    if tui:
         try:
             from autotune.commands.daemon_client import submit
         except ImportError:
