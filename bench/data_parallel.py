@@ -7,7 +7,7 @@ Reproduce (~2 min on a 2-core CPU; --quick ~1 min):
 
 Each round runs every mode once, in an order that rotates between rounds, with the same settings
 apart from `data_parallel` (the global batch stays the same: each of N processes trains on
-batch / N). Figures per mode: the engine's samples/s (every process's samples, warm-up steps
+batch / N); the rounds are bench/outcome.py's `confirm`, with one process as the baseline. Figures per mode: the engine's samples/s (every process's samples, warm-up steps
 excluded), and the wall time of the whole trial from the launch call, which includes starting
 the processes; ratios are taken round by round against `none` and summarised as median (min-max).
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import common
+from outcome import confirm, summarise
 
 PLANS = {
     "synthetic-resnet18": {"full": {"steps": 40}, "quick": {"steps": 20}},
@@ -27,12 +28,16 @@ PLANS = {
 }
 
 
+ONE_PROCESS = "baseline"  # outcome.confirm pairs every mode with the configuration of this name
+
+
 def modes(device: str, cores: int, gpus: int) -> dict[str, dict[str, Any]]:
     if device == "cuda":
         if gpus < 2:
             return {}
-        return {"none": {"data_parallel": "none"}, "dp": {"data_parallel": "dp"}, "ddp": {"data_parallel": "ddp"}}
-    chosen = {"none": {"data_parallel": "none"}}
+        return {ONE_PROCESS: {"data_parallel": "none"}, "dp": {"data_parallel": "dp"},
+                "ddp": {"data_parallel": "ddp"}}
+    chosen = {ONE_PROCESS: {"data_parallel": "none"}}
     for processes in range(2, max(2, cores) + 1):
         chosen[f"ddp x{processes}"] = {"data_parallel": "ddp", "data_parallel_processes": processes}
     return chosen if cores >= 2 else {}
@@ -57,39 +62,22 @@ def main() -> None:
         common.write_outputs(out, "data_parallel", {"skipped": why}, f"Not run: {why}.", common.not_run_figure(why))
         return
     common.warm_up(args.workload)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in chosen}
+    configs = {name: {"batch_size": args.batch_size, **settings} for name, settings in chosen.items()}
+    plan = {"objective": "throughput", "rounds": rounds, "confirm_budget": budget}
+    ran = confirm(args.workload, configs, plan, target=None, device=None, seed=args.seed)
     names = list(chosen)
-    for round_index in range(rounds):
-        order = names[round_index % len(names):] + names[: round_index % len(names)]
-        for name in order:
-            overrides = {"batch_size": args.batch_size, **chosen[name]}
-            result = common.run_config(args.workload, overrides, budget, seed=args.seed + round_index)
-            common.log(
-                f"round {round_index + 1}/{rounds} {name}: {result['status']} "
-                f"{common.fmt(result.get('throughput'))} samples/s, wall {common.fmt(result['launch_wall'])} s"
-            )
-            runs[name].append(result)
-
-    def ratio(name: str, key: str, invert: bool = False) -> dict[str, Any]:
-        values = []
-        for mine, base in zip(runs[name], runs["none"]):
-            a, b = mine.get(key), base.get(key)
-            values.append(None if not a or not b else (b / a if invert else a / b))
-        return common.stats(values)
-
-    summary = {
-        name: {
-            "settings": chosen[name],
-            "throughput": common.stats(r.get("throughput") for r in results),
-            "wall": common.stats(r["launch_wall"] for r in results),
-            "val_accuracy": common.stats(r.get("val_accuracy") for r in results),
-            "throughput_vs_none": ratio(name, "throughput"),
-            "statuses": [r["status"] for r in results],
-        }
-        for name, results in runs.items()
-    }
+    summary = summarise(ran, names, tta=False)
+    for name in names:
+        runs = [r["runs"][name] for r in ran]
+        summary[name].update(
+            settings=chosen[name],
+            wall=common.stats(r["launch_wall"] for r in runs),
+            val_accuracy=common.stats(r["val_accuracy"] for r in runs),
+            statuses=[r["status"] for r in runs],
+        )
+    label = {ONE_PROCESS: "none (one process)"}
     rows = [
-        [name, common.fmt_stats(s["throughput"]), common.fmt_stats(s["throughput_vs_none"], unit="x"),
+        [label.get(name, name), common.fmt_stats(s["throughput"]), common.fmt_stats(s["throughput_ratio"], unit="x"),
          common.fmt_stats(s["wall"], unit=" s"), common.fmt_stats(s["val_accuracy"])]
         for name, s in summary.items()
     ]
@@ -99,19 +87,19 @@ def main() -> None:
         f"Global batch {args.batch_size}, budget {budget}, {rounds} rounds, modes alternated. "
         "samples/s counts every process's samples and excludes warm-up; wall is the whole trial "
         "from the launch call, process start-up included.",
-        common.md_table(["mode", "samples/s", "vs none (paired)", "trial wall", "val accuracy"], rows),
+        common.md_table(["mode", "samples/s", "vs one process (paired)", "trial wall", "val accuracy"], rows),
         f"Load: {common.uptime_line()}",
     ])
     plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar(list(summary), [s["throughput"]["median"] or 0 for s in summary.values()])
+    ax.bar([label.get(n, n) for n in summary], [s["throughput"]["median"] or 0 for s in summary.values()])
     ax.set_ylabel("samples/s (median)")
     ax.set_title(f"data parallelism, {args.workload}")
     common.write_outputs(
         out, "data_parallel",
         {"workload": args.workload, "budget": budget, "rounds": rounds, "batch_size": args.batch_size,
-         "hardware": hardware.to_dict(), "modes": summary, "runs": runs,
-         "headline": {name: s["throughput_vs_none"] for name, s in summary.items() if name != "none"}},
+         "hardware": hardware.to_dict(), "modes": summary, "runs": ran,
+         "headline": {name: s["throughput_ratio"] for name, s in summary.items() if name != ONE_PROCESS}},
         markdown, fig,
     )
     print(markdown)
