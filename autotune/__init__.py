@@ -1,23 +1,38 @@
 """autotune: find how to train a PyTorch model fastest without losing accuracy.
 
-The public API for plugin authors and scripts lives here.
+The public API for plugin authors and scripts lives here. Importing it stays free of torch (the
+terminal UI relies on it): `Workload` and `apply` load the torch side when first used.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 from autotune.errors import AutotuneError, PluginError, RunError, SpaceError, Unsupported, UsageError
 from autotune.hookspecs import hookimpl
-from autotune.knob import Knob, Param, Rank, TrainingPlan
+from autotune.knob import Knob, Param
+from autotune.run.plan import Rank, TrainingPlan
 
-__version__ = "0.1.0"
-
-
-def apply(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """Apply a tuned configuration in your own script: see autotune.api.apply.
-
-    Imported lazily so that `import autotune` stays free of torch (the terminal UI relies on it).
-    """
+def apply(*args: Any, **kwargs: Any) -> Any:
+    """Apply a tuned configuration in your own script: see autotune.api.apply."""
     from autotune.api import apply as _apply
 
     return _apply(*args, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":  # from the installed distribution; importlib.metadata costs 30 ms
+        import importlib.metadata
+
+        try:
+            return importlib.metadata.version("autotune")
+        except importlib.metadata.PackageNotFoundError:  # a source tree that is not installed
+            return "0+unknown"
+    if name == "Workload":
+        from autotune.workloads import Workload
+
+        return Workload
+    raise AttributeError(f"module 'autotune' has no attribute {name!r}")
 
 
 __all__ = [
@@ -29,9 +44,10 @@ __all__ = [
     "RunError",
     "SpaceError",
     "TrainingPlan",
-    "apply",
     "Unsupported",
     "UsageError",
+    "Workload",
+    "apply",
     "hookimpl",
     "__version__",
 ]

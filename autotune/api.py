@@ -31,12 +31,12 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from autotune.config import load_config_file, resolve_settings
-from autotune.engine import build_plan
+from autotune.settings import load_config_file, resolve_settings
+from autotune.run.local import build_plan
 from autotune.hardware import detect
 from autotune.errors import UsageError
-from autotune.knob import Rank, TrainingPlan
-from autotune.ranks import backend_for
+from autotune.run.plan import Rank, TrainingPlan
+from autotune.run.collective import backend_for
 from autotune.registry import load_registry
 from autotune.workloads import Workload
 

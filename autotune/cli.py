@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import traceback
 from typing import Any
 
 import click
 
-from autotune import __version__
 from autotune.errors import AutotuneError
 
 
@@ -23,10 +24,23 @@ class AutotuneGroup(click.Group):
                 raise
             click.echo(f"autotune: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            # click would print "Aborted!" and exit 1; an interruption is 130, as in a shell
+            click.echo("autotune: interrupted", err=True)
+            ctx.exit(130)
+        except ImportError as exc:
+            # A dependency that will not load (torch under a memory limit, a broken install) is
+            # this machine's problem, not a bug: one line, exit 1.
+            if ctx.find_root().params.get("debug"):
+                raise
+            module = _failed_package(exc)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            click.echo(f"autotune: error: cannot import {module}: {reason} (see --debug)", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=AutotuneGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="autotune")
+@click.version_option(package_name="autotune", prog_name="autotune")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 def cli(debug: bool) -> None:
     """Find how to train a PyTorch model fastest without losing accuracy.
@@ -37,6 +51,13 @@ def cli(debug: bool) -> None:
       autotune trial run --workload digits --set batch_size=128 --set precision=bf16
       autotune plugins          # the knobs you can tune
       autotune space show quick # what a search space resolves to here
+
+    \b
+    Exit codes:
+      0    success
+      1    a run or a study failed (a study in which no trial completed, too)
+      2    usage error: bad option, unknown name, malformed file
+      130  interrupted (Ctrl-C, SIGTERM); the study resumes where it stopped
     """
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
@@ -44,6 +65,21 @@ def cli(debug: bool) -> None:
     )
     if not debug:
         logging.getLogger("optuna").setLevel(logging.WARNING)
+
+
+def _failed_package(exc: ImportError) -> str:
+    """The top-level package whose import failed (torch, not its private `_C`): the deepest frame
+    of the traceback that lies in an import folder, autotune's own aside."""
+    roots = sorted((os.path.abspath(p) for p in sys.path if p), key=len, reverse=True)
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = os.path.abspath(frame.filename)
+        root = next((r for r in roots if path.startswith(r + os.sep)), None)
+        if root is None:
+            continue
+        top = os.path.relpath(path, root).split(os.sep)[0].removesuffix(".py")
+        if top != "autotune":
+            return top
+    return exc.name or "a module"
 
 
 def _add_commands() -> None:

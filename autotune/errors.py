@@ -1,6 +1,7 @@
 """Errors that reach the user as one line.
 
-`UsageError` is bad input (exit code 2); `RunError` is a run that failed (exit code 1).
+`UsageError` is bad input (exit code 2); `RunError` is a run that failed and `DataError` a file
+that cannot be read (exit code 1).
 Anything else is a bug and keeps its traceback under `--debug`.
 """
 
@@ -25,6 +26,13 @@ class SpaceError(UsageError):
 
 class RunError(AutotuneError):
     """A training run failed."""
+
+    exit_code = 1
+
+
+class DataError(AutotuneError):
+    """A file autotune keeps cannot be read: corrupt, truncated, or not what it should be. The
+    message names the file; nothing is overwritten."""
 
     exit_code = 1
 

@@ -43,7 +43,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "autotune.plugins.cudnn_benchmark",
     "autotune.plugins.torch_compile",
     "autotune.plugins.threads",
-    "autotune.workloads",
+    "autotune.plugins.workloads",
     "autotune.plugins.data_parallel",
 )
 
@@ -110,14 +110,22 @@ def _import_file(path: Path) -> ModuleType:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # a plugin may raise anything on import
+    except _PLUGIN_FAULTS as exc:  # a plugin may raise anything on import, sys.exit() included
         sys.modules.pop(module_name, None)
         raise PluginError(f"plugin file {path}: failed to import: {_describe(exc)}") from exc
     return module
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+# What a plugin's code may raise that must fail the plugin, not autotune: any Exception, and
+# SystemExit (a plugin calling sys.exit() would otherwise end autotune with its code, silently).
+# KeyboardInterrupt still interrupts.
+_PLUGIN_FAULTS = (Exception, SystemExit)
 
 
 def _plugin_files(plugin_paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -168,7 +176,7 @@ def load_registry(
                 continue
             try:
                 module = ep.load()
-            except Exception as exc:
+            except _PLUGIN_FAULTS as exc:
                 raise PluginError(
                     f"plugin '{ep.name}' (entry point {ep.value}): failed to import: {_describe(exc)}"
                 ) from exc
@@ -276,5 +284,5 @@ def _call(impl: pluggy.HookImpl, hook: str, **kwargs: Any) -> None:
         impl.function(**{name: kwargs[name] for name in impl.argnames})
     except PluginError:
         raise
-    except Exception as exc:
+    except _PLUGIN_FAULTS as exc:
         raise PluginError(f"plugin '{impl.plugin_name}' raised in {hook}: {_describe(exc)}") from exc

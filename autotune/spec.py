@@ -3,6 +3,7 @@ without paying for `import torch`; the daemon does the rest."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -11,6 +12,19 @@ from autotune.errors import UsageError
 from autotune.objectives import get_objective
 
 DEFAULT_WORKLOAD = "digits"
+# Study names: 1 to 100 characters, letters, digits, `.`, `_` and `-`, starting with a letter or a
+# digit. They go into commands, URLs and log lines; files use autotune.home.study_folder.
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(name: str) -> None:
+    """UsageError naming the rule when `name` breaks it."""
+    if not NAME_RULE.fullmatch(name or ""):
+        shown = repr(name) if len(name or "") <= 40 else repr(name[:40]) + f"... ({len(name)} characters)"
+        raise UsageError(
+            f"--name {shown}: a study name is 1 to 100 letters, digits, '.', '_' or '-', "
+            f"starting with a letter or a digit"
+        )
 
 
 @dataclass
@@ -34,10 +48,15 @@ class StudySpec:
     plugin_paths: tuple[str, ...] = ()
     disabled_knobs: tuple[str, ...] = ()
     workers: int = 1
+    # Where the study was started: `--workload module:function` may name a module there, and
+    # trials run there (their relative paths mean what they meant to the user).
+    workdir: str | None = None
+    # A trial that reports no progress for this long (or 10x its median step time if longer) is
+    # killed and recorded as failed; 0 turns the watchdog off.
+    stall_timeout: float = 60.0
 
     def validate(self) -> None:
-        if not self.name or "/" in self.name:
-            raise UsageError(f"--name {self.name!r}: give a name without '/'")
+        check_name(self.name)
         get_objective(self.objective)
         if self.n_trials < 1:
             raise UsageError(f"--n-trials must be at least 1, got {self.n_trials}")
@@ -51,6 +70,8 @@ class StudySpec:
             raise UsageError(f"--confirm cannot be negative, got {self.confirm}")
         if self.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
+        if not self.stall_timeout >= 0:  # nan fails this too
+            raise UsageError(f"--stall-timeout must be 0 (off) or a number of seconds, got {self.stall_timeout}")
         Budget(**self.budget)
 
     def to_dict(self) -> dict[str, Any]:

@@ -225,7 +225,7 @@ def not_run_figure(text: str) -> Any:
 
 def resolved(workload: str, overrides: dict[str, Any], device: str | None = None) -> dict[str, Any]:
     """The full settings autotune would run for `overrides` (baseline recipe filled in)."""
-    from autotune.config import resolve_settings
+    from autotune.settings import resolve_settings
     from autotune.hardware import detect
     from autotune.registry import load_registry
     from autotune.workloads import load_workload
@@ -236,7 +236,7 @@ def resolved(workload: str, overrides: dict[str, Any], device: str | None = None
 
 
 def baseline_of(workload: str, device: str | None = None) -> dict[str, Any]:
-    from autotune.config import baseline_settings
+    from autotune.settings import baseline_settings
     from autotune.hardware import detect
     from autotune.registry import load_registry
     from autotune.workloads import load_workload
@@ -260,22 +260,23 @@ def run_config(
     log_path: str | None = None,
 ) -> dict[str, Any]:
     """One measured training run in its own process, exactly as a study trial runs
-    (autotune.trial_process.launch -> engine.run).
+    (autotune.run.trial_process.launch -> autotune.run.engine.run).
 
     Returns the engine's RunResult as a dict plus parent-side wall clock: `launch_wall` (launch
     call to the child's exit, so process start and teardown included) and, per validation the
     child reported, `eval_walls` (seconds from the launch call to the report). `stop_when(point)`
     returning True stops the run after that validation, as a pruner would.
     """
-    from autotune.trial_process import TrialRequest, launch
+    from autotune.run.trial_process import TrialRequest, launch
+    from autotune.run.types import RunOptions
 
     if log_path is None:  # the child's own output (its settings line, tracebacks) goes here
         logs = Path(os.environ.get("AUTOTUNE_HOME", tempfile.gettempdir())) / "logs" / "bench"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = str(logs / f"run-{next(_RUN_NUMBER)}.log")
     request = TrialRequest(
-        workload=workload, overrides=dict(overrides), budget=dict(budget), seed=seed, device=device,
-        target=target, stop_at_target=stop_at_target, evals_per_epoch=evals_per_epoch, log_path=log_path,
+        workload=workload, overrides=dict(overrides), budget=dict(budget), device=device, log_path=log_path,
+        options=RunOptions(seed=seed, target=target, stop_at_target=stop_at_target, evals_per_epoch=evals_per_epoch),
     )
     walls: list[float] = []
     started = time.perf_counter()
@@ -309,11 +310,15 @@ def run_study(spec: Any, *, confirm: bool = False, instrument: Callable[[Any], N
     runner and `wall`: the wall time of `runner.open()` + `runner.run()` (tuning time; with
     confirm=False the confirmation is not in it). `instrument(prepared)` may wrap the storage
     before the study starts. Progress lines go to stderr."""
-    from autotune.store import Store
-    from autotune.study import StudyRunner, prepare
+    from autotune.storage.local import Store
+    from autotune.study.prepare import prepare
+    from autotune.study.runner import StudyRunner
 
-    def reporter(kind: str, data: dict[str, Any]) -> None:
-        if kind == "trial_finished":
+    from autotune.study.events import TRIAL_FINISHED, StudyEvent
+
+    def reporter(event: StudyEvent) -> None:
+        data = event.data
+        if event.kind in TRIAL_FINISHED:
             value = data.get("value")
             shown = f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
             dur = data.get("duration")
@@ -323,7 +328,7 @@ def run_study(spec: Any, *, confirm: bool = False, instrument: Callable[[Any], N
     prepared = prepare(spec)
     if instrument is not None:
         instrument(prepared)
-    runner = StudyRunner(prepared, Store(), reporter=reporter)
+    runner = StudyRunner(prepared, Store(), listeners=[reporter])
     started = time.perf_counter()
     runner.open()
     opened = time.perf_counter()

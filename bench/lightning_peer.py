@@ -1,5 +1,5 @@
 """A real peer: PyTorch Lightning's own tuner against autotune, with the same wall-clock tuning
-budget, on the same model (autotune.workloads.LeNet) and data (`digits`).
+budget, on the same model (autotune.plugins.workload_data.LeNet) and data (`digits`).
 
 Reproduce (full ~4 min on a busy 2-core CPU; --quick ~2 min; needs `pip install -e .[bench]`):
 
@@ -45,7 +45,8 @@ def lightning_tune(quick: bool, seed: int) -> dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from autotune.registry import load_registry
-    from autotune.workloads import LeNet, load_workload
+    from autotune.plugins.workload_data import LeNet
+    from autotune.workloads import load_workload
 
     import_seconds = time.perf_counter() - t0
     for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     common.scratch_home()
     out = common.results_dir(args.out)
-    from autotune.study import StudySpec
+    from autotune.spec import StudySpec
 
     common.log("Lightning: scale_batch_size then lr_find on LeNet / digits")
     lt = lightning_tune(args.quick, args.seed)

@@ -157,7 +157,7 @@ def summarise(rounds: list[dict[str, Any]], names: list[str], tta: bool) -> dict
 
 
 def outcome_for(workload: str, plan: dict[str, Any], device: str | None, seed: int) -> dict[str, Any]:
-    from autotune.study import StudySpec
+    from autotune.spec import StudySpec
 
     common.log(f"{workload} on {device or 'cpu'}: study ({plan['objective']}, {plan['n_trials']} trials, "
                f"budget {plan['budget']}, timeout {plan['timeout']} s)")

@@ -22,7 +22,7 @@ Reproduce (full ~2.5 min on a busy 2-core CPU; --quick ~1 min):
    fraction = sum(`train_time`) / W.
    Every call the study makes on its Optuna storage object (RDBStorage) is timed too (sum per
    trial); calls made while a trial trains overlap training and do not add to W.
-2. Storage loop: the storage setup of autotune.study.open_storage (SQLite + WAL, 30 s timeout,
+2. Storage loop: the storage setup of autotune.storage.rdb.open_storage (SQLite + WAL, 30 s timeout,
    heartbeats) in a scratch file; N trials of ask + the study's params + 20 set_user_attr + 4
    reports + tell, with RandomSampler (storage cost) and TPESampler (storage + sampling).
 3. Trial launch latency cold vs warm, from bench/trial_launch.py when it is present.
@@ -85,7 +85,7 @@ class StorageTimer:
 
 
 def study_overhead(quick: bool, seed: int) -> dict[str, Any]:
-    from autotune.study import StudySpec
+    from autotune.spec import StudySpec
 
     n_trials = 3 if quick else 8
     spec = StudySpec(name="bench-overhead", workload=WORKLOAD, objective="throughput", n_trials=n_trials,
@@ -137,7 +137,7 @@ def storage_loop(n: int) -> dict[str, Any]:
     from autotune.hardware import detect
     from autotune.registry import load_registry
     from autotune.space import load_space
-    from autotune.study import open_storage
+    from autotune.storage.rdb import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space("cpu", load_registry(), detect())

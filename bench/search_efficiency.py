@@ -22,9 +22,9 @@ Method (a tabular benchmark, as HPOBench / NAS-Bench-201 do):
    where it stops (the validation where it reaches the target or is pruned, plus the measured
    process teardown), plus the sampler's and pruner's own measured compute time. Pruning replays
    autotune's rules exactly: the trial reports 1 - accuracy at each validation index, the pruner is
-   autotune.study._make_pruner("median", 4, epochs) (MedianPruner(n_startup_trials=3,
+   autotune.study.make_pruner("median", 4, epochs) (MedianPruner(n_startup_trials=3,
    n_warmup_steps=4)), and a trial is also stopped once its training time exceeds the best
-   time-to-target so far (StudyRunner.objective_fn). As in a study, the baseline is trial 0, runs
+   time-to-target so far (autotune.study.objective.TrialObjective). As in a study, the baseline is trial 0, runs
    to the end and is never pruned; the reached-target point is not reported (the engine stops
    before `on_eval`).
 3. Score. The objective is time-to-accuracy (training seconds to the target). "95% of the grid's
@@ -162,7 +162,7 @@ class Replay:
     def __init__(self, table: dict[str, Any], strategy: str, seed: int, horizon: float, max_trials: int) -> None:
         import optuna
 
-        from autotune.study import _make_pruner
+        from autotune.study.prepare import make_pruner
 
         self.table = table
         self.grid = table["grid"]
@@ -176,7 +176,7 @@ class Replay:
             sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=seed)  # as StudyRunner.open
         else:
             sampler = optuna.samplers.RandomSampler(seed=seed)
-        pruner = (_make_pruner("median", table["evals_per_epoch"], epochs) if self.pruning == "autotune"
+        pruner = (make_pruner("median", table["evals_per_epoch"], epochs) if self.pruning == "autotune"
                   else optuna.pruners.NopPruner())
         self.study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
         self.order: list[dict[str, Any]] = []

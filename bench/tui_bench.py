@@ -69,7 +69,7 @@ print(json.dumps({"import_s": imported - t0, "open_s": shown - started, "total_s
 def generate(home: Path, name: str, n: int) -> dict[str, float]:
     import optuna
 
-    from autotune.store import Store
+    from autotune.storage.local import Store
     from autotune.tui.demo import bulk_add_trials, create_demo_study, make_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -108,7 +108,7 @@ def measure_open(home: Path, name: str) -> dict[str, float]:
 def measure_watch(home: Path, name: str, seconds: float, warmup: float) -> dict[str, float]:
     import psutil
 
-    from autotune.store import Store
+    from autotune.storage.local import Store
 
     env = {**os.environ, "AUTOTUNE_HOME": str(home), "TERM": "xterm-256color", "COLUMNS": "140",
            "LINES": "45"}

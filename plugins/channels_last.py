@@ -1,13 +1,7 @@
 """channels_last: NHWC memory format for model and inputs, which convolution kernels on tensor
 cores (and oneDNN on CPU) often prefer."""
 
-import torch
-
 from autotune import Knob, Param, TrainingPlan, hookimpl
-
-
-def _to_channels_last(tensor):
-    return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
 
 
 class ChannelsLast(Knob):
@@ -22,9 +16,17 @@ class ChannelsLast(Knob):
         return {"channels_last": False}
 
     def apply(self, settings, plan: TrainingPlan):
-        if settings["channels_last"]:
-            plan.transform_model(lambda model: model.to(memory_format=torch.channels_last), order=20)
-            plan.transform_inputs(_to_channels_last)
+        if not settings["channels_last"]:
+            return
+        import torch
+
+        channels_last = torch.channels_last
+
+        def to_channels_last(tensor):
+            return tensor.contiguous(memory_format=channels_last) if tensor.dim() == 4 else tensor
+
+        plan.transform_model(lambda model: model.to(memory_format=channels_last), order=20)
+        plan.transform_inputs(to_channels_last)
 
 
 @hookimpl

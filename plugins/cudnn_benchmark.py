@@ -1,8 +1,6 @@
 """cudnn_benchmark: let cuDNN time its convolution algorithms for each input shape and keep the
 fastest. Pays off when shapes repeat, which they do in training."""
 
-import torch
-
 from autotune import Knob, Param, TrainingPlan, hookimpl
 
 
@@ -21,6 +19,8 @@ class CudnnBenchmark(Knob):
         return None if hardware.is_cuda else "CUDA only (cuDNN autotuner)"
 
     def apply(self, settings, plan: TrainingPlan):
+        import torch
+
         previous = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = settings["cudnn_benchmark"]
         plan.notes["cudnn_benchmark"] = torch.backends.cudnn.benchmark

@@ -24,8 +24,6 @@ before the first step: it is in the trial's wall time, not in its train_time, be
 training run pays it once.
 """
 
-import torch
-
 from autotune import Knob, Param, TrainingPlan, Unsupported, hookimpl
 
 
@@ -66,6 +64,8 @@ class DataParallel(Knob):
             self._distributed(settings, plan)
 
     def _data_parallel(self, plan: TrainingPlan) -> None:
+        import torch
+
         count = torch.cuda.device_count() if plan.device.type == "cuda" else 0
         if count < 2:  # the fingerprint said 2+, but this process sees fewer: refuse, don't pretend
             raise Unsupported(f"data_parallel=dp needs 2+ CUDA GPUs in the trial, it sees {count}")
@@ -79,6 +79,8 @@ class DataParallel(Knob):
         plan.transform_model(wrap, order=80)
 
     def _distributed(self, settings, plan: TrainingPlan) -> None:
+        import torch
+
         if plan.rank is None:  # the launching pass: ask the engine for the processes
             if plan.device.type == "cuda":
                 count = torch.cuda.device_count()

@@ -1,16 +1,28 @@
 """optimizer: which torch.optim algorithm, with its own settings only where they mean something
 (momentum for SGD and RMSprop; weight decay and beta2 for Adam and AdamW)."""
 
-import torch
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from autotune import Knob, Param, TrainingPlan, hookimpl
 
-OPTIMIZERS = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "rmsprop": torch.optim.RMSprop,
-}
+if TYPE_CHECKING:
+    import torch
+
+CHOICES = ("sgd", "adam", "adamw", "rmsprop")
+
+
+def optimizers() -> dict[str, type[torch.optim.Optimizer]]:
+    """The torch.optim class for each name in CHOICES."""
+    import torch
+
+    return {
+        "sgd": torch.optim.SGD,
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "rmsprop": torch.optim.RMSprop,
+    }
 
 
 class Optimizer(Knob):
@@ -20,7 +32,7 @@ class Optimizer(Knob):
 
     def params(self, hardware):
         return [
-            Param("optimizer", "categorical", choices=tuple(OPTIMIZERS)),
+            Param("optimizer", "categorical", choices=CHOICES),
             Param("momentum", "float", low=0.0, high=0.95, valid=(0.0, 0.999),
                   when={"optimizer": ("sgd", "rmsprop")}, help="momentum (sgd, rmsprop)"),
             Param("weight_decay", "float", low=1e-6, high=1e-1, log=True, valid=(0.0, 1.0),
@@ -34,7 +46,7 @@ class Optimizer(Knob):
 
     def apply(self, settings, plan: TrainingPlan):
         name = settings["optimizer"]
-        plan.optimizer_factory = OPTIMIZERS[name]
+        plan.optimizer_factory = optimizers()[name]
         if name in ("sgd", "rmsprop"):
             plan.optimizer_kwargs["momentum"] = settings.get("momentum", 0.0)
         else:

@@ -1,11 +1,21 @@
 """precision: fp32, or bf16 / fp16 autocast. fp16 on CUDA uses a GradScaler so small gradients
 do not underflow; bf16 has fp32's range and needs none."""
 
-import torch
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from autotune import Knob, Param, TrainingPlan, Unsupported, hookimpl
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The torch dtype autocast runs in for `precision` ("bf16", "fp16"); None for any other."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
 class Precision(Knob):
@@ -25,9 +35,10 @@ class Precision(Knob):
         precision = settings["precision"]
         if precision == "fp32":
             return
-        if precision not in plan.hardware.precisions or precision not in DTYPES:
+        dtype = autocast_dtype(precision)
+        if precision not in plan.hardware.precisions or dtype is None:
             raise Unsupported(f"precision {precision} is not supported on {plan.device.type}")
-        plan.autocast_dtype = DTYPES[precision]
+        plan.autocast_dtype = dtype
         plan.grad_scaler = precision == "fp16" and plan.device.type == "cuda"
 
 

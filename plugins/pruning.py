@@ -8,17 +8,29 @@ Unstructured sparsity does not make dense kernels faster: the measured effect is
 a small slowdown. autotune measures it rather than assuming a speed-up.
 """
 
-import torch
-from torch.nn.utils import prune
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from autotune import Knob, Param, TrainingPlan, hookimpl
 
-PRUNABLE = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+if TYPE_CHECKING:
+    import torch
+
+
+def prunable() -> tuple[type[torch.nn.Module], ...]:
+    """The layer types whose `weight` this knob prunes."""
+    import torch
+
+    return (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
 
 
 def prune_model(model: torch.nn.Module, amount: float) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
     """Prune in place; return (weight, keep-mask) pairs for the layers that were pruned."""
-    targets = [(m, "weight") for m in model.modules() if isinstance(m, PRUNABLE)]
+    from torch.nn.utils import prune
+
+    layer_types = prunable()
+    targets = [(m, "weight") for m in model.modules() if isinstance(m, layer_types)]
     if not targets or amount <= 0:
         return []
     prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)

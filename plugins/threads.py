@@ -1,8 +1,6 @@
 """threads: intra-op CPU threads (torch.set_num_threads). More is not always faster: small
 kernels lose to synchronisation, and DataLoader workers need cores too."""
 
-import torch
-
 from autotune import Knob, Param, TrainingPlan, hookimpl
 
 
@@ -18,6 +16,8 @@ class Threads(Knob):
         return {"threads": max(1, hardware.cpu_count)}
 
     def apply(self, settings, plan: TrainingPlan):
+        import torch
+
         previous = torch.get_num_threads()
         torch.set_num_threads(settings["threads"])
         plan.notes["threads"] = torch.get_num_threads()

@@ -3,8 +3,6 @@ front, so it pays only when the run is long enough; time-to-accuracy counts that
 
 import shutil
 
-import torch
-
 from autotune import Knob, Param, TrainingPlan, hookimpl
 
 
@@ -25,9 +23,12 @@ class TorchCompile(Knob):
         return None
 
     def apply(self, settings, plan: TrainingPlan):
-        if settings["torch_compile"]:
-            plan.transform_model(torch.compile, order=90)
-            plan.on_cleanup(torch._dynamo.reset)
+        if not settings["torch_compile"]:
+            return
+        import torch
+
+        plan.transform_model(torch.compile, order=90)
+        plan.on_cleanup(torch._dynamo.reset)
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""Shared fixtures: the built-in registry, this machine's CPU fingerprint, the digits workload."""
+"""Shared fixtures: a home of its own for every test, the built-in registry, this machine's CPU
+fingerprint, the digits workload."""
 
 from __future__ import annotations
 
@@ -7,12 +8,22 @@ from typing import Callable
 
 import pytest
 
-from autotune.engine import Budget
+from autotune.budget import Budget
 from autotune.hardware import Hardware, detect
 from autotune.registry import Registry, load_registry
-from autotune.workloads import Workload, digits
+from autotune.plugins.workloads import digits
+from autotune.workloads import Workload
 
 PLUGIN_FILES = Path(__file__).parent / "plugin_files"
+
+
+@pytest.fixture(autouse=True)
+def autotune_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own AUTOTUNE_HOME (studies, daemon files, logs): nothing one test
+    writes is seen by another, nor by the user's ~/.autotune. A test may point it elsewhere."""
+    home = tmp_path / "autotune-home"
+    monkeypatch.setenv("AUTOTUNE_HOME", str(home))
+    return home
 
 
 @pytest.fixture

@@ -22,10 +22,11 @@ import psutil
 import pytest
 from optuna.trial import TrialState
 
-from autotune.daemon import DaemonPaths, looks_like_daemon, read_state
+from autotune.daemon.files import DaemonPaths, looks_like_daemon, read_state
 from autotune.devices import DevicePool
-from autotune.store import Store
-from autotune.study import counted_trials, open_storage
+from autotune.storage.local import Store
+from autotune.storage.rdb import open_storage
+from autotune.study.slots import counted_trials
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "autotune.cli"]
@@ -346,8 +347,10 @@ def test_daemon_errors_are_one_clear_line(home: Home, tmp_path: Path) -> None:
     store.close()
     home.submit("crashing", 1, "--workload", "tests.workloads_for_tests:failing_forward",
                 options=["--space", "quick", "--budget-steps", "1", "--confirm", "0"])
-    home.wait_status("crashing", "finished", timeout=120)
-    assert [t.state for t in home.study("crashing").get_trials()] == [TrialState.FAIL]
+    # its baseline crashes every time: run again twice, then the study fails, saying why
+    home.wait_status("crashing", "failed", timeout=180)
+    assert [t.state for t in home.study("crashing").get_trials()] == [TrialState.FAIL] * 3
+    assert "the baseline failed 3 times" in Store(home.path / "autotune.db").get_study("crashing")["error"]
     assert looks_like_daemon(pid)
 
     # A home that cannot be created, even by root: it lies under a regular file.

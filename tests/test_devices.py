@@ -2,7 +2,7 @@
 and the hardware a study describes and searches when each trial sees only its own GPUs.
 
 The pool is pure Python and the rest needs only a CUDA-shaped fingerprint, so none of this needs
-a GPU; the trials that do train on GPUs are in tests/test_distributed.py (marked `gpu`).
+a GPU; the trials that do train on GPUs are in tests/test_run_distributed.py (marked `gpu`).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def cuda_machine(hardware: Hardware, gpus: int) -> Hardware:
 def test_a_study_searches_what_one_trial_can_use(per_trial, data_parallel, hardware, tmp_path, monkeypatch):
     """On 4 GPUs with one per trial, data_parallel cannot run in a trial: it must not be searched
     (it was, in the daemon, and every such trial failed as unsupported). With 2 per trial it is."""
-    from autotune.study import fit_to_devices, prepare
+    from autotune.study.prepare import fit_to_devices, prepare
 
     monkeypatch.setenv("AUTOTUNE_HOME", str(tmp_path))
     spec = StudySpec(name="gpus", workload="digits", space="gpu", storage=f"sqlite:///{tmp_path / 's.db'}")
@@ -114,6 +114,6 @@ def test_daemon_gpus_per_trial_needs_gpus(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "autotune: error: --gpus-per-trial 2: no CUDA GPUs here"
-    from autotune.daemon import DaemonPaths, running_pid
+    from autotune.daemon.files import DaemonPaths, running_pid
 
     assert running_pid(DaemonPaths(tmp_path)) is None

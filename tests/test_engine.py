@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
-from autotune import engine, workloads
-from autotune.config import resolve_settings
-from autotune.engine import Budget, EvalPoint, RunResult
+from autotune import workloads
+from autotune.plugins import workloads as builtin_workloads
+from autotune.run import engine
+from autotune.settings import resolve_settings
+from autotune.budget import Budget
+from autotune.run.types import EvalPoint, RunOptions, RunResult
 from autotune.errors import UsageError
 from autotune.hardware import Hardware, detect
 from autotune.registry import Registry, load_registry
@@ -40,7 +43,7 @@ def wft() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def digits() -> workloads.Workload:
-    return workloads.digits()
+    return builtin_workloads.digits()
 
 
 def train(
@@ -54,14 +57,15 @@ def train(
     # One intra-op thread: on this shared 2-core machine two threads stall whenever another
     # process takes a core, and timing comparisons then swing by 3x; one thread barely moves.
     resolved = resolve_settings(reg, cpu, workload, {"threads": 1, **(settings or {})})
-    return engine.run(workload, resolved, reg, cpu, budget, device="cpu", **kwargs)
+    callbacks = {k: kwargs.pop(k) for k in ("on_eval", "on_progress") if k in kwargs}
+    return engine.run(workload, resolved, reg, cpu, budget, device="cpu", options=RunOptions(**kwargs), **callbacks)
 
 
 # --- timings respond to reality ------------------------------------------------------------
 
 
 def test_batch_256_beats_batch_8_on_throughput(reg: Registry, cpu: Hardware) -> None:
-    wl = workloads.synthetic_resnet18(train_size=1024, val_size=16)
+    wl = builtin_workloads.synthetic_resnet18(train_size=1024, val_size=16)
 
     def throughput(batch: int, steps: int) -> float:
         result = train(wl, reg, cpu, Budget(steps=steps), {"batch_size": batch})

@@ -28,14 +28,14 @@ def test_tui_does_not_import_torch() -> None:
     assert "torch" not in loaded
 
 
-@pytest.mark.parametrize("module", ["autotune.store", "autotune.results", "autotune.export"])
+@pytest.mark.parametrize("module", ["autotune.storage.local", "autotune.storage.results", "autotune.storage.export", "autotune.commands.study"])
 def test_read_api_imports_neither_torch_nor_textual(module: str) -> None:
     loaded = imported_after(module)
     assert "torch" not in loaded and "textual" not in loaded
 
 
 def test_engine_does_not_import_textual() -> None:
-    assert "textual" not in imported_after("autotune.engine")
+    assert "textual" not in imported_after("autotune.run.engine")
 
 
 def test_cli_imports_textual_only_when_the_tui_runs() -> None:

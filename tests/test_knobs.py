@@ -21,14 +21,19 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from autotune import engine
-from autotune.config import resolve_settings, settings_index
-from autotune.engine import Budget, RunResult, build_plan, nonzero_fraction
+from autotune.run import engine
+from autotune.settings import resolve_settings, settings_index
+from autotune.budget import Budget
+from autotune.run.local import build_plan
+from autotune.run.measure import nonzero_fraction
+from autotune.run.types import RunResult
 from autotune.errors import UsageError
 from autotune.hardware import Hardware, detect
-from autotune.knob import Knob, Rank, TrainingPlan
+from autotune.knob import Knob
+from autotune.run.plan import Rank, TrainingPlan
 from autotune.registry import DEFAULT_PLUGINS, Registry, load_registry
-from autotune.workloads import LeNet, Workload
+from autotune.plugins.workload_data import LeNet
+from autotune.workloads import Workload
 
 STEPS = 2
 CPU = torch.device("cpu")
@@ -314,7 +319,7 @@ def check_data_parallel(case: Case) -> None:
     assert launching.batch_size == base.batch_size
     assert not [order for order, _ in launching.model_transforms if order == 80]
     # ... and each process's pass takes its share of the batch and of the threads and wraps the
-    # model (tests/test_distributed.py trains with it, in real processes)
+    # model (tests/test_run_distributed.py trains with it, in real processes)
     threads = torch.get_num_threads()
     settings = case.settings(data_parallel="ddp", data_parallel_processes=2)
     in_process = build_plan(case.registry, case.hardware, case.workload, settings, CPU, Rank(1, 2, "gloo"))

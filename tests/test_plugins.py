@@ -259,6 +259,46 @@ def test_disable_unknown_knob_is_a_usage_error() -> None:
     assert "--disable-knob" in line and "'nope'" in line
 
 
+# --- import cost ------------------------------------------------------------------------------
+# Listing plugins must not pay for `import torch` (seconds): the built-ins import torch inside
+# the functions that train. Fresh interpreters, so modules other tests imported hide nothing.
+
+
+def test_loading_the_builtin_plugins_imports_neither_torch_nor_torchvision() -> None:
+    code = (
+        "import json, sys\n"
+        "from autotune.registry import load_registry\n"
+        "registry = load_registry(entry_points=False)\n"
+        "print(json.dumps({'knobs': sorted(registry.knobs), 'workloads': sorted(registry.workloads),\n"
+        "                  'modules': sorted({name.split('.')[0] for name in sys.modules})}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    loaded = json.loads(out.stdout)
+    assert set(loaded["knobs"]) == BUILTIN_KNOBS
+    assert {"digits", "synthetic-resnet18"} <= set(loaded["workloads"])
+    assert {"torch", "torchvision"} & set(loaded["modules"]) == set()
+
+
+def test_plugins_command_imports_no_torch_module() -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "autotune.cli", "plugins", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert BUILTIN_KNOBS <= set(knob_rows(json.loads(result.stdout)))
+    # each line: "import time: <self us> | <cumulative us> | <indent><module>". The plugin modules
+    # themselves are missing (importlib.import_module bypasses the logging), but every import
+    # statement they run, `import torch` included, is listed.
+    imported = [
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    ]
+    assert {"autotune.registry", "autotune.home"} <= set(imported), "no -X importtime lines were parsed"
+    roots = {name.split(".")[0] for name in imported}
+    assert not {"torch", "torchvision"} & roots, sorted(n for n in imported if n.startswith("torch"))
+
+
 # --- documentation --------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ import psutil
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.storage import sqlalchemy_url
+from autotune.storage.rdb import sqlalchemy_url
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pg import PostgresServer  # noqa: E402
@@ -84,7 +84,7 @@ def lineage(t: FrozenTrial) -> int:
 def assert_recorded_once(study: optuna.Study, n_trials: int) -> list[FrozenTrial]:
     """Every trial counted once: unique numbers, one finished trial per lineage, nothing left
     running, exactly n_trials counted. Returns the counted trials."""
-    from autotune.study import counted_trials
+    from autotune.study.slots import counted_trials
 
     trials = study.get_trials()
     numbers = [t.number for t in trials]
@@ -108,8 +108,10 @@ def assert_recorded_once(study: optuna.Study, n_trials: int) -> list[FrozenTrial
 def shared_study(pg, tmp_path_factory):
     """A study created in PostgreSQL (in-process, as `study start` does, without running it),
     then run to its count by three `autotune worker` processes started at once."""
-    from autotune.store import Store
-    from autotune.study import StudyRunner, StudySpec, prepare
+    from autotune.storage.local import Store
+    from autotune.spec import StudySpec
+    from autotune.study.prepare import prepare
+    from autotune.study.runner import StudyRunner
 
     root = tmp_path_factory.mktemp("shared")
     url = pg.create_database("shared")

@@ -13,10 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from autotune.cli import cli
-from autotune.config import resolve_settings
+from autotune.settings import resolve_settings
 from autotune.errors import SpaceError
 from autotune.registry import load_registry
-from autotune.space import bundled_names, load_space
+from autotune.space import load_space
+from autotune.space_files import bundled_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

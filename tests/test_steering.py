@@ -15,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autotune.store import Store
+from autotune.storage.local import Store
 from autotune.tui.app import AutotuneApp
 
 REPO = Path(__file__).resolve().parents[1]

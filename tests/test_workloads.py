@@ -13,13 +13,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from autotune import engine
+from autotune.run import engine
 from autotune.cli import cli
-from autotune.config import resolve_settings
+from autotune.settings import resolve_settings
 from autotune.errors import UsageError
 from autotune.hardware import detect
 from autotune.registry import Registry, load_registry
-from autotune.workloads import Workload, load_workload, synthetic_resnet18
+from autotune.plugins.workloads import synthetic_resnet18
+from autotune.workloads import Workload, load_workload
 
 ROOT = Path(__file__).resolve().parents[1]
 

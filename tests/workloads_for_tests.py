@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from autotune.workloads import Workload, digits
+from autotune.plugins.workloads import digits
+from autotune.workloads import Workload
 
 FORWARD_FAILURE = "deliberate failure in forward from tests.workloads_for_tests"
 
@@ -100,6 +101,10 @@ def tiny() -> Workload:
     return Workload(name="tiny", model_fn=TinyLinear, train_data=_tiny_data(256, 0),
                     val_data=_tiny_data(64, 1), input_shape=(4,))
 
+
+def empty_data() -> Workload:
+    """A workload whose training set has no sample."""
+    return Workload(name="empty", model_fn=TinyLinear, train_data=_tiny_data(0, 0), val_data=_tiny_data(16, 1))
 
 
 def not_a_workload() -> int:

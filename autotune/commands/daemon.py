@@ -38,7 +38,9 @@ def _debug() -> bool:
 def start(workers: int | None, gpus_per_trial: int | None, foreground: bool, detached: bool) -> None:
     """Start the daemon (detached unless --foreground). SIGTERM drains it; a second SIGTERM stops
     running trials now."""
-    from autotune.daemon import DaemonError, DaemonPaths, ensure_home, read_state, run_foreground, running_pid
+    from autotune.daemon.files import DaemonError, DaemonPaths, read_state, running_pid
+    from autotune.daemon.server import run_foreground
+    from autotune.home import ensure_home
 
     paths = DaemonPaths(ensure_home())
     pid = running_pid(paths)
@@ -50,7 +52,7 @@ def start(workers: int | None, gpus_per_trial: int | None, foreground: bool, det
     if foreground:
         raise SystemExit(run_foreground(workers, detached=detached, debug=_debug(), gpus_per_trial=gpus_per_trial))
 
-    from autotune.commands.daemon_client import start_daemon
+    from autotune.daemon.client import start_daemon
 
     pid = start_daemon(paths, workers, debug=_debug(), gpus_per_trial=gpus_per_trial)
     state = read_state(paths)
@@ -67,7 +69,7 @@ def start(workers: int | None, gpus_per_trial: int | None, foreground: bool, det
 @click.option("--force", is_flag=True, help="Stop running trials now; they run again when the daemon restarts.")
 def stop(timeout: float, force: bool) -> None:
     """Stop the daemon: running trials finish and are recorded, queued studies wait for the next start."""
-    from autotune.daemon import DaemonError, DaemonPaths, looks_like_daemon, read_state, running_pid
+    from autotune.daemon.files import DaemonError, DaemonPaths, looks_like_daemon, read_state, running_pid
 
     paths = DaemonPaths.current()
     pid = running_pid(paths)
@@ -112,7 +114,7 @@ def _uptime(seconds: float) -> str:
 @json_option
 def status(as_json: bool) -> None:
     """Is the daemon running, with how many workers, on which studies. Exit code 3 when it is not."""
-    from autotune.daemon import DaemonPaths, read_pidfile, read_state, running_pid
+    from autotune.daemon.files import DaemonPaths, read_pidfile, read_state, running_pid
 
     paths = DaemonPaths.current()
     pid = running_pid(paths)
@@ -146,7 +148,8 @@ def status(as_json: bool) -> None:
 def _active_studies(paths: Any) -> list[dict[str, Any]]:
     if not (paths.home / "autotune.db").exists():  # status never creates autotune's files
         return []
-    from autotune.store import ACTIVE_STATES, Store
+    from autotune.statuses import ACTIVE_STUDY_STATES
+    from autotune.storage.local import Store
 
     store = Store(paths.home / "autotune.db")
     try:
@@ -156,7 +159,7 @@ def _active_studies(paths: Any) -> list[dict[str, Any]]:
         return [
             {"name": row["name"], "status": row["status"], "n_trials": row["n_trials"],
              "running_trials": live.get(row["name"], 0)}
-            for row in store.list_studies() if row["status"] in ACTIVE_STATES
+            for row in store.list_studies() if row["status"] in ACTIVE_STUDY_STATES
         ]
     finally:
         store.close()

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import click
 
 from autotune.errors import UsageError
+from autotune.home import trial_logs
 
 POLL_SECONDS = 0.5
 
@@ -102,7 +103,7 @@ def _follow(path: Path, offset: int) -> Iterator[str]:
 def _open_store(home: Path) -> Any:
     if not (home / "autotune.db").exists():
         raise UsageError(f"no studies yet in {home}")
-    from autotune.store import Store
+    from autotune.storage.local import Store
 
     return Store(home / "autotune.db")
 
@@ -133,7 +134,7 @@ def _fmt_event(event: dict[str, Any]) -> str:
 
 
 def _print_trial(home: Path, study: str, trial: int, lines: int, follow: bool) -> None:
-    path = home / "logs" / "trials" / study / f"{trial}.log"
+    path = trial_logs(study) / f"{trial}.log"
     if path.exists():
         _print_file(path, lines, follow, missing="")
         return
@@ -152,7 +153,7 @@ def _stored_tail(home: Path, study: str, trial: int) -> str:
         store.close()
     import optuna
 
-    from autotune.study import default_storage_url, open_storage
+    from autotune.storage.rdb import default_storage_url, open_storage
 
     url = row["storage"] if row else default_storage_url()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -17,7 +18,7 @@ def study() -> None:
 
 
 def _store() -> Any:
-    from autotune.store import Store
+    from autotune.storage.local import Store
 
     return Store()
 
@@ -48,6 +49,8 @@ def _store() -> Any:
               help="Trials run at once. Default: 1; on CUDA, one trial per group of --gpus-per-trial GPUs.")
 @click.option("--gpus-per-trial", type=click.IntRange(min=1), default=None, metavar="K",
               help="GPUs each trial gets (default 1); 2+ lets the data_parallel knob search DDP.")
+@click.option("--stall-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
+              help="Kill a trial that makes no progress for this long (or 10x its median step time); 0: never.")
 @click.option("--no-tui", is_flag=True, help="Print one line per finished trial instead of opening the terminal UI.")
 @click.option("--detach", is_flag=True, help="Hand the study to the background daemon and return at once.")
 @json_option
@@ -70,7 +73,9 @@ def start(**kwargs: Any) -> None:
         pruner=kwargs["pruner"], confirm=kwargs["confirm"], device=kwargs["device"],
         data_dir=kwargs["data_dir"], plugin_paths=tuple(kwargs["plugin_paths"]),
         disabled_knobs=tuple(kwargs["disabled_knobs"]), workers=kwargs["workers"] or 1,
+        workdir=os.getcwd(), stall_timeout=kwargs["stall_timeout"],
     )
+    spec.validate()  # before torch is imported: bad input answers at once
     gpus_per_trial = kwargs["gpus_per_trial"]
     # in a terminal, a study without --no-tui goes to the daemon and the UI opens on it
     tui = not kwargs["no_tui"] and not kwargs["as_json"] and sys.stdout.isatty()
@@ -82,7 +87,7 @@ def start(**kwargs: Any) -> None:
             f"with `autotune daemon start --gpus-per-trial {gpus_per_trial}`, or run here with --no-tui"
         )
     if kwargs["detach"]:
-        from autotune.commands.daemon_client import submit
+        from autotune.daemon.client import submit
 
         submit(spec, as_json=kwargs["as_json"])
         return
@@ -95,7 +100,8 @@ def _run_foreground(
 ) -> None:
     from autotune.commands.study_output import LineReporter, print_report
     from autotune.devices import trial_pool_for
-    from autotune.study import StudyRunner, install_signal_handlers, prepare
+    from autotune.study.prepare import prepare
+    from autotune.study.runner import StudyRunner, install_signal_handlers
 
     fitted: dict[str, Any] = {}
 
@@ -106,7 +112,7 @@ def _run_foreground(
     store = _store()
     if tui:
         try:
-            from autotune.commands.daemon_client import submit
+            from autotune.daemon.client import submit
         except ImportError:
             pass
         else:
@@ -114,10 +120,13 @@ def _run_foreground(
             from autotune.commands.tui import open_tui
 
             open_tui(spec.name)
+            # q leaves a queued study queued: say so, or the user thinks it ran or was dropped
+            note = still_queued_note(store, spec.name)
+            if note is not None:
+                click.echo(note, err=True)
             return
     spec.workers = fitted["workers"]  # not before: a study handed to the daemon keeps the asked count
-    reporter = LineReporter(quiet=as_json)
-    runner = StudyRunner(prepared, store, reporter=reporter, devices=fitted["pool"])
+    runner = StudyRunner(prepared, store, listeners=[LineReporter(quiet=as_json)], devices=fitted["pool"])
     install_signal_handlers()
     try:
         runner.open()
@@ -132,23 +141,82 @@ def _run_foreground(
         echo_json(report)
     else:
         print_report(report)
+    fail_if_nothing_completed(spec.name, report)
+
+
+def still_queued_note(store: Any, name: str) -> str | None:
+    """The line `study start` prints when its UI closes on study `name` while the daemon has not
+    started it: behind whom it waits, that the daemon will run it, and how to cancel or watch it.
+    None when the Store no longer has it queued (it started, finished or was stopped)."""
+    from autotune.daemon.queue import queue_place
+
+    place = queue_place(store.list_studies(), name)
+    if place is None:
+        return None
+    return (
+        f"autotune: study '{name}' is still queued: {place.describe()}; the daemon will run it "
+        f"(cancel it with `autotune study stop {name}`, watch it again with `autotune tui {name}`)"
+    )
+
+
+def fail_if_nothing_completed(name: str, report: dict[str, Any]) -> None:
+    """A study in which no trial completed found nothing: it never exits 0."""
+    counts = report["counts"]
+    if counts["complete"] == 0:
+        from autotune.errors import RunError
+
+        raise RunError(
+            f"study '{name}': no trial completed ({counts['pruned']} pruned, {counts['failed']} failed); "
+            f"see why with `autotune study show {name}`"
+        )
 
 
 def _open(name: str, storage: str | None) -> tuple[Any, Any]:
-    from autotune.results import open_study
+    """The study to read (a fast SQLite view where possible) and its row in the local store."""
+    from autotune.storage.rdb import default_storage_url
+    from autotune.storage.reading import open_view
 
-    store = _store()
-    row = store.get_study(name)
-    url = storage or (row["storage"] if row else None)
-    if url is None:
-        from autotune.study import default_storage_url
-
-        url = default_storage_url()
-    return open_study(url, name), row
+    row = _store().get_study(name)
+    url = storage or (row["storage"] if row else None) or default_storage_url()
+    return open_view(url, name), row
 
 
 storage_option = click.option("--storage", default=None, metavar="URL",
                               help="Optuna storage URL (default: where the study was started, or the default).")
+
+
+def study_lines(storage: str | None) -> list[dict[str, Any]]:
+    """One line per study: what `study list` prints, from the same summary the UI shows."""
+    from autotune.errors import UsageError
+    from autotune.storage.rdb import default_storage_url, display_url
+    from autotune.storage.reading import list_studies, open_view
+    from autotune.storage.results import summary
+
+    rows = {r["name"]: r for r in _store().list_studies()}
+    urls = {storage or default_storage_url()} | ({r["storage"] for r in rows.values()} if not storage else set())
+    out: list[dict[str, Any]] = []
+    for url in sorted(urls):
+        try:
+            names = list_studies(url)
+        except UsageError as exc:  # a storage that is unreachable: say so, list the others
+            click.echo(f"autotune: warning: {exc}", err=True)
+            continue
+        for name in names:
+            row = rows.get(name)
+            if row is not None and row["storage"] != url and storage is None:
+                continue  # a study of that name in another storage is the one the store means
+            line = summary(open_view(url, name, with_params=False), row)
+            out.append({
+                "name": name, "status": line["state"] if row else "unknown", "done": line["done"],
+                "n_trials": line["total"], "objective": line["objective"], "best": line["best_value"],
+                "best_number": line["best_number"], "workload": line["workload"], "storage": display_url(url),
+            })
+    for name, row in rows.items():  # queued studies not yet in storage
+        if not any(o["name"] == name for o in out):
+            out.append({"name": name, "status": row["status"], "done": 0, "n_trials": row["n_trials"],
+                        "objective": row["objective"], "best": None, "best_number": None,
+                        "workload": row["workload"], "storage": display_url(row["storage"])})
+    return out
 
 
 @study.command("list")
@@ -156,51 +224,24 @@ storage_option = click.option("--storage", default=None, metavar="URL",
 @json_option
 def list_cmd(storage: str | None, as_json: bool) -> None:
     """List studies with their state and progress."""
-    import optuna
-
-    from autotune.study import counted_trials, default_storage_url, open_storage
-
-    store = _store()
-    rows = {r["name"]: r for r in store.list_studies()}
-    urls = {storage or default_storage_url()} | ({r["storage"] for r in rows.values()} if not storage else set())
-    out = []
-    for url in sorted(urls):
-        try:
-            storage_obj = open_storage(url)
-            summaries = optuna.get_all_study_summaries(storage_obj)
-        except Exception:
-            continue
-        for s in summaries:
-            row = rows.get(s.study_name, {})
-            st = optuna.load_study(study_name=s.study_name, storage=storage_obj)
-            best = None
-            if len(s.directions) == 1:
-                try:
-                    best = st.best_value
-                except ValueError:
-                    best = None
-            out.append({
-                "name": s.study_name, "status": row.get("status", "unknown"),
-                "done": counted_trials(st), "n_trials": row.get("n_trials") or s.user_attrs.get("autotune", {}).get("n_trials"),
-                "objective": s.user_attrs.get("autotune", {}).get("objective"), "best": best,
-                "workload": s.user_attrs.get("autotune", {}).get("workload"), "storage": url,
-            })
-    for name, row in rows.items():  # queued studies not yet in storage
-        if not any(o["name"] == name for o in out):
-            out.append({"name": name, "status": row["status"], "done": 0, "n_trials": row["n_trials"],
-                        "objective": row["objective"], "best": None, "workload": row["workload"],
-                        "storage": row["storage"]})
+    out = study_lines(storage)
     if as_json:
         echo_json(out)
         return
     if not out:
         click.echo("no studies yet: autotune study start --name demo --space quick --n-trials 12")
         return
-    click.echo(f"{'NAME':<20} {'STATUS':<10} {'TRIALS':>9} {'OBJECTIVE':<17} {'BEST':>10}  WORKLOAD")
+    from rich.console import Console
+    from rich.table import Table
+
+    from autotune.formatting import plain
+
+    table = Table("NAME", "STATUS", "TRIALS", "OBJECTIVE", "BEST", "WORKLOAD", box=None, pad_edge=False)
+    table.columns[2].justify = table.columns[4].justify = "right"
     for o in out:
-        best = f"{o['best']:.4g}" if isinstance(o["best"], (int, float)) else "-"
-        click.echo(f"{o['name']:<20} {o['status']:<10} {o['done']:>4}/{o['n_trials'] or '?':<4} "
-                   f"{o['objective'] or '-':<17} {best:>10}  {o['workload'] or '-'}")
+        table.add_row(o["name"], o["status"], f"{o['done']}/{o['n_trials'] or '?'}", o["objective"] or "-",
+                      plain(o["best"]) if isinstance(o["best"], (int, float)) else "-", o["workload"] or "-")
+    Console(highlight=False, soft_wrap=True).print(table)
 
 
 @study.command("show")
@@ -210,18 +251,19 @@ def list_cmd(storage: str | None, as_json: bool) -> None:
 def show(name: str, storage: str | None, as_json: bool) -> None:
     """Show a study: trials, best, Pareto front and parameter importances."""
     from autotune.commands.study_output import print_show
-    from autotune.results import importances, pareto_front, summary, trial_rows
+    from autotune.storage.reading import trial_rows
+    from autotune.storage.results import importances, pareto_front, summary
 
     st, row = _open(name, storage)
     rows = trial_rows(st)
     data = {
-        "summary": summary(st, row),
-        "trials": [r.to_dict() if hasattr(r, "to_dict") else vars(r) for r in rows],
-        "importances": importances(st),
+        "summary": summary(st, row, rows),
+        "trials": [r.to_dict() for r in rows],
+        "importances": importances(st, rows),
         "confirmation": st.user_attrs.get("confirmation"),
     }
     if len(st.directions) > 1:
-        data["pareto_front"] = [r.number for r in pareto_front(st)]
+        data["pareto_front"] = [r.number for r in pareto_front(st, rows)]
     if as_json:
         echo_json(data)
     else:
@@ -235,19 +277,19 @@ def show(name: str, storage: str | None, as_json: bool) -> None:
 def best(name: str, storage: str | None, as_json: bool) -> None:
     """Print the best configuration of a study (the Pareto front for pareto studies)."""
     from autotune.errors import UsageError
-    from autotune.study import TRIAL_METRICS
+    from autotune.storage.reading import trial_rows
+    from autotune.storage.results import best_row, pareto_front
 
     st, _ = _open(name, storage)
-    trials = st.best_trials if len(st.directions) > 1 else []
-    if len(st.directions) == 1:
-        try:
-            trials = [st.best_trial]
-        except ValueError:
-            raise UsageError(f"study '{name}' has no completed trial yet") from None
-    out = [{
-        "number": t.number, "values": t.values, "settings": t.user_attrs.get("settings", {}),
-        "metrics": {k: t.user_attrs.get(k) for k in TRIAL_METRICS if t.user_attrs.get(k) is not None},
-    } for t in trials]
+    rows = trial_rows(st)
+    if len(st.directions) > 1:
+        trials = pareto_front(st, rows)
+    else:
+        found = best_row(st, rows)
+        trials = [found] if found is not None else []
+    if not trials:
+        raise UsageError(f"study '{name}' has no completed trial yet")
+    out = [{"number": t.number, "values": t.values, "settings": t.settings, "metrics": t.metrics} for t in trials]
     if as_json:
         echo_json(out[0] if len(out) == 1 else out)
         return
@@ -265,18 +307,10 @@ def best(name: str, storage: str | None, as_json: bool) -> None:
 @storage_option
 def export(name: str, fmt: str, trial_number: int | None, output: str | None, storage: str | None) -> None:
     """Export the best configuration; `autotune trial run --config FILE` accepts it."""
-    from autotune.export import export_config
+    from autotune.storage.export import export_config
 
     st, _ = _open(name, storage)
-    trial = None
-    if trial_number is not None:
-        from autotune.errors import UsageError
-
-        matches = [t for t in st.get_trials(deepcopy=False) if t.number == trial_number]
-        if not matches:
-            raise UsageError(f"study '{name}' has no trial {trial_number}")
-        trial = matches[0]
-    text = export_config(st, trial=trial, fmt=fmt)
+    text = export_config(st, trial=trial_number, fmt=fmt)
     if output:
         with open(output, "w") as f:
             f.write(text)
@@ -294,7 +328,7 @@ def delete(name: str, storage: str | None, yes: bool) -> None:
     import optuna
 
     from autotune.errors import UsageError
-    from autotune.study import default_storage_url, open_storage
+    from autotune.storage.rdb import default_storage_url, open_storage
 
     store = _store()
     row = store.get_study(name)
@@ -312,32 +346,22 @@ def delete(name: str, storage: str | None, yes: bool) -> None:
     click.echo(f"deleted {name}")
 
 
-def _set_state(name: str, status: str, allowed: tuple[str, ...], verb: str) -> None:
-    from autotune.errors import UsageError
-
-    store = _store()
-    row = store.get_study(name)
-    if row is None:
-        raise UsageError(f"no study '{name}' (see autotune study list)")
-    if row["status"] not in allowed:
-        raise UsageError(f"cannot {verb} study '{name}': it is {row['status']}")
-    store.set_study_status(name, status)
-    store.add_event(name, f"study_{status}", f"study {status} by the user")
-    click.echo(f"{name}: {status}")
-
-
 @study.command("pause")
 @click.argument("name")
 def pause(name: str) -> None:
     """Pause a study: the running trial finishes, no new trial starts."""
-    _set_state(name, "paused", ("running", "queued"), "pause")
+    from autotune import control
+
+    click.echo(f"{name}: {control.pause(_store(), name)}")
 
 
 @study.command("resume")
 @click.argument("name")
 def resume(name: str) -> None:
     """Resume a paused study."""
-    _set_state(name, "running", ("paused",), "resume")
+    from autotune import control
+
+    click.echo(f"{name}: {control.resume(_store(), name)}")
 
 
 @study.command("stop")
@@ -345,9 +369,9 @@ def resume(name: str) -> None:
 @click.option("--kill", is_flag=True, help="Also kill the running trial now (recorded as stopped by the user).")
 def stop(name: str, kill: bool) -> None:
     """Stop a study after its running trial (or at once with --kill)."""
-    _set_state(name, "stopping", ("running", "paused", "queued"), "stop")
-    if kill:
-        _store().request_kill(name)
+    from autotune import control
+
+    click.echo(f"{name}: {control.stop(_store(), name, kill=kill)}")
 
 
 def register(cli: click.Group) -> None:

@@ -5,53 +5,46 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+
+from autotune.formatting import plain as _v
+from autotune.formatting import settings_text as _settings
+from autotune.study.events import TRIAL_FINISHED, StudyEvent
 
 STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
 
 
-def _v(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_v(v, digits) for v in value)
-    return str(value)
-
-
-def _settings(settings: dict[str, Any], keys: list[str] | None = None) -> str:
-    items = settings.items() if keys is None else ((k, settings[k]) for k in keys if k in settings)
-    return " ".join(f"{k}={_v(v, 3)}" for k, v in items)
-
-
 class LineReporter:
-    """Receives runner events; prints one line per finished trial to stderr."""
+    """A study listener (autotune.study.events): one line per finished trial, to stderr."""
 
     def __init__(self, quiet: bool = False) -> None:
         self.console = Console(stderr=True, highlight=False)
         self.quiet = quiet
 
-    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+    def __call__(self, event: StudyEvent) -> None:
         if self.quiet:
             return
-        if kind == "trial_finished":
+        data = event.data
+        if event.kind in TRIAL_FINISHED:
             state = data["state"]
             style = STATE_STYLE.get(state, "white")
             tag = " baseline" if data.get("baseline") else ""
             best = " [bold]new best[/]" if data.get("new_best") else ""
             value = _v(data["value"]) if state == "COMPLETE" else (data.get("reason") or "")
             duration = f"{data['duration']:.1f}s" if data.get("duration") else "-"
+            settings = _settings(data["settings"], data.get("searched") or _KEYS)
+            # reasons and settings are text, not markup: "[enforce fail at ...]" must stay
             self.console.print(
                 f"[{data['done']:>3}/{data['total']}] trial {data['number']:<3}{tag} "
-                f"[{style}]{state:<8}[/] {duration:>6}  {value}{best}  "
-                f"[dim]{_settings(data['settings'], data.get('searched') or _KEYS)}[/]"
+                f"[{style}]{state:<8}[/] {duration:>6}  {escape(str(value))}{best}  [dim]{escape(settings)}[/]"
             )
-        elif kind == "confirming":
+        elif event.kind == "confirming":
             self.console.print(f"[dim]confirming: {data['which']} run {data['run']}/{data['of']}[/]")
-        elif kind == "paused":
+        elif event.kind == "study_paused":
             self.console.print("[yellow]paused[/] (autotune study resume NAME)")
-        elif kind == "resumed":
+        elif event.kind == "study_resumed":
             self.console.print("[green]resumed[/]")
 
 
@@ -128,7 +121,7 @@ def print_report(report: dict[str, Any]) -> None:
 def print_show(data: dict[str, Any]) -> None:
     console = Console(highlight=False)
     s = data["summary"]
-    console.print(" ".join(f"[bold]{k}[/]={_v(v)}" for k, v in s.items() if not isinstance(v, dict)))
+    console.print(" ".join(f"[bold]{k}[/]={escape(_v(v))}" for k, v in s.items() if not isinstance(v, dict)))
     table = Table("#", "state", "value", "throughput", "accuracy", "duration", "reason / settings")
     for t in data["trials"]:
         metrics = t.get("metrics", {})
@@ -139,7 +132,7 @@ def print_show(data: dict[str, Any]) -> None:
             _v(t.get("value", t.get("values"))) if t.get("state") == "COMPLETE" else "-",
             _v(metrics.get("throughput"), 5), _v(metrics.get("val_accuracy"), 3),
             f"{dur:.1f}s" if isinstance(dur, (int, float)) else "-",
-            t.get("reason") or _settings(t.get("settings", {}), _KEYS),
+            Text(t.get("reason") or _settings(t.get("settings", {}), _KEYS)),  # text, not markup
         )
     console.print(table)
     if data.get("importances"):

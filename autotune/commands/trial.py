@@ -7,8 +7,8 @@ from typing import Any
 import click
 
 from autotune.commands.options import echo_json, get_registry, json_option, registry_options
+from autotune.statuses import FAILED_RUN_STATUSES
 
-FAILED = ("failed", "oom", "unsupported", "diverged")
 
 
 def budget_options(fn: Any) -> Any:
@@ -22,7 +22,7 @@ def budget_options(fn: Any) -> Any:
 
 
 def make_budget(epochs: int | None, steps: int | None, seconds: float | None, default_epochs: int = 3) -> Any:
-    from autotune.engine import Budget
+    from autotune.budget import Budget
 
     if epochs is None and steps is None and seconds is None:
         epochs = default_epochs
@@ -82,16 +82,22 @@ def run_cmd(
     Settings not given keep the workload's baseline recipe (batch 64, SGD lr=0.01 momentum 0.9,
     fp32, no workers, no pruning for the built-ins). Exit code 1 when the run fails.
     """
-    from autotune import engine
-    from autotune.config import load_config_file, parse_assignments, resolve_settings
+    from autotune.run import engine
+    from autotune.settings import load_config_file, parse_assignments, resolve_settings
     from autotune.workloads import DEFAULT_WORKLOAD, load_workload
 
-    budget = make_budget(budget_epochs, budget_steps, budget_seconds)
     overrides: dict[str, Any] = {}
+    run: dict[str, Any] = {}
     if config_file:
         config = load_config_file(config_file)
         overrides.update(config["settings"])
         workload = workload or config["workload"]
+        run = config["run"]
+    if budget_epochs is None and budget_steps is None and budget_seconds is None:
+        # an exported study's budget, so the run repeats the study's trial (the CLI's wins)
+        budget_epochs, budget_steps, budget_seconds = (run.get(k) for k in ("epochs", "steps", "seconds"))
+    budget = make_budget(budget_epochs, budget_steps, budget_seconds)
+    target = target if target is not None else run.get("target")
     overrides.update(parse_assignments(list(assignments)))
     registry = get_registry(plugin_paths, disabled_knobs)
     hardware = resolve_device(device)
@@ -100,7 +106,8 @@ def run_cmd(
     settings = resolve_settings(registry, hardware, wl, overrides)
     if not as_json:
         click.echo(f"training {spec} on {hardware.device_type} for {budget.describe()} ...", err=True)
-    result = engine.run(wl, settings, registry, hardware, budget, device=device, seed=seed, target=target)
+    options = engine.RunOptions(seed=seed, target=target, evals_per_epoch=int(run.get("evals_per_epoch", 1)))
+    result = engine.run(wl, settings, registry, hardware, budget, device=device, options=options)
     data = result.to_dict()
     tb = data.pop("traceback")
     if click.get_current_context().find_root().params.get("debug") and tb:
@@ -111,7 +118,7 @@ def run_cmd(
         echo_json(data)
     else:
         _print_result(data)
-    if result.status in FAILED:
+    if result.status in FAILED_RUN_STATUSES:
         if not as_json:
             click.echo(f"autotune: run {result.status}: {result.error}", err=True)
         raise SystemExit(1)

@@ -26,7 +26,7 @@ def open_tui(study: str | None = None, interval: float = 1.0, must_exist: bool =
     (a study just handed to the daemon may not be in the store yet).
     """
     from autotune.errors import UsageError
-    from autotune.store import Store
+    from autotune.storage.local import Store
 
     store = Store()
     try:

@@ -38,8 +38,8 @@ def worker(storage: str, study_name: str, workers: int | None, gpus_per_trial: i
     """
     from autotune.commands.study_output import LineReporter
     from autotune.errors import UsageError
-    from autotune.study import install_signal_handlers
-    from autotune.worker import run_worker
+    from autotune.study.runner import install_signal_handlers
+    from autotune.study.worker import run_worker
 
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
@@ -47,7 +47,7 @@ def worker(storage: str, study_name: str, workers: int | None, gpus_per_trial: i
     try:
         report = run_worker(
             storage, study_name, workers=workers, gpus_per_trial=gpus_per_trial, device=device,
-            data_dir=data_dir, plugin_paths=plugin_paths, reporter=LineReporter(quiet=as_json),
+            data_dir=data_dir, plugin_paths=plugin_paths, listeners=(LineReporter(quiet=as_json),),
         )
     except KeyboardInterrupt:
         click.echo(f"autotune: interrupted: worker left study '{study_name}'; its running trial was "
@@ -55,10 +55,13 @@ def worker(storage: str, study_name: str, workers: int | None, gpus_per_trial: i
         raise SystemExit(130)
     if as_json:
         echo_json(report)
-        return
     c = report["counts"]
-    click.echo(f"study {study_name}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed "
-               f"(all workers); best: {_best(report)}")
+    if not as_json:
+        click.echo(f"study {study_name}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed "
+                   f"(all workers); best: {_best(report)}")
+    from autotune.commands.study import fail_if_nothing_completed
+
+    fail_if_nothing_completed(study_name, report)
 
 
 def _best(report: dict[str, Any]) -> str:

@@ -7,10 +7,10 @@ Conditional settings that do not apply (momentum under Adam) are dropped.
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autotune import tomlfile
 from autotune.errors import UsageError
 from autotune.knob import Knob, Param
 
@@ -96,7 +96,8 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML or JSON config: either {"settings": {...}, "workload": ...} or a flat dict.
 
-    Returns {"settings": dict, "workload": str | None}.
+    Returns {"settings": dict, "workload": str | None, "run": dict}; `run` (from `study export`)
+    says how the study ran it: epochs / steps / seconds, target, evals_per_epoch.
     """
     path = Path(path)
     try:
@@ -107,10 +108,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            data = tomllib.loads(text)
+            data = tomlfile.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"config {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except tomlfile.TOMLDecodeError as exc:
         raise UsageError(f"config {path}: invalid TOML: {exc}") from None
     if not isinstance(data, dict):
         raise UsageError(f"config {path}: expected a table of settings")
@@ -118,7 +119,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(settings, dict):
         raise UsageError(f"config {path}: 'settings' must be a table")
     workload = data.get("workload")
-    return {"settings": dict(settings), "workload": workload}
+    run = data.get("run", {})
+    if not isinstance(run, dict):
+        raise UsageError(f"config {path}: 'run' must be a table")
+    return {"settings": dict(settings), "workload": workload, "run": dict(run)}
 
 
-_CONFIG_META = {"workload", "study", "trial", "metrics", "objective", "value", "autotune"}
+_CONFIG_META = {"workload", "study", "trial", "metrics", "objective", "value", "autotune", "run"}

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from autotune import engine
-from autotune.config import resolve_settings
+from autotune.run import engine
+from autotune.settings import resolve_settings
 from autotune.hardware import Hardware
 from autotune.registry import Registry
-from autotune.trial_process import TrialRequest, launch
+from autotune.run.trial_process import TrialRequest, launch
 from autotune.workloads import Workload, load_workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ def test_killing_a_ddp_trial_takes_its_processes_with_it(tmp_path: Path) -> None
 @needs_two_cores
 def test_ddp_needs_a_workload_it_can_build_again(registry: Registry, hardware: Hardware) -> None:
     loaded = load_workload("digits", registry)
-    assert loaded.origin == {"spec": "digits", "data_dir": None}
+    assert loaded.origin == {"spec": "digits", "data_dir": None, "workdir": None}
     changed = dataclasses.replace(loaded, description="changed in code")
     assert changed.origin is None  # a changed copy is not what "digits" builds
     settings = resolve_settings(registry, hardware, changed, DDP)
@@ -172,8 +172,8 @@ def test_data_parallel_trains_on_two_gpus(mode: str, registry: Registry) -> None
 
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2+ CUDA GPUs")
-    from autotune import engine
-    from autotune.config import resolve_settings
+    from autotune.run import engine
+    from autotune.settings import resolve_settings
     from autotune.hardware import detect
     from autotune.workloads import load_workload
 

@@ -2,36 +2,34 @@
 
 TOML (default) or JSON. Top-level keys: workload, study, trial, objective, value; then a
 [settings] table with the trial's full resolved settings and a [metrics] table for reference.
-autotune.config.load_config_file reads `workload` and `settings` and ignores the rest.
-Torch-free. TOML is written by hand: values are flat str/int/float/bool (lists of them allowed).
+autotune.settings.load_config_file reads `workload` and `settings` and ignores the rest.
+Torch-free. TOML through tomli-w.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 from typing import Any
 
-from optuna.trial import FrozenTrial
+import tomli_w
 
 from autotune.errors import UsageError
-from autotune.results import StudyLike, TrialRow, best_row, study_objective, trial_rows
+from autotune.objectives import OBJECTIVES
+from autotune.storage.reading import StudyLike, trial_rows
+from autotune.storage.results import best_row, study_objective
+from autotune.storage.trial_row import TrialRow
 
 FORMATS = ("toml", "json")
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def export_config(
-    study: StudyLike, trial: int | FrozenTrial | TrialRow | None = None, fmt: str = "toml"
-) -> str:
+def export_config(study: StudyLike, trial: Any = None, fmt: str = "toml") -> str:
     """The config of `trial` (a number, FrozenTrial or TrialRow), or of the recommended trial
     (results.best_row)."""
     if fmt not in FORMATS:
         raise UsageError(f"export format {fmt!r}: choose toml or json")
     rows = trial_rows(study)
-    if isinstance(trial, (FrozenTrial, TrialRow)):
-        trial = trial.number
+    if trial is not None and not isinstance(trial, int):
+        trial = trial.number  # a FrozenTrial or a TrialRow
     if trial is None:
         row = best_row(study, rows)
         if row is None:
@@ -57,9 +55,28 @@ def config_dict(study: StudyLike, row: TrialRow) -> dict[str, Any]:
     if row.values is not None:
         data["value"] = row.values[0] if len(row.values) == 1 else list(row.values)
     data = {k: v for k, v in data.items() if v is not None}
+    run = run_table(study.user_attrs)
+    if run:
+        data["run"] = run
     data["settings"] = {k: v for k, v in row.settings.items() if v is not None}
     data["metrics"] = {k: v for k, v in row.metrics.items() if v is not None}
     return data
+
+
+def run_table(user_attrs: dict[str, Any]) -> dict[str, Any]:
+    """How the study ran its trials, so `trial run --config` repeats the run: the budget (epochs,
+    steps or seconds), the target accuracy and how often validation ran."""
+    attrs = user_attrs.get("autotune") or {}
+    run: dict[str, Any] = {}
+    budget = attrs.get("budget")
+    if isinstance(budget, dict):
+        run.update({k: v for k, v in budget.items() if k in ("epochs", "steps", "seconds") and v is not None})
+    target = user_attrs.get("target", attrs.get("target"))
+    if target is not None:
+        run["target"] = target
+    if attrs.get("objective") in OBJECTIVES:
+        run["evals_per_epoch"] = OBJECTIVES[attrs["objective"]].evals_per_epoch
+    return run
 
 
 def _header(data: dict[str, Any]) -> str:
@@ -71,35 +88,16 @@ def _header(data: dict[str, Any]) -> str:
 
 
 def to_toml(data: dict[str, Any], header: str = "") -> str:
-    """A TOML document for a dict of scalars and one level of tables of scalars."""
-    scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
-    tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
-    out = [header] if header else []
-    out += [f"{_key(k)} = {_value(v)}" for k, v in scalars]
-    for name, table in tables:
-        out += ["", f"[{_key(name)}]"]
-        out += [f"{_key(k)} = {_value(v)}" for k, v in table.items() if v is not None]
-    return "\n".join(out) + "\n"
+    """A TOML document for a dict of scalars and tables of scalars; None values are left out."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value if v is not None]
+        return value
 
-
-def _key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else json.dumps(key, ensure_ascii=False)
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        # A JSON string without ASCII escaping is a valid TOML basic string.
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_value(v) for v in value if v is not None) + "]"
-    raise UsageError(f"cannot write {type(value).__name__} value {value!r} to TOML")
+    try:
+        text = tomli_w.dumps(clean(data))
+    except TypeError as exc:
+        raise UsageError(f"cannot write this configuration as TOML: {exc}") from None
+    return f"{header}\n{text}" if header else text

@@ -1,7 +1,7 @@
 """Multi-process runs: one training run spread over N processes with torch.distributed.
 
 A knob asks for N processes (`TrainingPlan.processes`, the data_parallel knob's "ddp" mode).
-`engine.run` then hands the run to `run_in_processes`, which acts like torchrun's agent:
+`autotune.run.engine.run` then hands the run to `run_in_processes`, which acts like torchrun's agent:
 - it starts N fresh interpreters (the "spawn" start method: CUDA must not be forked), each
   rebuilding the registry, workload and settings from plain data (`RankJob`), so plugin files and
   import-path workloads work as in one process;
@@ -23,7 +23,6 @@ import datetime
 import multiprocessing
 import multiprocessing.connection
 import os
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -32,12 +31,14 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 import torch.distributed as dist
 
-from autotune.knob import Rank
-from autotune.trial_process import describe_exit, die_with_parent
+from autotune.errors import Unsupported
+from autotune.run.child import describe_exit, die_with_parent, relay, serve
+from autotune.run.collective import backend_for
+from autotune.run.plan import Rank
+from autotune.run.types import EvalPoint, Progress, RunOptions, RunResult
 
 if TYPE_CHECKING:
     from autotune.budget import Budget
-    from autotune.engine import EvalPoint, Progress, RunResult
     from autotune.hardware import Hardware
     from autotune.registry import Registry
     from autotune.workloads import Workload
@@ -47,36 +48,9 @@ if TYPE_CHECKING:
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=15)
 # After process 0 reports, the others are at most a collective behind it.
 STRAGGLER_SECONDS = 60.0
-FAILED_STATUSES = ("failed", "oom", "unsupported")
-
-
-def backend_for(device_type: str) -> str:
-    return "nccl" if device_type == "cuda" else "gloo"
-
-
-class Collective:
-    """The few agreements a data-parallel run needs, as collectives over the process group."""
-
-    def __init__(self, device: torch.device) -> None:
-        # NCCL only moves device tensors; gloo takes CPU tensors
-        self.device = device
-
-    def any(self, *flags: bool) -> list[bool]:
-        """Each flag is True on every process when it is True on any process."""
-        values = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=self.device)
-        dist.all_reduce(values, op=dist.ReduceOp.MAX)
-        return [bool(v) for v in values.tolist()]
-
-    def from_first(self, flag: bool) -> bool:
-        """Process 0's flag, on every process."""
-        value = torch.tensor([int(flag)], dtype=torch.int32, device=self.device)
-        dist.broadcast(value, src=0)
-        return bool(value.item())
-
-    def sum(self, *values: float) -> list[float]:
-        total = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        return total.tolist()
+# A process that ends with one of these left the others waiting in a collective that will never
+# complete: the group is broken and they are killed. (A diverged run stops on every process alike.)
+GROUP_BREAKING = ("failed", "oom", "unsupported")
 
 
 @dataclass
@@ -85,13 +59,14 @@ class RankJob:
 
     workload: str
     data_dir: str | None
+    workdir: str | None
     plugin_paths: tuple[str, ...]
     disabled_knobs: tuple[str, ...]
     entry_points: bool
     hardware: "Hardware"
     settings: dict[str, Any]
     budget: dict[str, Any]
-    options: dict[str, Any]  # engine.run's keyword options: seed, target, warmup_steps, ...
+    options: RunOptions
     world_size: int
     backend: str
     store_port: int
@@ -102,25 +77,13 @@ def rank_main(job: RankJob, rank: int, conn: Any, parent_pid: int) -> None:
     die_with_parent()
     if os.getppid() != parent_pid:  # the parent died while this interpreter was importing torch
         os._exit(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launching process handles Ctrl-C
-    try:
-        conn.send(("result", _rank_run(job, rank, conn)))
-    except BaseException as exc:
-        import traceback
-
-        traceback.print_exc()
-        try:
-            conn.send(("error", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__))
-        except (BrokenPipeError, OSError):
-            pass
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+    serve(conn, lambda reporter: _rank_run(job, rank, reporter))
 
 
-def _rank_run(job: RankJob, rank: int, conn: Any) -> dict[str, Any]:
-    from autotune import engine
+def _rank_run(job: RankJob, rank: int, reporter: Any) -> dict[str, Any]:
+    from autotune.budget import Budget
     from autotune.registry import load_registry
+    from autotune.run.local import run_here
     from autotune.workloads import load_workload
 
     device = job.hardware.device_type
@@ -130,27 +93,20 @@ def _rank_run(job: RankJob, rank: int, conn: Any) -> dict[str, Any]:
     registry = load_registry(
         plugin_paths=job.plugin_paths, disabled_knobs=job.disabled_knobs, entry_points=job.entry_points
     )
-    workload = load_workload(job.workload, registry, data_dir=job.data_dir)
+    workload = load_workload(job.workload, registry, data_dir=job.data_dir, workdir=job.workdir)
     store = dist.TCPStore("127.0.0.1", job.store_port, is_master=False, timeout=COLLECTIVE_TIMEOUT)
     dist.init_process_group(
         job.backend, store=store, rank=rank, world_size=job.world_size, timeout=COLLECTIVE_TIMEOUT
     )
-
-    def on_eval(point: "EvalPoint") -> bool:
-        conn.send(("eval", asdict(point)))
-        return conn.recv() == "prune"
-
-    def on_progress(progress: "Progress") -> None:
-        conn.send(("progress", asdict(progress)))
-
     first = rank == 0  # the one that measures and reports
-    result = engine.run(
-        workload, job.settings, registry, job.hardware, engine.Budget(**job.budget), **job.options,
-        device=device, on_eval=on_eval if first else None, on_progress=on_progress if first else None,
+    result = run_here(
+        workload, job.settings, registry, job.hardware, Budget(**job.budget), job.options,
+        device=device, on_eval=reporter.on_eval if first else None,
+        on_progress=reporter.on_progress if first else None,
         rank=Rank(rank, job.world_size, job.backend),
     )
     # after a failure the others are stuck in a collective and get killed: don't wait on them
-    if result.status not in FAILED_STATUSES:
+    if result.status not in GROUP_BREAKING:
         dist.destroy_process_group()
     if result.traceback:
         print(result.traceback, file=sys.stderr, flush=True)
@@ -164,20 +120,15 @@ def run_in_processes(
     registry: "Registry",
     hardware: "Hardware",
     budget: "Budget",
-    options: dict[str, Any],
-    on_eval: Callable[["EvalPoint"], bool | None] | None,
-    on_progress: Callable[["Progress"], None] | None,
-) -> "RunResult":
+    options: RunOptions,
+    on_eval: Callable[[EvalPoint], bool | None] | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> RunResult:
     """Run the training in `processes` processes and return process 0's result.
-
-    `options` are engine.run's keyword options (seed, target, ...), plain data for each process.
 
     Peak memory is the largest of any process (each has its own device). Never raises for a
     failing process: the result says which one failed and why.
     """
-    from autotune.engine import EvalPoint, Progress, RunResult
-    from autotune.errors import Unsupported
-
     if workload.origin is None:
         raise Unsupported(
             f"workload '{workload.name}' was built in code, not loaded by name: the "
@@ -187,14 +138,22 @@ def run_in_processes(
         "127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=COLLECTIVE_TIMEOUT
     )
     job = RankJob(
-        workload=workload.origin["spec"], data_dir=workload.origin["data_dir"],
+        workload=workload.origin["spec"], data_dir=workload.origin["data_dir"], workdir=workload.origin.get("workdir"),
         plugin_paths=registry.plugin_paths, disabled_knobs=registry.disabled_knobs,
         entry_points=registry.entry_points, hardware=hardware, settings=dict(settings),
-        budget=asdict(budget), options=dict(options), world_size=processes,
+        budget=asdict(budget), options=options, world_size=processes,
         backend=backend_for(hardware.device_type),
         store_port=store.port,
     )
     ctx = multiprocessing.get_context("spawn")
+
+    def eval_point(payload: dict[str, Any]) -> bool | None:
+        return on_eval(EvalPoint(**payload)) if on_eval is not None else False
+
+    def progress(payload: dict[str, Any]) -> None:
+        if on_progress is not None:
+            on_progress(Progress(**payload))
+
     started = time.perf_counter()
     procs, conns = [], {}
     results: dict[int, dict[str, Any]] = {}
@@ -222,15 +181,12 @@ def run_in_processes(
                     except (EOFError, OSError):
                         del conns[item]
                         continue
-                    if kind == "progress" and on_progress is not None:
-                        on_progress(Progress(**payload))
-                    elif kind == "eval":
-                        prune = bool(on_eval(EvalPoint(**payload))) if on_eval is not None else False
-                        item.send("prune" if prune else "continue")
-                    elif kind == "result":
+                    if relay(item, kind, payload, eval_point, progress):
+                        continue
+                    if kind == "result":
                         results[rank] = payload
                         first_result_at = first_result_at or time.perf_counter()
-                        if payload["status"] in FAILED_STATUSES:
+                        if payload["status"] in GROUP_BREAKING:
                             failure = (rank, payload["status"], payload.get("error"))
                     elif kind == "error":
                         failure = (rank, "failed", payload)
@@ -265,7 +221,6 @@ def run_in_processes(
             error=f"process {rank} of {processes}: {error}",
             peak_memory_bytes=max((r.get("peak_memory_bytes") or 0 for r in results.values()), default=None),
         )
-    first = dict(results[0])
-    first["curve"] = [EvalPoint(**p) for p in first["curve"]]
-    first["peak_memory_bytes"] = max(r.get("peak_memory_bytes") or 0 for r in results.values())
-    return RunResult(**first)
+    first = RunResult.from_dict(results[0])
+    first.peak_memory_bytes = max(r.get("peak_memory_bytes") or 0 for r in results.values())
+    return first

@@ -1,4 +1,4 @@
-"""autotune.results and autotune.export on real Optuna SQLite studies shaped like the runner's."""
+"""autotune.storage (readers, results, export) on real Optuna SQLite studies shaped like the runner's."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune import results
-from autotune.config import load_config_file
+from autotune.storage import reading, results
+from autotune.storage.trial_row import row_from_frozen
+from autotune.settings import load_config_file
 from autotune.errors import UsageError
-from autotune.export import export_config
+from autotune.storage.export import export_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -86,7 +87,7 @@ OPENERS = ["open_study", "open_view"]
 
 
 def opened(opener: str, url: str, name: str) -> Any:
-    return getattr(results, opener)(url, name)
+    return getattr(reading, opener)(url, name)
 
 
 @pytest.mark.parametrize("opener", OPENERS)
@@ -103,8 +104,8 @@ def test_open_missing_file_or_study(tmp_path: Path, opener: str) -> None:
 def test_open_view_reads_like_optuna(tta: tuple[str, optuna.Study]) -> None:
     """SqliteStudy: Optuna's name, directions and user attrs, without SQLAlchemy."""
     url, study = tta
-    view = results.open_view(url, "tta")
-    assert isinstance(view, results.SqliteStudy)
+    view = reading.open_view(url, "tta")
+    assert isinstance(view, reading.SqliteStudy)
     assert (view.study_name, view.directions, view.user_attrs) == (
         study.study_name, study.directions, study.user_attrs)
     study.set_user_attr("confirmation", {"speedup_median": 3.5})
@@ -114,7 +115,7 @@ def test_open_view_reads_like_optuna(tta: tuple[str, optuna.Study]) -> None:
 @pytest.mark.parametrize("opener", OPENERS)
 def test_trial_rows_follow_the_contract(tta: tuple[str, optuna.Study], opener: str) -> None:
     url, _ = tta
-    rows = results.trial_rows(opened(opener, url, "tta"))
+    rows = reading.trial_rows(opened(opener, url, "tta"))
     assert [r.number for r in rows] == list(range(7))
     assert [r.state for r in rows] == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE", "FAIL", "COMPLETE", "RUNNING"]
     base, pruned, failed, running = rows[0], rows[2], rows[4], rows[6]
@@ -134,8 +135,8 @@ def test_trial_rows_follow_the_contract(tta: tuple[str, optuna.Study], opener: s
 
 def test_direct_sqlite_reader_matches_optuna(tta: tuple[str, optuna.Study]) -> None:
     url, _ = tta
-    fast = results.trial_rows(results.open_study(url, "tta"))
-    public = [results.row_from_frozen(t) for t in optuna.load_study(study_name="tta", storage=url).get_trials()]
+    fast = reading.trial_rows(reading.open_study(url, "tta"))
+    public = [row_from_frozen(t) for t in optuna.load_study(study_name="tta", storage=url).get_trials()]
     assert fast == public
     assert [r.distributions for r in fast] == [r.distributions for r in public]
 
@@ -147,15 +148,15 @@ def test_trial_rows_are_incremental(tta: tuple[str, optuna.Study], opener: str) 
     url, writer = tta
     study = (optuna.load_study(study_name="tta", storage=url) if opener == "load_study"
              else opened(opener, url, "tta"))
-    first = results.trial_rows(study)
+    first = reading.trial_rows(study)
     writer.add_trial(trial(7, TrialState.COMPLETE, [8.0]))
     writer.tell(6, 12.0)
-    second = results.trial_rows(study)
+    second = reading.trial_rows(study)
     assert [r.number for r in second] == list(range(8))
     assert all(a is b for a, b in zip(first[:6], second[:6]))  # finished rows reused, not rebuilt
     assert second[6].state == "COMPLETE" and second[6].values == [12.0]
     assert second[7].values == [8.0]
-    assert [r.number for r in results.trial_rows(study, since_number=6)] == [6, 7]
+    assert [r.number for r in reading.trial_rows(study, since_number=6)] == [6, 7]
 
 
 @pytest.mark.parametrize("opener", OPENERS)
@@ -181,7 +182,7 @@ def test_summary_maximize_speedup(tmp_path: Path) -> None:
         trial(1, TrialState.COMPLETE, [2500.0]),
         trial(2, TrialState.COMPLETE, [1800.0]),
     ])
-    s = results.summary(results.open_study(url, "thr"), None)
+    s = results.summary(reading.open_study(url, "thr"), None)
     assert s["best_number"] == 1 and s["speedup"] == pytest.approx(2.5)
     assert s["state"] == "finished" and s["eta"] is None
 
@@ -204,14 +205,14 @@ def test_pareto_front_and_recommendation(tmp_path: Path, opener: str) -> None:
 
 def test_importances(tmp_path: Path, tta: tuple[str, optuna.Study]) -> None:
     url, _ = tta
-    assert results.importances(results.open_study(url, "tta")) != {}  # 4 COMPLETE trials
+    assert results.importances(reading.open_study(url, "tta")) != {}  # 4 COMPLETE trials
     few, _ = make_study(tmp_path, "few", "accuracy", ["maximize"], [
         trial(0, TrialState.COMPLETE, [0.9]), trial(1, TrialState.COMPLETE, [0.8]),
     ])
-    assert results.importances(results.open_study(few, "few")) == {}
+    assert results.importances(reading.open_study(few, "few")) == {}
     many = [trial(i, TrialState.COMPLETE, [0.8 + (i % 4) * 0.03]) for i in range(20)]
     url2, _ = make_study(tmp_path, "many", "accuracy", ["maximize"], many)
-    fast = results.importances(results.open_view(url2, "many"))
+    fast = results.importances(reading.open_view(url2, "many"))
     public = results.importances(optuna.load_study(study_name="many", storage=url2))
     assert set(fast) == set(DISTS) and sum(fast.values()) == pytest.approx(1.0)
     assert fast == pytest.approx(public)
@@ -227,7 +228,7 @@ def test_export_round_trip(tta: tuple[str, optuna.Study], tmp_path: Path, fmt: s
     path.write_text(text)
     config = load_config_file(path)
     assert config["workload"] == "digits"
-    best = results.trial_rows(study)[3]
+    best = reading.trial_rows(study)[3]
     assert config["settings"] == best.settings
     if fmt == "toml":
         assert text.startswith("# autotune: trial 3 of study 'tta'")
@@ -237,7 +238,7 @@ def test_export_round_trip(tta: tuple[str, optuna.Study], tmp_path: Path, fmt: s
 
 def test_export_other_trial_and_errors(tta: tuple[str, optuna.Study], tmp_path: Path) -> None:
     url, writer = tta
-    study = results.open_study(url, "tta")
+    study = reading.open_study(url, "tta")
     path = tmp_path / "t1.toml"
     path.write_text(export_config(study, trial=1))
     assert load_config_file(path)["settings"]["learning_rate"] == pytest.approx(0.002)
@@ -248,7 +249,7 @@ def test_export_other_trial_and_errors(tta: tuple[str, optuna.Study], tmp_path: 
         export_config(study, fmt="yaml")
     empty, _ = make_study(tmp_path, "empty", "accuracy", ["maximize"], [])
     with pytest.raises(UsageError, match="no complete trial"):
-        export_config(results.open_study(empty, "empty"))
+        export_config(reading.open_study(empty, "empty"))
 
 
 def test_summary_device_falls_back_to_the_fingerprint(tmp_path: Path) -> None:
@@ -256,4 +257,4 @@ def test_summary_device_falls_back_to_the_fingerprint(tmp_path: Path) -> None:
     attrs = dict(study.user_attrs["autotune"], device=None)  # started without --device
     study.set_user_attr("autotune", attrs)
     study.set_user_attr("hardware", {"device_type": "cuda"})
-    assert results.summary(results.open_study(url, "auto"), None)["device"] == "cuda"
+    assert results.summary(reading.open_study(url, "auto"), None)["device"] == "cuda"

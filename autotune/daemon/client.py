@@ -19,19 +19,18 @@ from typing import Any
 
 import click
 
-from autotune.daemon import (
+from autotune.daemon.files import (
     DaemonError,
     DaemonPaths,
-    check_queueable,
-    ensure_home,
     is_ready,
     looks_like_daemon,
     new_submission_id,
     read_pidfile,
     read_state,
     running_pid,
-    write_atomic,
 )
+from autotune.daemon.inbox import check_queueable
+from autotune.home import ensure_home, write_atomic
 from autotune.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -72,8 +71,10 @@ def start_daemon(
     out = os.open(paths.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         # A new session: no controlling terminal, and Ctrl-C in this shell does not reach it.
+        # cwd: `-m` puts it first on sys.path, where a folder named autotune would shadow the
+        # package (the daemon needs no folder of the user's: a spec's paths are absolute)
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-                                start_new_session=True, close_fds=True)
+                                start_new_session=True, close_fds=True, cwd=paths.home)
     finally:
         os.close(out)
     proc.returncode = 0  # it outlives us on purpose: keep Popen.__del__ from warning about it
@@ -169,7 +170,7 @@ def submit(spec: Any, *, as_json: bool = False, quiet: bool = False) -> dict[str
     Bad input raises UsageError (exit code 2) and queues nothing. Returns what it printed as JSON:
     {"name": ..., "status": "queued", "daemon_pid": ...}.
     """
-    from autotune.store import Store
+    from autotune.storage.local import Store
 
     began = time.perf_counter()
     paths = DaemonPaths(ensure_home())
@@ -184,7 +185,7 @@ def submit(spec: Any, *, as_json: bool = False, quiet: bool = False) -> dict[str
     answer = _ask_daemon(paths, pid, spec) if pid is not None and is_ready(paths, pid) else None
     started = False
     if answer is None:
-        from autotune.daemon import validate_and_queue
+        from autotune.daemon.inbox import validate_and_queue
 
         validate_and_queue(spec)
         pid = running_pid(paths)

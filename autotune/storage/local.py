@@ -1,4 +1,4 @@
-"""autotune's own local state, in `$AUTOTUNE_HOME/autotune.db` through sqlite-utils.
+"""autotune's own local state, in `$AUTOTUNE_HOME/autotune.db` through sqlite-utils (the `Store`).
 
 Trial results live in Optuna's storage (they travel with the study). This database holds what only
 this machine needs and what other local processes (CLI, terminal UI, daemon) watch:
@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import filelock
 import sqlite_utils
 from sqlite_utils import Migrations
 
-from autotune.errors import UsageError
-from autotune.home import autotune_home
-
-STUDY_STATES = ("queued", "running", "paused", "stopping", "stopped", "finished", "failed")
-ACTIVE_STATES = ("queued", "running", "paused", "stopping")
+from autotune.errors import DataError, UsageError
+from autotune.home import autotune_home, private_file
+from autotune.storage.rdb import without_password
+from autotune.statuses import STUDY_STATES
 
 migrations = Migrations("autotune")
 
@@ -107,10 +107,19 @@ class Store:
         self.path = Path(path) if path is not None else default_path()
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)
             self.db = connect(self.path)
-            migrations.apply(self.db)
-        except (OSError, sqlite3.OperationalError) as exc:
+            # Two commands starting at once on a fresh home would both create the tables.
+            with filelock.FileLock(self.path.with_name(self.path.name + ".lock"), mode=0o600):
+                migrations.apply(self.db)
+        except sqlite3.OperationalError as exc:
+            raise UsageError(f"cannot open autotune's database {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
+            raise DataError(
+                f"autotune's database {self.path} is damaged ({exc}); move it aside to start afresh "
+                f"(its studies' trials stay in their storage)"
+            ) from None
+        except OSError as exc:
             raise UsageError(f"cannot open autotune's database {self.path}: {exc}") from None
 
     def close(self) -> None:
@@ -135,6 +144,10 @@ class Store:
     ) -> None:
         now = time.time()
         existing = self.get_study(name)
+        # A password stays on the command line or in AUTOTUNE_STORAGE: never in this file.
+        storage = without_password(storage)
+        if isinstance(spec.get("storage"), str):
+            spec = {**spec, "storage": without_password(spec["storage"])}
         row = {
             "name": name,
             "storage": storage,

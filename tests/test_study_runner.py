@@ -16,8 +16,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autotune.store import Store
-from autotune.study import StudyRunner, StudySpec, counted_trials, prepare
+from autotune.storage.local import Store
+from autotune.spec import StudySpec
+from autotune.study.prepare import prepare
+from autotune.study.runner import StudyRunner
+from autotune.study.slots import counted_trials
 
 REPO = Path(__file__).resolve().parents[1]
 

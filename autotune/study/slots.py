@@ -1,5 +1,5 @@
-"""Several runners sharing one study, on one machine or many: `autotune worker`, and the rules
-that keep their trials counted exactly once.
+"""Several runners sharing one study, on one machine or many: the rules that keep their trials
+counted exactly once (`autotune worker` itself is autotune.study.worker).
 
 A study in a shared storage (PostgreSQL) can be run by any number of runners at once:
 `autotune study start` where it was created, `autotune worker` anywhere else, each running one
@@ -8,7 +8,7 @@ or more trials at a time. They coordinate only through the storage:
 - **Slots.** A study has `n_trials` slots. A trial trains only after it has claimed one:
   `claim()` takes a short cross-runner lock (a PostgreSQL advisory lock, a file lock for SQLite)
   and grants the slot when `counted + claimed + reserved < n_trials`, where `counted` are
-  finished trials that count (`study.counted_trials`), `claimed` are RUNNING trials holding a
+  finished trials that count (`counted_trials`, the rule of autotune.storage.results.done_count), `claimed` are RUNNING trials holding a
   slot (user attr `slot` equal to their own number) and `reserved` are trials that must run
   whatever happens: WAITING ones (the baseline, retries, enqueued trials) and such trials
   already popped but not yet claimed. So the count can never overshoot, and the baseline or a
@@ -24,7 +24,7 @@ or more trials at a time. They coordinate only through the storage:
   grace period, and RetryHeartbeatStaleTrialCallback re-enqueues it once (system attr
   `failed_trial`); the FAIL does not count, its retry does.
 
-Nothing here imports torch; `run_worker` imports the runner lazily.
+Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -35,21 +35,31 @@ import logging
 import threading
 import time
 import warnings
-import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import filelock
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.errors import UsageError
-from autotune.storage import display_url
+from autotune.statuses import RunStatus
+from autotune.storage.results import done_count
+from autotune.storage.trial_row import row_from_frozen
 
 logger = logging.getLogger(__name__)
 
 SLOT_ATTR = "slot"
-SURPLUS = "surplus"
+SURPLUS = RunStatus.SURPLUS
 POLL_SECONDS = 1.0
+
+
+def counted_in(trials: list[FrozenTrial]) -> int:
+    """Trials that count toward --n-trials (autotune.storage.results.done_count)."""
+    return done_count([row_from_frozen(t) for t in trials])
+
+
+def counted_trials(study: optuna.Study) -> int:
+    return counted_in(study.get_trials(deepcopy=False))
 
 
 def is_priority(t: FrozenTrial) -> bool:
@@ -106,8 +116,6 @@ class StudySlots:
     # decisions --------------------------------------------------------------------------------
 
     def _tally(self, trials: list[FrozenTrial], me: int | None) -> tuple[int, int, int]:
-        from autotune.study import counted_in
-
         counted = counted_in(trials)
         claimed = sum(1 for t in trials if t.number != me and holds_slot(t))
         reserved = sum(
@@ -209,86 +217,5 @@ def _mysql_lock(engine: Any, name: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     # SQLite is single-machine, so a file lock next to the database covers every runner.
-    import fcntl  # POSIX only; imported here so that the rest works without it
-
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-# `autotune worker` ---------------------------------------------------------------------------
-
-
-def load_spec(storage_url: str, name: str, wait: float = 10.0) -> Any:
-    """The StudySpec stored with study `name`. UsageError (exit 2) when there is no such study."""
-    from autotune.storage import open_storage, sqlite_path
-    from autotune.study import StudySpec
-
-    path = sqlite_path(storage_url)
-    if path is not None and not path.is_file():  # Optuna would create an empty database
-        raise UsageError(f"no study '{name}' in {storage_url} (no such file)")
-    storage = open_storage(storage_url)
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise UsageError(
-            f"no study '{name}' in {display_url(storage_url)}: create it first with "
-            f"`autotune study start --name {name} --storage URL ...`"
-        ) from None
-    # The creator writes the spec right after creating the study: give it a moment.
-    deadline = time.monotonic() + wait
-    data = study.user_attrs.get("autotune")
-    while not data and time.monotonic() < deadline:
-        time.sleep(0.5)
-        data = study.user_attrs.get("autotune")
-    if not data:
-        raise UsageError(
-            f"study '{name}' in {display_url(storage_url)} was not created by autotune "
-            f"(no 'autotune' study attribute)"
-        )
-    return StudySpec.from_dict(data)
-
-
-def run_worker(
-    storage_url: str,
-    name: str,
-    *,
-    workers: int | None = None,
-    gpus_per_trial: int | None = None,
-    device: str | None = None,
-    data_dir: str | None = None,
-    plugin_paths: tuple[str, ...] = (),
-    reporter: Callable[[str, dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Run trials of the existing study `name` until it has its count. Returns the report.
-
-    Only loads the study (never creates it, never enqueues the baseline) and never runs the
-    final confirmation: both belong to `autotune study start`.
-    """
-    from autotune.devices import trial_pool_for
-    from autotune.store import Store
-    from autotune.study import RUNNER_ID, StudyRunner, prepare
-
-    spec = load_spec(storage_url, name)
-    spec.storage = storage_url
-    spec.device = device  # the creator's device choice says nothing about this machine
-    if data_dir is not None:
-        spec.data_dir = data_dir
-    if plugin_paths:
-        spec.plugin_paths = tuple(plugin_paths)
-    spec.workers = workers or 1
-    prepared = prepare(spec)
-
-    pool, spec.workers = trial_pool_for(prepared.hardware, workers, gpus_per_trial)
-    if pool is not None:
-        spec.device = "cuda"
-
-    store = Store()
-    runner = StudyRunner(prepared, store, reporter=reporter, devices=pool)
-    if spec.seed is not None:
-        runner.sampler_seed = (spec.seed + zlib.crc32(RUNNER_ID.encode())) % 2**32
-    runner.open(create=False)
-    return runner.run(confirm=False)
+    with filelock.FileLock(path, mode=0o600):
+        yield

@@ -1,0 +1,121 @@
+"""One training run in this process: build the plan from the knobs, train, measure, clean up.
+
+A data-parallel run's processes each run this (with their `rank`); autotune.run.engine decides
+whether a run happens here or spread over several processes.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import traceback
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from autotune.budget import Budget
+from autotune.errors import RunError, Unsupported
+from autotune.run.loop import train
+from autotune.run.measure import nonzero_fraction, peak_memory, seed_everything
+from autotune.run.plan import Rank, TrainingPlan
+from autotune.run.types import EvalPoint, Progress, RunOptions, RunResult
+
+if TYPE_CHECKING:
+    from autotune.hardware import Hardware
+    from autotune.registry import Registry
+    from autotune.workloads import Workload
+
+# Asked to spread a run over N processes: returns their combined result (autotune.run.engine).
+Spread = Callable[[int], RunResult]
+
+
+def build_plan(
+    registry: "Registry",
+    hardware: "Hardware",
+    workload: "Workload",
+    settings: dict[str, Any],
+    device: torch.device,
+    rank: Rank | None = None,
+) -> TrainingPlan:
+    """Let every available knob edit a fresh plan with its settings."""
+    plan = TrainingPlan(
+        device=device, hardware=hardware, workload=workload, loss_fn=workload.loss_fn, rank=rank
+    )
+    for knob in registry.knobs.values():
+        if knob.unavailable(hardware) is not None:
+            continue
+        mine = {p.name: settings[p.name] for p in knob.params(hardware) if p.name in settings}
+        try:
+            knob.apply(mine, plan)
+        except Unsupported:
+            raise
+        except Exception as exc:
+            plugin = registry.knob_plugins.get(knob.name, "?")
+            raise RunError(
+                f"knob '{knob.name}' (plugin '{plugin}') raised in apply: {type(exc).__name__}: {exc}"
+            ) from exc
+    if plan.optimizer_factory is None:
+        plan.optimizer_factory = torch.optim.SGD
+        plan.optimizer_kwargs.setdefault("lr", 0.01)
+    return plan
+
+
+def run_here(
+    workload: "Workload",
+    settings: dict[str, Any],
+    registry: "Registry",
+    hardware: "Hardware",
+    budget: Budget,
+    options: RunOptions,
+    *,
+    device: str | None = None,
+    on_eval: Callable[[EvalPoint], bool | None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    rank: Rank | None = None,
+    spread: Spread | None = None,
+) -> RunResult:
+    """Train `workload` under `settings` for `budget` in this process and measure it.
+
+    When the knobs ask for several processes and this is not one of them (`rank` None),
+    `spread(processes)` runs it instead. Failures inside training come back as a RunResult with
+    status "failed" / "oom" / "unsupported" and the exception's message, never as an exception.
+    """
+    wall_start = time.perf_counter()
+    dev = torch.device(device or hardware.device_type)
+    result = RunResult(status="ok", settings=dict(settings), device=str(dev), target=options.target)
+    plan: TrainingPlan | None = None
+    model = optimizer = None
+    try:
+        seed_everything(options.seed)
+        plan = build_plan(registry, hardware, workload, settings, dev, rank)
+        if plan.processes > 1 and rank is None:
+            if spread is None:
+                raise Unsupported(f"the knobs ask for {plan.processes} processes, and this run cannot start them")
+            result = spread(plan.processes)
+        else:
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            model, optimizer = train(plan, budget, result, options, on_eval, on_progress)
+            result.nonzero_fraction = nonzero_fraction(model)
+    except Unsupported as exc:
+        result.status, result.error = "unsupported", str(exc)
+    except torch.OutOfMemoryError as exc:
+        result.status, result.error = "oom", f"out of memory: {str(exc).splitlines()[0]}"
+    except RunError as exc:
+        result.status, result.error = "failed", str(exc)
+    except Exception as exc:
+        result.status = "failed"
+        result.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        result.traceback = traceback.format_exc()
+    finally:
+        if plan is None or plan.processes == 1 or rank is not None:
+            result.peak_memory_bytes = peak_memory(dev)
+        if plan is not None:
+            for cleanup in plan.cleanups:
+                cleanup()
+        del model, optimizer, plan
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    result.wall_time = time.perf_counter() - wall_start
+    return result

@@ -1,0 +1,281 @@
+"""The training loop of one process: loaders, the measured steps, validation, early stops.
+
+What is measured, and how, is described in autotune.run.engine; `train` fills a RunResult.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections import deque
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from autotune.budget import Budget
+from autotune.errors import Unsupported
+from autotune.run.collective import Collective
+from autotune.run.measure import peak_memory, quantile, sync, worker_init
+from autotune.run.plan import TrainingPlan
+from autotune.run.types import EvalPoint, Progress, RunOptions, RunResult
+
+
+class Stop(Exception):
+    """Ends training early with a status: ok (target reached), pruned or diverged."""
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+
+
+def loaders(plan: TrainingPlan, seed: int) -> tuple[DataLoader, DataLoader]:
+    """The training and validation loaders; Unsupported when a batch is larger than the data it
+    is drawn from (it would silently be the whole set, and the run would report a batch size it
+    never used)."""
+    kwargs = dict(plan.loader)
+    if kwargs.get("num_workers", 0) > 0:
+        kwargs.setdefault("worker_init_fn", worker_init)
+    train_data, val_data = plan.workload.train_data, plan.workload.val_data
+    world = plan.rank.world_size if plan.rank is not None else 1
+    try:
+        shard = math.ceil(len(train_data) / world)  # type: ignore[arg-type]
+    except TypeError:  # an iterable dataset: its size is not known
+        shard = None
+    if shard is not None and plan.batch_size > shard:
+        whose = "each process's share of the training set" if world > 1 else "the training set"
+        raise Unsupported(f"batch_size {plan.batch_size:,} is larger than {whose} ({shard:,} samples)")
+    val_batch = max(plan.batch_size, 256)
+    if plan.rank is not None:
+        # each process trains on its own shard (reshuffled each epoch by set_epoch), and
+        # validates every world_size-th sample: the shards cover the set exactly once
+        sampler = DistributedSampler(
+            train_data, num_replicas=plan.rank.world_size, rank=plan.rank.rank, shuffle=True, seed=seed
+        )
+        train = DataLoader(train_data, batch_size=plan.batch_size, sampler=sampler, **kwargs)
+        shard = Subset(val_data, range(plan.rank.rank, len(val_data), plan.rank.world_size))  # type: ignore[arg-type]
+        return train, DataLoader(shard, batch_size=val_batch, shuffle=False, **kwargs)
+    train = DataLoader(
+        train_data,
+        batch_size=plan.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+        **kwargs,
+    )
+    val = DataLoader(val_data, batch_size=val_batch, shuffle=False, **kwargs)
+    return train, val
+
+
+def evaluate(model: torch.nn.Module, loader: DataLoader, plan: TrainingPlan) -> tuple[float, float]:
+    model.eval()
+    loss_sum = 0.0
+    correct = count = 0
+    with torch.no_grad(), torch.autocast(
+        plan.device.type, dtype=plan.autocast_dtype or torch.float32, enabled=plan.autocast_dtype is not None
+    ):
+        for inputs, targets in loader:
+            inputs = inputs.to(plan.device, non_blocking=True)
+            targets = targets.to(plan.device, non_blocking=True)
+            for fn in plan.input_transforms:
+                inputs = fn(inputs)
+            outputs = model(inputs)
+            loss_sum += float(plan.loss_fn(outputs.float(), targets).item()) * len(targets)
+            correct += plan.workload.metric_fn(outputs, targets)
+            count += len(targets)
+    if plan.rank is not None:
+        loss_sum, correct, count = Collective(plan.device).sum(loss_sum, correct, count)
+    model.train()
+    return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+def train(
+    plan: TrainingPlan,
+    budget: Budget,
+    result: RunResult,
+    options: RunOptions,
+    on_eval: Callable[[EvalPoint], bool | None] | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """Train `plan` for `budget`, measuring into `result`; returns the model and optimizer (the
+    caller frees them)."""
+    dev = plan.device
+    target, stop_at_target = options.target, options.stop_at_target
+    eval_every_steps, evals_per_epoch = options.eval_every_steps, options.evals_per_epoch
+    warmup_steps = options.warmup_steps
+    train_loader, val_loader = loaders(plan, options.seed)
+    # several processes must take the same decisions at the same step: each stops on its own
+    # only for what they all see alike (step counts, epoch ends, the summed validation)
+    comm = Collective(dev) if plan.rank is not None else None
+    world = plan.rank.world_size if plan.rank is not None else 1
+    epoch = 0
+    time_up = False  # a seconds budget, agreed between processes
+    steps_per_epoch = len(train_loader)
+    if budget.epochs is not None:
+        total_steps: int | None = budget.epochs * steps_per_epoch
+    else:
+        total_steps = budget.steps
+    if eval_every_steps is None:
+        if budget.steps is not None:
+            eval_every_steps = max(1, min(steps_per_epoch, budget.steps // 5))
+        else:
+            eval_every_steps = max(1, steps_per_epoch // max(1, evals_per_epoch))
+    if total_steps is not None and total_steps <= 2 * warmup_steps:
+        warmup_steps = total_steps // 4
+
+    model = plan.workload.model_fn().to(dev)
+    for _, fn in sorted(plan.model_transforms, key=lambda item: item[0]):
+        # not `fn(model) or model`: truth-testing calls __len__, which torch.compile's
+        # OptimizedModule forwards to the model (TypeError for a model without one)
+        transformed = fn(model)
+        model = model if transformed is None else transformed
+    model.train()
+    assert plan.optimizer_factory is not None
+    optimizer = plan.optimizer_factory(model.parameters(), **plan.optimizer_kwargs)
+    scaler = torch.amp.GradScaler(dev.type, enabled=plan.grad_scaler)
+    autocast_kwargs = dict(
+        device_type=dev.type,
+        dtype=plan.autocast_dtype or torch.float32,
+        enabled=plan.autocast_dtype is not None,
+    )
+    non_blocking = bool(plan.loader.get("pin_memory"))
+
+    step = 0
+    samples = timed_samples = 0
+    train_time = 0.0
+    data_times: list[float] = []
+    workers = int(plan.loader.get("num_workers", 0))
+    prefetch_depth = workers * int(plan.loader.get("prefetch_factor") or 2) if workers else 0
+    recent_waits: deque[float] = deque(maxlen=8)
+    catch_up = 0  # steps still eating batches prefetched during a validation
+    typical_wait = 0.0
+    compute_times: list[float] = []
+    last_progress = time.perf_counter()
+    last_eval_step = -1
+
+    def evaluate_now() -> None:
+        nonlocal last_eval_step, catch_up, typical_wait
+        last_eval_step = step
+        if prefetch_depth:
+            catch_up = prefetch_depth
+            typical_wait = statistics.median(recent_waits) if recent_waits else 0.0
+        val_loss, val_acc = timed_evaluate()
+        point = EvalPoint(
+            index=len(result.curve), step=step, epoch=step / steps_per_epoch,
+            train_time=train_time, val_loss=val_loss, val_accuracy=val_acc,
+        )
+        result.curve.append(point)
+        result.val_loss, result.val_accuracy = val_loss, val_acc
+        if target is not None and result.time_to_target is None and val_acc >= target:
+            result.time_to_target = train_time
+            if stop_at_target:
+                raise Stop("ok")
+        prune = on_eval is not None and bool(on_eval(point))
+        if comm is not None:
+            prune = comm.from_first(prune)  # only the first process asks the pruner
+        if prune:
+            raise Stop("pruned")
+
+    def timed_evaluate() -> tuple[float, float]:
+        started = time.perf_counter()
+        try:
+            return evaluate(model, val_loader, plan)
+        finally:
+            result.val_time = (result.val_time or 0.0) + time.perf_counter() - started
+
+    def budget_spent() -> bool:
+        if total_steps is not None:
+            return step >= total_steps
+        assert budget.seconds is not None
+        return time_up if comm is not None else train_time >= budget.seconds
+
+    try:
+        while not budget_spent():
+            t_iter = time.perf_counter()
+            if isinstance(train_loader.sampler, DistributedSampler):
+                train_loader.sampler.set_epoch(epoch)
+            epoch += 1
+            iterator = iter(train_loader)
+            pending_data = time.perf_counter() - t_iter
+            while not budget_spent():
+                t0 = time.perf_counter()
+                try:
+                    inputs, targets = next(iterator)
+                except StopIteration:
+                    train_time += pending_data + time.perf_counter() - t0
+                    break
+                inputs = inputs.to(dev, non_blocking=non_blocking)
+                targets = targets.to(dev, non_blocking=non_blocking)
+                t1 = time.perf_counter()
+                for fn in plan.input_transforms:
+                    inputs = fn(inputs)
+                with torch.autocast(**autocast_kwargs):
+                    outputs = model(inputs)
+                    loss = plan.loss_fn(outputs, targets)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if plan.grad_hooks:
+                    scaler.unscale_(optimizer)
+                    for hook in plan.grad_hooks:
+                        hook(model)
+                scaler.step(optimizer)
+                scaler.update()
+                sync(dev)
+                t2 = time.perf_counter()
+                data_time = pending_data + (t1 - t0)
+                pending_data = 0.0
+                if catch_up:
+                    catch_up -= 1
+                    data_time = max(data_time, typical_wait)
+                else:
+                    recent_waits.append(data_time)
+                step += 1
+                batch = len(targets) * world  # the shards are equal: DistributedSampler pads
+                samples += batch
+                train_time += data_time + (t2 - t1)
+                if step > warmup_steps:
+                    data_times.append(data_time)
+                    compute_times.append(t2 - t1)
+                    timed_samples += batch
+                diverged = not math.isfinite(float(loss.detach().float().item()))
+                if comm is not None:
+                    seconds_up = budget.seconds is not None and train_time >= budget.seconds
+                    diverged, time_up = comm.any(diverged, seconds_up)
+                if diverged:
+                    raise Stop("diverged")
+                if on_progress is not None and t2 - last_progress >= 0.5:
+                    last_progress = t2
+                    fraction = (
+                        step / total_steps if total_steps else train_time / (budget.seconds or 1)
+                    )
+                    on_progress(
+                        Progress(
+                            step=step, total_steps=total_steps, epoch=step / steps_per_epoch,
+                            train_time=train_time, fraction=min(1.0, fraction),
+                            samples_per_s=batch / max(t2 - t0, 1e-9),
+                            peak_memory_bytes=peak_memory(dev),
+                        )
+                    )
+                if step % eval_every_steps == 0:
+                    evaluate_now()
+        if last_eval_step != step:
+            evaluate_now()
+    except Stop as stop:
+        result.status = stop.status
+        if stop.status == "diverged":
+            result.error = f"loss is not finite at step {step}"
+            if last_eval_step != step:
+                result.val_loss, result.val_accuracy = timed_evaluate()
+
+    result.steps = step
+    result.samples = samples
+    result.epochs = step / steps_per_epoch
+    result.train_time = train_time
+    timed = sum(data_times) + sum(compute_times)
+    if timed > 0:
+        result.throughput = timed_samples / timed
+        result.data_wait_fraction = sum(data_times) / timed
+    elif train_time > 0:
+        result.throughput = samples / train_time
+    result.step_time_p50 = quantile(compute_times, 0.5)
+    result.step_time_p95 = quantile(compute_times, 0.95)
+    return model, optimizer

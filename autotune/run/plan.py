@@ -1,0 +1,77 @@
+"""The TrainingPlan: everything the engine builds one run from, as knobs leave it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import torch
+
+    from autotune.hardware import Hardware
+    from autotune.workloads import Workload
+
+
+@dataclass(frozen=True)
+class Rank:
+    """Which of a multi-process run's processes this plan is for (torch.distributed is set up)."""
+
+    rank: int
+    world_size: int
+    backend: str  # "nccl" on CUDA, "gloo" on CPU
+
+    @property
+    def is_first(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class TrainingPlan:
+    """Everything the engine builds a run from. Knobs edit it in `Knob.apply`.
+
+    The engine fills `device`, `hardware`, `workload` and the workload's defaults first; knobs then
+    change fields or append callables. Callables run in `order` (lower first): pruning (10) must
+    happen before channels_last (20), and torch.compile (90) last.
+
+    Multi-process runs (data-parallel training): a knob sets `processes` to N while `rank` is None.
+    The engine then starts N processes, sets up torch.distributed among them, and builds a plan in
+    each with `rank` set, on that process's device; the knob, seeing `rank`, changes that process's
+    run (wraps the model in DistributedDataParallel, takes its share of the batch). The engine
+    shards the training data (DistributedSampler), sums validation over the processes and makes
+    them agree on when to stop; the first process measures and reports.
+    """
+
+    device: "torch.device"
+    hardware: "Hardware"
+    workload: "Workload"
+    batch_size: int = 64
+    loader: dict[str, Any] = field(default_factory=dict)
+    optimizer_factory: Callable[..., "torch.optim.Optimizer"] | None = None
+    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    autocast_dtype: "torch.dtype | None" = None
+    grad_scaler: bool = False
+    loss_fn: Callable[..., "torch.Tensor"] | None = None
+    model_transforms: list[tuple[int, Callable[[Any], Any]]] = field(default_factory=list)
+    input_transforms: list[Callable[[Any], Any]] = field(default_factory=list)
+    grad_hooks: list[Callable[[Any], None]] = field(default_factory=list)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    processes: int = 1
+    rank: Rank | None = None
+
+    def transform_model(self, fn: Callable[[Any], Any], order: int = 50) -> None:
+        """Register `fn(model) -> model`, run after the model is on its device."""
+        self.model_transforms.append((order, fn))
+
+    def transform_inputs(self, fn: Callable[[Any], Any]) -> None:
+        """Register `fn(inputs) -> inputs`, run on each batch after it reaches the device."""
+        self.input_transforms.append(fn)
+
+    def on_gradients(self, fn: Callable[[Any], None]) -> None:
+        """Register `fn(model)`, run after backward (gradients unscaled) and before the step."""
+        self.grad_hooks.append(fn)
+
+    def on_cleanup(self, fn: Callable[[], None]) -> None:
+        """Register `fn()`, run when the run ends, to undo process-wide changes."""
+        self.cleanups.append(fn)

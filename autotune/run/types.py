@@ -1,0 +1,90 @@
+"""What a training run takes and gives back, as plain data that crosses process boundaries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one run is measured and when it stops early (the budget aside).
+
+    Validation runs `evals_per_epoch` times an epoch (or every `eval_every_steps` steps); it
+    bounds how finely time_to_target is resolved. `warmup_steps` are left out of throughput and
+    step times. With `stop_at_target`, the run ends at the first validation reaching `target`.
+    """
+
+    seed: int = 0
+    target: float | None = None
+    stop_at_target: bool = False
+    eval_every_steps: int | None = None
+    evals_per_epoch: int = 1
+    warmup_steps: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EvalPoint:
+    """One intermediate validation, passed to `on_eval` (Optuna reports and pruning use it)."""
+
+    index: int
+    step: int
+    epoch: float
+    train_time: float
+    val_loss: float
+    val_accuracy: float
+
+
+@dataclass
+class Progress:
+    """Live progress, passed to `on_progress` about twice a second."""
+
+    step: int
+    total_steps: int | None
+    epoch: float
+    train_time: float
+    fraction: float
+    samples_per_s: float
+    peak_memory_bytes: int
+
+
+@dataclass
+class RunResult:
+    status: str  # a RunStatus: "ok", "pruned", "diverged", "failed", "oom", "unsupported"
+    settings: dict[str, Any]
+    device: str
+    error: str | None = None
+    throughput: float | None = None
+    step_time_p50: float | None = None
+    step_time_p95: float | None = None
+    data_wait_fraction: float | None = None
+    peak_memory_bytes: int | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    nonzero_fraction: float | None = None
+    wall_time: float | None = None
+    train_time: float | None = None
+    val_time: float | None = None
+    time_to_target: float | None = None
+    target: float | None = None
+    steps: int = 0
+    samples: int = 0
+    epochs: float = 0.0
+    curve: list[EvalPoint] = field(default_factory=list)
+    traceback: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "pruned")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunResult":
+        data = dict(data)
+        data["curve"] = [EvalPoint(**p) for p in data.get("curve", [])]
+        return cls(**data)

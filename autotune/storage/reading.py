@@ -1,0 +1,160 @@
+"""Opening a study to read it, and reading its trials incrementally.
+
+Torch-free and Textual-free: `autotune study ...` and the terminal UI read through here.
+
+Finished Optuna trials never change, so each study object keeps a cache of converted `TrialRow`s
+keyed by trial number and a poll converts only new and unfinished trials. SQLite storages whose
+Optuna schema the direct reader knows (autotune.storage.optuna_sqlite) are read with sqlite3;
+other versions and other storages go through the public `Study.get_trials(deepcopy=False)`,
+which Optuna's own cache already makes incremental.
+
+`open_study` returns an `optuna.Study`. `open_view` returns a `SqliteStudy` where it can: the same
+read-only surface (study_name, directions, user_attrs) without importing SQLAlchemy (~1 s saved
+on the terminal UI's start) or Optuna; every reader accepts either.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Protocol
+
+from autotune.errors import UsageError
+from autotune.storage.optuna_sqlite import SqliteStudy, SqliteTrials, study_names
+from autotune.storage.rdb import display_url, sqlalchemy_url, sqlite_path, with_password
+from autotune.storage.trial_row import TrialRow, row_from_frozen
+
+if TYPE_CHECKING:
+    import optuna
+
+
+class StudyLike(Protocol):
+    """What the readers use of a study: an optuna.Study or a SqliteStudy."""
+
+    @property
+    def study_name(self) -> str: ...
+
+    @property
+    def directions(self) -> list[Any]: ...  # optuna's StudyDirection or optuna_sqlite.Direction
+
+    @property
+    def user_attrs(self) -> dict[str, Any]: ...
+
+
+def open_study(storage_url: str, name: str) -> "optuna.Study":
+    """Load study `name` read-mostly. UsageError naming study and storage when either is missing."""
+    import optuna
+
+    storage_url = sqlalchemy_url(storage_url)
+    path = sqlite_path(storage_url)
+    if path is not None and not path.is_file():
+        # Optuna would create an empty database here; a reader must not.
+        raise UsageError(f"no study '{name}' in {display_url(storage_url)} (no such file)")
+    try:
+        study = optuna.load_study(study_name=name, storage=with_password(storage_url))
+    except KeyError:
+        raise UsageError(f"no study '{name}' in {display_url(storage_url)}") from None
+    except Exception as exc:  # SQLAlchemy errors, a file that is not an Optuna database ...
+        raise UsageError(f"cannot open {display_url(storage_url)}: {type(exc).__name__}: {exc}") from None
+    if path is not None:
+        reader = SqliteTrials.open(path, name)
+        if reader is not None:
+            _cache(study).reader = reader
+    return study
+
+
+def open_view(storage_url: str, name: str, with_params: bool = True) -> "SqliteStudy | optuna.Study":
+    """A read-only study: a SqliteStudy for SQLite files whose Optuna schema version we know, else
+    `open_study`. Same UsageErrors as open_study. `with_params=False`: rows without parameters
+    (counts, best and summaries need none), and Optuna stays unimported."""
+    path = sqlite_path(storage_url)
+    if path is None:
+        return open_study(storage_url, name)
+    if not path.is_file():
+        raise UsageError(f"no study '{name}' in {storage_url} (no such file)")
+    reader = SqliteTrials.open(path, name, with_params=with_params)
+    if reader is None:
+        return open_study(storage_url, name)
+    view = SqliteStudy(reader, name)
+    _cache(view).reader = reader
+    return view
+
+
+def list_studies(storage_url: str) -> list[str]:
+    """Names of the studies in a storage, oldest first ([] for a SQLite file that does not exist)."""
+    path = sqlite_path(storage_url)
+    if path is not None:
+        if not path.is_file():
+            return []
+        names = study_names(path)
+        if names is not None:
+            return names
+    import optuna
+
+    from autotune.storage.rdb import open_storage
+
+    return [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage_url))]
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: dict[int, TrialRow] = {}
+        self.order: list[TrialRow] = []
+        self.reader: SqliteTrials | None = None
+        self.importances: tuple[int, dict[str, float]] | None = None
+
+
+_caches: "weakref.WeakKeyDictionary[Any, _Cache]" = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def _cache(study: StudyLike) -> _Cache:
+    with _caches_lock:
+        cache = _caches.get(study)
+        if cache is None:
+            cache = _caches[study] = _Cache()
+        return cache
+
+
+def direct_reader(study: StudyLike) -> SqliteTrials | None:
+    """The direct SQLite reader behind a study opened here, if it has one."""
+    return _cache(study).reader
+
+
+def trial_rows(study: StudyLike, since_number: int | None = None) -> list[TrialRow]:
+    """Every trial as a TrialRow, by number; only those numbered >= since_number when given.
+
+    Incremental: rows of finished trials are converted once per Study object and reused.
+    Thread-safe; the returned list is new, its rows are shared.
+    """
+    cache = _cache(study)
+    with cache.lock:
+        if cache.reader is not None:
+            changed = cache.reader.read_changed()
+        else:
+            changed = [
+                row_from_frozen(t)
+                for t in study.get_trials(deepcopy=False)  # type: ignore[attr-defined]
+                if not (t.state.is_finished() and t.number in cache.rows and cache.rows[t.number].finished)
+            ]
+        if changed:
+            new = sorted(r.number for r in changed if r.number not in cache.rows)
+            for row in changed:
+                cache.rows[row.number] = row
+            if cache.order and new and new[0] < cache.order[-1].number:
+                cache.order = sorted(cache.rows.values(), key=lambda r: r.number)
+            else:
+                cache.order = [cache.rows[r.number] for r in cache.order] + [cache.rows[n] for n in new]
+        rows = cache.order
+    if since_number is None:
+        return list(rows)
+    return [r for r in rows if r.number >= since_number]
+
+
+def cached_importances(study: StudyLike) -> tuple[int, dict[str, float]] | None:
+    return _cache(study).importances
+
+
+def cache_importances(study: StudyLike, complete: int, values: dict[str, float]) -> None:
+    _cache(study).importances = (complete, dict(values))

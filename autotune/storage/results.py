@@ -1,0 +1,312 @@
+"""What a study's trials add up to: the done count, the best trial, best so far, the Pareto front,
+importances, the speedup and the summary a list or a header shows.
+
+Each rule is defined once here and used by the runner, `study list/show/best/export` and the
+terminal UI, so they cannot disagree. Torch-free, Textual-free and, except for importances,
+Optuna-free: rows come from autotune.storage.reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from autotune.statuses import ACTIVE_STUDY_STATES, RunStatus
+from autotune.storage.reading import StudyLike, cache_importances, cached_importances, direct_reader, trial_rows
+from autotune.storage.trial_row import TrialRow
+
+if TYPE_CHECKING:
+    import optuna
+
+
+# Counting -----------------------------------------------------------------------------------
+
+
+def trial_counts(rows: list[TrialRow]) -> dict[str, int]:
+    """How a study's trials stand. `done` counts toward --n-trials: finished trials, less those
+    another trial runs again (retried) and those that never trained because the study already
+    had its count (surplus). complete/pruned/failed count finished trials that are not surplus;
+    a retried FAIL is in `failed` and in `retried`."""
+    retried = {n for r in rows for n in r.retries}
+    counts = {"done": 0, "complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0,
+              "retried": 0, "surplus": 0}
+    for r in rows:
+        if r.state == "RUNNING":
+            counts["running"] += 1
+        elif r.state == "WAITING":
+            counts["waiting"] += 1
+        if not r.finished:
+            continue
+        if r.autotune_status == RunStatus.SURPLUS:
+            counts["surplus"] += 1
+            continue
+        counts[{"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}[r.state]] += 1
+        if r.number in retried:
+            counts["retried"] += 1
+        else:
+            counts["done"] += 1
+    return counts
+
+
+def done_count(rows: list[TrialRow]) -> int:
+    """Trials that count toward --n-trials (see trial_counts)."""
+    return trial_counts(rows)["done"]
+
+
+# Derived views -------------------------------------------------------------------------------
+
+
+def study_objective(study: StudyLike) -> str | None:
+    attrs = study.user_attrs.get("autotune") or {}
+    return attrs.get("objective")
+
+
+def direction_names(study: StudyLike) -> list[str]:
+    """"minimize" / "maximize" per objective, for an optuna.Study or a SqliteStudy alike."""
+    return [d.name.lower() for d in study.directions]
+
+
+def _maximize(study: StudyLike) -> bool:
+    return study.directions[0].name == "MAXIMIZE"
+
+
+def best_so_far(study: StudyLike, rows: list[TrialRow] | None = None) -> list[tuple[int, float]]:
+    """(trial number, best value among COMPLETE trials up to it) for each finished trial.
+
+    Single-objective studies only; [] for multi-objective ones. Non-finite values are ignored.
+    """
+    if len(study.directions) != 1:
+        return []
+    return best_so_far_rows(rows if rows is not None else trial_rows(study), _maximize(study))
+
+
+def best_so_far_rows(rows: list[TrialRow], maximize: bool) -> list[tuple[int, float]]:
+    best: float | None = None
+    out: list[tuple[int, float]] = []
+    for row in rows:
+        if not row.finished:
+            continue
+        value = row.value
+        if row.state == "COMPLETE" and row.feasible and value is not None and math.isfinite(value):
+            if best is None or (value > best if maximize else value < best):
+                best = value
+        if best is not None:
+            out.append((row.number, best))
+    return out
+
+
+def pareto_front(study: StudyLike, rows: list[TrialRow] | None = None) -> list[TrialRow]:
+    """Non-dominated COMPLETE trials (the best trial for a single-objective study), by number."""
+    rows = rows if rows is not None else trial_rows(study)
+    signs = [1.0 if d == "maximize" else -1.0 for d in direction_names(study)]
+    return pareto_rows(rows, signs)
+
+
+def pareto_rows(rows: list[TrialRow], signs: list[float]) -> list[TrialRow]:
+    """Non-dominated rows; `signs` is +1 per maximized objective, -1 per minimized one."""
+    candidates = [
+        (tuple(s * v for s, v in zip(signs, r.values)), r)
+        for r in rows
+        if r.state == "COMPLETE" and r.values and len(r.values) == len(signs)
+        and all(math.isfinite(v) for v in r.values)
+    ]
+    # Sorted best-first on every objective: a point can only be dominated by one before it.
+    candidates.sort(key=lambda c: c[0], reverse=True)
+    front: list[tuple[tuple[float, ...], TrialRow]] = []
+    for point, row in candidates:
+        if not any(_dominates(f, point) for f, _ in front):
+            front.append((point, row))
+    return sorted((r for _, r in front), key=lambda r: r.number)
+
+
+def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+
+def importances(study: StudyLike, rows: list[TrialRow] | None = None) -> dict[str, float]:
+    """Parameter importances with Optuna's default evaluator (PED-ANOVA), largest first.
+
+    {} with fewer than 3 COMPLETE trials or when Optuna cannot compute them. Pareto studies are
+    scored on throughput (their second objective). Cached until the COMPLETE count changes.
+    """
+    import optuna
+
+    rows = rows if rows is not None else trial_rows(study)
+    complete = [r for r in rows if r.state == "COMPLETE" and r.values and r.params]
+    if len(complete) < 3:
+        return {}
+    cached = cached_importances(study)
+    if cached is not None and cached[0] == len(complete):
+        return dict(cached[1])
+    target = None
+    if len(study.directions) > 1:
+        index = 1 if study_objective(study) == "pareto" else 0
+        # PED-ANOVA scores what makes the target low: flip maximized objectives.
+        sign = -1.0 if direction_names(study)[index] == "maximize" else 1.0
+        target = lambda t: sign * t.values[index]  # noqa: E731
+    try:
+        source = study if direct_reader(study) is None else _in_memory_copy(study, complete)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = dict(optuna.importance.get_param_importances(source, target=target))
+    except Exception:
+        result = {}
+    cache_importances(study, len(complete), result)
+    return dict(result)
+
+
+def _in_memory_copy(study: StudyLike, rows: list[TrialRow]) -> "optuna.Study":
+    """The COMPLETE trials in an in-memory study: importance evaluators read through the public
+    Study API, which would otherwise reload every trial through SQLAlchemy."""
+    import optuna
+
+    logger = logging.getLogger("optuna")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))  # no "A new study created in memory" line
+    try:
+        copy = optuna.create_study(directions=direction_names(study))
+    finally:
+        logger.setLevel(level)
+    copy.add_trials([
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE, values=r.values, params=r.params,
+            distributions=r.distributions,
+        )
+        for r in rows
+    ])
+    return copy
+
+
+def baseline_row(
+    study: StudyLike, rows: list[TrialRow], user_attrs: dict[str, Any] | None = None
+) -> TrialRow | None:
+    """The baseline trial: user attr baseline_number, else the first row flagged baseline."""
+    number = (study.user_attrs if user_attrs is None else user_attrs).get("baseline_number")
+    if isinstance(number, int):
+        if 0 <= number < len(rows) and rows[number].number == number:  # rows are by number
+            return rows[number]
+        found = next((r for r in rows if r.number == number), None)
+        if found is not None:
+            return found
+    return next((r for r in rows if r.baseline), None)
+
+
+def best_row(
+    study: StudyLike, rows: list[TrialRow] | None = None, user_attrs: dict[str, Any] | None = None
+) -> TrialRow | None:
+    """The trial to recommend.
+
+    Single objective: the best COMPLETE value (feasible trials only). Pareto: on the front, the highest throughput among
+    trials at least as accurate as the baseline (the most accurate when none is).
+    """
+    rows = rows if rows is not None else trial_rows(study)
+    if len(study.directions) == 1:
+        sign = 1.0 if _maximize(study) else -1.0
+        ok = [
+            r for r in rows
+            if r.state == "COMPLETE" and r.feasible and r.value is not None and math.isfinite(r.value)
+        ]
+        return max(ok, key=lambda r: (sign * r.value, -r.number)) if ok else None  # type: ignore[operator]
+    front = pareto_front(study, rows)
+    if not front:
+        return None
+    base = baseline_row(study, rows, user_attrs)
+    acc = base.values[0] if base is not None and base.values else None
+    good = [r for r in front if acc is None or r.values[0] >= acc]  # type: ignore[index]
+    if good and len(study.directions) > 1:
+        return max(good, key=lambda r: r.values[1])  # type: ignore[index]
+    return max(front, key=lambda r: r.values[0])  # type: ignore[index]
+
+
+def speedup(
+    study: StudyLike, rows: list[TrialRow], best: TrialRow | None,
+    user_attrs: dict[str, Any] | None = None,
+) -> float | None:
+    """How much better the best trial is than the baseline.
+
+    minimize: baseline / best; maximize: best / baseline; pareto: throughput ratio of the
+    recommended trial. None when the baseline has no usable value.
+    """
+    base = baseline_row(study, rows, user_attrs)
+    if best is None or base is None or base.state != "COMPLETE" or not base.values or not best.values:
+        return None
+    if len(study.directions) > 1:
+        if len(base.values) < 2 or len(best.values) < 2:
+            return None
+        num, den = best.values[1], base.values[1]
+    elif _maximize(study):
+        num, den = best.values[0], base.values[0]
+    else:
+        num, den = base.values[0], best.values[0]
+    if not (math.isfinite(num) and math.isfinite(den)) or den <= 0:
+        return None
+    return num / den
+
+
+def summary(
+    study: StudyLike, store_row: dict[str, Any] | None, rows: list[TrialRow] | None = None,
+    now: float | None = None, user_attrs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What a study list or header shows: progress, best, speedup, elapsed and ETA."""
+    rows = rows if rows is not None else trial_rows(study)
+    now = time.time() if now is None else now
+    user_attrs = study.user_attrs if user_attrs is None else user_attrs
+    attrs = user_attrs.get("autotune") or {}
+    counts = trial_counts(rows)
+    durations = [r.duration for r in rows if r.finished and r.duration is not None]
+    done = counts["done"]
+    state = (store_row or {}).get("status") or ("finished" if rows and all(r.finished for r in rows) else "unknown")
+    total = (store_row or {}).get("n_trials") or attrs.get("n_trials") or len(rows)
+    best = best_row(study, rows, user_attrs)
+    starts = [r.started_at for r in rows[:1] if r.started_at is not None]
+    started = starts[0] if starts else (store_row or {}).get("started_at") or (store_row or {}).get("created_at")
+    finished_at = (store_row or {}).get("finished_at")
+    end = finished_at if state not in ACTIVE_STUDY_STATES and finished_at else now
+    if state not in ACTIVE_STUDY_STATES and not finished_at:
+        ends = [r.completed_at for r in rows if r.completed_at is not None]
+        end = max(ends) if ends else now
+    remaining = max(total - done, 0)
+    mean = sum(durations) / len(durations) if durations else None
+    eta = remaining * mean if mean is not None and remaining and state in ACTIVE_STUDY_STATES else None
+    confirmation = user_attrs.get("confirmation") or {}
+    return {
+        "name": study.study_name,
+        "state": state,
+        "objective": attrs.get("objective") or (store_row or {}).get("objective"),
+        "directions": direction_names(study),
+        "workload": attrs.get("workload") or (store_row or {}).get("workload"),
+        "target": user_attrs.get("target", attrs.get("target")),
+        "budget": _budget_text(attrs),
+        # The device asked for, else the one the study's fingerprint recorded (never "auto").
+        "device": attrs.get("device") or (user_attrs.get("hardware") or {}).get("device_type"),
+        "done": done,
+        "total": total,
+        "complete": counts["complete"],
+        "pruned": counts["pruned"],
+        "failed": counts["failed"],
+        "running": counts["running"],
+        "surplus": counts["surplus"],
+        "retried": counts["retried"],
+        "best_number": best.number if best else None,
+        "best_value": best.value if best and len(study.directions) == 1 else None,
+        "best_values": list(best.values) if best and best.values else None,
+        "speedup": speedup(study, rows, best, user_attrs),
+        "confirmed_speedup": confirmation.get("speedup_median"),
+        "confirmed_range": (
+            (confirmation["speedup_min"], confirmation["speedup_max"])
+            if "speedup_min" in confirmation and "speedup_max" in confirmation else None
+        ),
+        "elapsed": max(end - started, 0.0) if started else None,
+        "eta": eta,
+        "mean_trial_seconds": mean,
+    }
+
+
+def _budget_text(attrs: dict[str, Any]) -> str | None:
+    budget = attrs.get("budget_text") or attrs.get("budget")
+    if isinstance(budget, dict):
+        return ", ".join(f"{v} {k}" for k, v in budget.items())
+    return budget

@@ -1,0 +1,267 @@
+"""One trial of a study, as Optuna's objective: claim a slot, resolve the settings, run the trial
+process, report validations for pruning, and record what it measured."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from autotune.formatting import settings_text
+from autotune.run.trial_process import TrialOutcome, launch
+from autotune.settings import resolve_settings
+from autotune.statuses import FAILED_RUN_STATUSES, TRIAL_METRICS, RunStatus
+from autotune.study import retries
+from autotune.study.slots import GiveWay, is_priority
+
+if TYPE_CHECKING:
+    from autotune.study.runner import StudyRunner
+
+# Settings that barely change activation memory: ignored when deciding whether a configuration
+# lies in a region that already ran out of memory.
+MEMORY_NEUTRAL = {"learning_rate", "momentum", "weight_decay", "beta2", "workers", "threads", "pruning"}
+# How often a running trial's "live" user attr (what other machines see of it) is rewritten.
+LIVE_INTERVAL = 5.0
+
+# The baseline recipe is enqueued as fixed params and may lie outside the space searched (a batch
+# size below the space's low, say): it runs as given, on purpose, and Optuna's warning about it
+# tells the user nothing they could act on.
+warnings.filterwarnings("ignore", message=r"Fixed parameter .* is out of range", category=UserWarning)
+
+
+# A baseline that fails runs again this many times before the study gives up (its trial process
+# was killed, the machine ran out of memory once: one failure must not ruin the study).
+MAX_BASELINE_RETRIES = 2
+
+
+class TrialFailed(Exception):
+    """Raised inside the objective so Optuna records FAIL and the study goes on."""
+
+
+class TrialObjective:
+    """Optuna's objective for one runner's trials; the runner holds the study's state."""
+
+    def __init__(self, runner: "StudyRunner") -> None:
+        self.runner = runner
+
+    def __call__(self, trial: optuna.Trial) -> Any:
+        r = self.runner
+        assert r.study is not None
+        is_baseline = bool(trial.user_attrs.get("baseline"))
+        try:
+            self._take_slot(trial, is_baseline)
+        except KeyboardInterrupt:
+            self._surplus(trial, "not run: interrupted while waiting for a slot", requeue=True)
+            raise
+        suggested = r.p.space.suggest(trial)
+        overrides = dict(r.baseline) if is_baseline else suggested
+        settings = resolve_settings(r.p.registry, r.p.hardware, r.p.workload, overrides)
+        trial.set_user_attr("settings", settings)
+        trial.set_user_attr("baseline", is_baseline)
+        trial.set_user_attr("runner", retries.RUNNER_ID)
+        name = r.spec.name
+
+        reason = self._infeasible(settings)
+        if reason is not None:
+            trial.set_user_attr("autotune_status", RunStatus.INFEASIBLE.value)
+            trial.set_user_attr("reason", reason)
+            trial.set_constraint("memory", 1.0)
+            raise optuna.TrialPruned(reason)
+
+        best = r.best_value()
+        prune_reason: list[str] = []
+
+        def on_eval(point: dict[str, Any]) -> bool:
+            value = r.objective.intermediate(point)
+            if not r.objective.multi:
+                trial.report(value, point["index"])
+            if is_baseline:
+                return False
+            if r.objective.prunable and trial.should_prune():
+                prune_reason.append(
+                    f"pruned by the {r.spec.pruner} pruner after validation {point['index']} "
+                    f"(accuracy {point['val_accuracy']:.3f})"
+                )
+                return True
+            if r.objective.name == "time-to-accuracy" and best is not None and point["train_time"] > best:
+                prune_reason.append(
+                    f"pruned: {point['train_time']:.2f} s of training without reaching the target, "
+                    f"already slower than the best ({best:.2f} s)"
+                )
+                return True
+            return False
+
+        live_written = [-math.inf]
+
+        def on_progress(progress: dict[str, Any]) -> None:
+            r.store.trial_progress(
+                name, trial.number, step=progress["step"], total_steps=progress["total_steps"],
+                fraction=progress["fraction"], samples_per_s=progress["samples_per_s"],
+                train_time=progress["train_time"], peak_memory_bytes=progress["peak_memory_bytes"],
+            )
+            # What other machines see of this trial, through the shared storage: throttled,
+            # since each write is a round trip to the database.
+            now = time.monotonic()
+            if now - live_written[0] >= LIVE_INTERVAL:
+                live_written[0] = now
+                trial.set_user_attr("live", {
+                    "samples_per_s": progress["samples_per_s"], "step": progress["step"],
+                    "fraction": progress["fraction"], "updated": time.time(),
+                })
+
+        log_path = r.logs_dir / f"{trial.number}.log"
+        request = r.request(overrides, is_baseline, str(log_path))
+        r.store.trial_started(name, trial.number, None, settings)
+        searched = {p.name for p in r.p.space.params}
+        shown = {k: v for k, v in settings.items() if k in searched} or settings
+        r.events.emit("trial_started", f"trial {trial.number} started: {settings_text(shown)}", trial.number,
+                      number=trial.number, settings=settings, baseline=is_baseline)
+        try:
+            with r.lease() as gpus:
+                r.use_gpus(request, gpus)
+                outcome = launch(
+                    request,
+                    on_eval=on_eval,
+                    on_progress=on_progress,
+                    should_kill=lambda: r.store.kill_requested(name, trial.number),
+                    on_start=lambda pid: r.store.trial_progress(name, trial.number, pid=pid),
+                )
+        except KeyboardInterrupt:
+            trial.set_user_attr("autotune_status", RunStatus.INTERRUPTED.value)
+            trial.set_user_attr("reason", "interrupted (SIGINT/SIGTERM); it will run again on resume")
+            raise
+        finally:
+            r.store.trial_finished(name, trial.number)
+        return self._record(trial, outcome, is_baseline, prune_reason)
+
+    # before the run ------------------------------------------------------------------------------
+
+    def _take_slot(self, trial: optuna.Trial, is_baseline: bool) -> None:
+        """Wait for the baseline's target if needed, then claim a slot; TrialPruned if this trial
+        must not train (it is recorded as surplus and does not count)."""
+        r = self.runner
+        assert r.study is not None
+        if r.fatal is not None:
+            raise self._surplus(trial, f"not run: {r.fatal}")
+        if not is_baseline and r.objective.needs_target and r.target is None:
+            try:
+                r.target = r.slots.wait_for_target(r.study, r.should_stop)
+            except GiveWay as exc:
+                raise self._surplus(trial, str(exc), requeue=True) from None
+        if r.should_stop():
+            raise self._surplus(trial, "not run: the study was stopping", requeue=True)
+        if not r.slots.claim(r.study, trial):
+            raise self._surplus(trial, f"not run: the study already has its {r.spec.n_trials} trials")
+
+    def _surplus(self, trial: optuna.Trial, reason: str, requeue: bool = False) -> optuna.TrialPruned:
+        """Mark a trial that never trained; it does not count. With `requeue`, a trial that must
+        run (baseline, retry) is enqueued again so that stopping does not lose it."""
+        study = self.runner.study
+        assert study is not None
+        trial.set_user_attr("autotune_status", RunStatus.SURPLUS.value)
+        trial.set_user_attr("reason", reason)
+        trials = study.get_trials(deepcopy=False)
+        frozen = next((t for t in trials if t.number == trial.number), None)
+        if requeue and frozen is not None and is_priority(frozen):
+            retries.requeue(study, frozen, trials)
+        return optuna.TrialPruned(reason)
+
+    def _infeasible(self, settings: dict[str, Any]) -> str | None:
+        """A configuration at or above a batch size that already ran out of memory."""
+        study = self.runner.study
+        assert study is not None
+        batch = settings.get("batch_size")
+        if batch is None:
+            return None
+        mine = {k: v for k, v in settings.items() if k not in MEMORY_NEUTRAL and k != "batch_size"}
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)):
+            if t.user_attrs.get("autotune_status") != RunStatus.OOM:
+                continue
+            other = t.user_attrs.get("settings", {})
+            theirs = {k: v for k, v in other.items() if k not in MEMORY_NEUTRAL and k != "batch_size"}
+            if theirs == mine and batch >= other.get("batch_size", math.inf):
+                return (
+                    f"infeasible: batch_size {batch} >= {other['batch_size']}, which ran out of "
+                    f"memory in trial {t.number} with the same settings"
+                )
+        return None
+
+    # after the run -------------------------------------------------------------------------------
+
+    def _baseline_failed(self, trial: optuna.Trial, reason: str) -> None:
+        """The baseline fixes the target and every speedup: run it again, at most
+        MAX_BASELINE_RETRIES times; after that the study cannot go on (runner.fatal).
+
+        The retry is enqueued while this trial still runs, so no other trial sees "no baseline
+        pending" in between and goes ahead without a target."""
+        r = self.runner
+        assert r.study is not None
+        trials = r.study.get_trials(deepcopy=False)
+        earlier = [t for t in trials if t.user_attrs.get("baseline") and t.state == optuna.trial.TrialState.FAIL
+                   and t.number != trial.number]
+        if len(earlier) < MAX_BASELINE_RETRIES:
+            frozen = next(t for t in trials if t.number == trial.number)
+            retries.requeue(r.study, frozen, trials)
+            r.events.emit("trial_retried", f"trial {trial.number} (the baseline) failed: {reason}; running it again",
+                          trial.number, number=trial.number)
+            return
+        r.fatal = (
+            f"the baseline failed {len(earlier) + 1} times (trials "
+            f"{', '.join(str(t.number) for t in [*earlier, trial])}), last: {reason}; without it the study "
+            f"has no target and no speedup to measure"
+        )
+
+    def _record(
+        self, trial: optuna.Trial, outcome: TrialOutcome, is_baseline: bool, prune_reason: list[str]
+    ) -> Any:
+        r = self.runner
+        result = outcome.result or {}
+        for key in TRIAL_METRICS:
+            if result.get(key) is not None:
+                trial.set_user_attr(key, result[key])
+        trial.set_user_attr("log_tail", outcome.log_tail[-4000:])
+        trial.set_user_attr("autotune_status", outcome.status)
+        # Every finished trial carries the constraint (set once: Optuna ignores a second value).
+        trial.set_constraint("memory", 1.0 if outcome.status == RunStatus.OOM else 0.0)
+        number = trial.number
+
+        if outcome.status in FAILED_RUN_STATUSES:
+            reason = outcome.error or outcome.status
+            trial.set_user_attr("reason", reason)
+            if is_baseline:
+                self._baseline_failed(trial, reason)
+            raise TrialFailed(reason)
+
+        if is_baseline and r.target is None and r.objective.needs_target:
+            r.target = round(max(0.0, (result.get("val_accuracy") or 0.0) - 0.005), 4)
+            assert r.study is not None
+            r.study.set_user_attr("target", r.target)
+            r.events.emit("target", f"target accuracy set from the baseline: {r.target:.4f}", number, target=r.target)
+        if is_baseline and r.target is not None and result.get("time_to_target") is None:
+            hit = [p for p in result.get("curve", []) if p["val_accuracy"] >= r.target]
+            if hit:
+                result["time_to_target"] = hit[0]["train_time"]
+                trial.set_user_attr("time_to_target", result["time_to_target"])
+
+        if outcome.status == RunStatus.PRUNED:
+            reason = prune_reason[0] if prune_reason else "pruned"
+            trial.set_user_attr("reason", reason)
+            raise optuna.TrialPruned(reason)
+
+        if r.objective.name == "throughput" and r.target is not None:
+            accuracy = result.get("val_accuracy") or 0.0
+            trial.set_constraint("accuracy", r.target - accuracy)
+            trial.set_user_attr("feasible", accuracy >= r.target)
+        values = r.objective.values(result)
+        if values is None:
+            reason = (
+                f"did not reach the target accuracy {r.target} within {r.spec.budget_text} "
+                f"(reached {result.get('val_accuracy', 0):.3f})"
+            )
+            trial.set_user_attr("autotune_status", RunStatus.PRUNED.value)
+            trial.set_user_attr("reason", reason)
+            raise optuna.TrialPruned(reason)
+        return values

@@ -1,0 +1,84 @@
+"""Validating a study before anything is written: the spec, plugins, hardware, workload, space
+and storage, gathered into one `Prepared`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import optuna
+
+from autotune.errors import UsageError
+from autotune.hardware import Hardware, available_device_types, detect
+from autotune.objectives import Objective, get_objective
+from autotune.registry import Registry, load_registry
+from autotune.space import load_space
+from autotune.spec import StudySpec
+from autotune.storage.rdb import default_storage_url, open_storage, sqlalchemy_url
+from autotune.workloads import Workload, load_workload
+
+if TYPE_CHECKING:
+    from autotune.devices import DevicePool
+
+
+def make_pruner(name: str, evals_per_epoch: int, epochs: int) -> optuna.pruners.BasePruner:
+    """Pruners count validations; none judges a trial before it has trained a full epoch."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=evals_per_epoch)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=evals_per_epoch, max_resource=max(3 * evals_per_epoch, epochs * evals_per_epoch)
+        )
+    return optuna.pruners.NopPruner()
+
+
+@dataclass
+class Prepared:
+    """Everything validated before anything is written."""
+
+    spec: StudySpec
+    objective: Objective
+    registry: Registry
+    hardware: Hardware
+    workload: Workload
+    space: Any
+    storage_url: str
+    storage: optuna.storages.RDBStorage
+
+
+def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None = None) -> Prepared:
+    """Validate a spec completely. Raises UsageError; writes nothing.
+
+    `check_hardware(hardware)` lets a caller validate its own options against the machine
+    (GPUs per trial) before the storage is opened, which creates an SQLite file.
+    """
+    spec.validate()
+    objective = get_objective(spec.objective)
+    registry = load_registry(plugin_paths=spec.plugin_paths, disabled_knobs=spec.disabled_knobs)
+    device_type = (spec.device or "").split(":")[0] or None
+    if device_type:
+        if device_type not in available_device_types():
+            raise UsageError(f"--device {spec.device}: not available here")
+    hardware = detect(device_type)
+    if check_hardware is not None:
+        check_hardware(hardware)
+    workload = load_workload(spec.workload, registry, data_dir=spec.data_dir, workdir=spec.workdir)
+    space_name = spec.space or {"cuda": "gpu", "cpu": "cpu"}.get(hardware.device_type, "default")
+    space = load_space(space_name, registry, hardware)
+    spec.space = space_name
+    storage_url = sqlalchemy_url(spec.storage or default_storage_url())
+    return Prepared(
+        spec=spec, objective=objective, registry=registry, hardware=hardware, workload=workload,
+        space=space, storage_url=storage_url, storage=open_storage(storage_url),
+    )
+
+
+def fit_to_devices(prepared: Prepared, devices: "DevicePool") -> None:
+    """A trial sees only the GPUs it leases, renumbered from 0: describe and search what one
+    trial can use (data_parallel needs 2+ GPUs in the trial, not on the machine)."""
+    hardware = prepared.hardware
+    if not hardware.is_cuda or not devices.per_trial or hardware.device_count == devices.per_trial:
+        return
+    prepared.hardware = dataclasses.replace(hardware, device_count=devices.per_trial)
+    prepared.space = load_space(str(prepared.spec.space), prepared.registry, prepared.hardware)

@@ -1,0 +1,348 @@
+"""A study: Optuna searches the knob space of a workload, one isolated training process per trial.
+
+Lifecycle: validate everything (autotune.study.prepare: nothing is written on bad input) ->
+create or resume the Optuna study -> run the baseline recipe first (it fixes the target accuracy
+and every speedup) -> let Optuna propose the rest (autotune.study.objective runs each trial) ->
+confirm the best against the baseline with repeated runs (autotune.study.confirm) -> report.
+Results live with the trials in Optuna's storage (user attributes); live progress and events go
+to autotune's local Store so other processes can watch (autotune.study.events).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.errors import RunError, UsageError
+from autotune.formatting import values_text
+from autotune.home import trial_logs
+from autotune.run.trial_process import TrialRequest
+from autotune.run.types import RunOptions
+from autotune.settings import baseline_settings
+from autotune.statuses import RunStatus, StudyStatus
+from autotune.storage.local import Store
+from autotune.storage.rdb import display_url, sqlite_path
+from autotune.storage.results import best_row
+from autotune.storage.trial_row import row_from_frozen
+from autotune.study import retries
+from autotune.study.confirm import build_report
+from autotune.study.events import Listener, StoreRecorder, StudyEvents
+from autotune.study.objective import TrialFailed, TrialObjective
+from autotune.study.prepare import Prepared, fit_to_devices, make_pruner
+from autotune.study.slots import StudySlots, counted_trials
+
+if TYPE_CHECKING:
+    from autotune.devices import DevicePool
+
+logger = logging.getLogger(__name__)
+
+RUNNER_ID = retries.RUNNER_ID
+
+
+class StudyRunner:
+    """Runs one study to its trial count (or timeout), then confirms and reports.
+
+    Other runners (`autotune worker`, on this machine or others) may share the study: trials are
+    counted through shared slots (autotune.study.slots.StudySlots), so together they finish
+    exactly `n_trials`. `devices` hands each trial its own GPUs (CUDA_VISIBLE_DEVICES).
+    `listeners` watch the study's events besides the local Store (autotune.study.events).
+    """
+
+    def __init__(
+        self,
+        prepared: Prepared,
+        store: Store,
+        listeners: list[Listener] | tuple[Listener, ...] = (),
+        stop_event: threading.Event | None = None,
+        devices: "DevicePool | None" = None,
+    ) -> None:
+        if devices is not None:
+            fit_to_devices(prepared, devices)
+        self.p = prepared
+        self.spec = prepared.spec
+        self.objective = prepared.objective
+        self.store = store
+        self.events = StudyEvents(self.spec.name, [StoreRecorder(store), *listeners])
+        self.stop_event = stop_event or threading.Event()
+        self.baseline = baseline_settings(prepared.registry, prepared.hardware, prepared.workload)
+        self.study: optuna.Study | None = None
+        self.target: float | None = prepared.spec.target
+        self.fatal: str | None = None  # why the study cannot go on (a baseline that keeps failing)
+        self._storage_file: tuple[int, int] | None = None
+        self.logs_dir = trial_logs(self.spec.name)
+        self.devices = devices
+        # Runners sharing a seeded study must not share a sampler seed (each would propose the
+        # same configurations): autotune.study.worker gives each worker its own.
+        self.sampler_seed = prepared.spec.seed
+        self.slots = StudySlots(prepared.storage, self.spec.name, self.spec.n_trials)
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            # autotune reports trials itself, with reasons; Optuna's own lines would repeat them.
+            optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+    # setup -----------------------------------------------------------------------------------
+
+    def open(self, create: bool = True) -> optuna.Study:
+        """Create the study, or resume it when the name exists (with a compatible spec).
+
+        Only the runner that creates the study enqueues the baseline, so runners starting at
+        once enqueue it once. `create=False` (workers) only loads: UsageError if it is missing.
+        """
+        storage = self.p.storage
+        directions = list(self.objective.directions)
+        sampler = optuna.samplers.TPESampler(seed=self.sampler_seed)
+        pruner = make_pruner(self.spec.pruner, self.objective.evals_per_epoch, self.spec.budget.get("epochs") or 5)
+        existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+        created = lost_race = False
+        if self.spec.name not in existing and not create:
+            raise UsageError(
+                f"no study '{self.spec.name}' in {display_url(self.p.storage_url)}: create it first with "
+                f"`autotune study start --name {self.spec.name} --storage URL ...`"
+            )
+        if self.spec.name not in existing:
+            try:
+                study = optuna.create_study(
+                    study_name=self.spec.name, storage=storage, sampler=sampler, pruner=pruner,
+                    directions=directions,
+                )
+                created = True
+            except optuna.exceptions.DuplicatedStudyError:  # another runner created it just now
+                lost_race = True
+        if not created:
+            study = optuna.load_study(study_name=self.spec.name, storage=storage, sampler=sampler, pruner=pruner)
+            stored = study.user_attrs.get("autotune", {})
+            for key in ("workload", "objective"):
+                if stored.get(key) not in (None, getattr(self.spec, key)):
+                    raise UsageError(
+                        f"study '{self.spec.name}' exists with {key} '{stored[key]}', not "
+                        f"'{getattr(self.spec, key)}'; pick another --name or `autotune study delete {self.spec.name}`"
+                    )
+            if self.target is None:
+                self.target = study.user_attrs.get("target")
+        else:
+            study.set_user_attr("autotune", {
+                **self.spec.to_dict(), "budget_text": self.spec.budget_text,
+                "directions": directions,
+            })
+            study.set_user_attr("hardware", self.p.hardware.to_dict())
+            study.set_user_attr("target", self.target)
+        self.study = study
+        self._storage_file = _file_id(sqlite_path(self.p.storage_url))
+        self.store.put_study(
+            self.spec.name, storage=self.p.storage_url, workload=self.spec.workload,
+            space=str(self.spec.space), objective=self.spec.objective, n_trials=self.spec.n_trials,
+            spec=self.spec.to_dict(), status=StudyStatus.RUNNING,
+        )
+        self.store.set_study_status(self.spec.name, StudyStatus.RUNNING, pid=os.getpid())
+        for number, why in retries.recover_stale_trials(study):
+            self.store.trial_finished(self.spec.name, number)
+            self.events.emit("trial_retried", f"trial {number} failed: {why}; retrying it", number, number=number)
+        # Resuming with no baseline at all (its creator died before enqueueing it) is the only
+        # other case; workers and a runner that lost the race to create never enqueue it.
+        if created or create and not lost_race and not any(
+            t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)
+        ):
+            params = {
+                p.name: self.baseline[p.name]
+                for p in self.p.space.params
+                if p.name in self.baseline and p.active(self.baseline)
+            }
+            retries.enqueue(study, params, baseline=True)
+        return study
+
+    # what the trials add up to ------------------------------------------------------------------
+
+    def best_trial(self) -> FrozenTrial | None:
+        """The best feasible COMPLETE trial (autotune.storage.results.best_row); None for
+        multi-objective studies, whose answer is the Pareto front."""
+        assert self.study is not None
+        if self.objective.multi:
+            return None
+        trials = self.study.get_trials(deepcopy=False)
+        row = best_row(self.study, [row_from_frozen(t) for t in trials])
+        return next(t for t in trials if t.number == row.number) if row is not None else None
+
+    def best_value(self) -> float | None:
+        best = self.best_trial()
+        return best.value if best is not None else None
+
+    def baseline_trial(self) -> FrozenTrial | None:
+        assert self.study is not None
+        finished = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+        complete = [t for t in finished if t.state == TrialState.COMPLETE]
+        return (complete or finished or [None])[0]
+
+    # launching trials ---------------------------------------------------------------------------
+
+    def should_stop(self) -> bool:
+        return self.stop_event.is_set() or self.store.study_status(self.spec.name) == StudyStatus.STOPPING
+
+    def lease(self) -> Any:
+        """A device lease for one training process: its GPUs on CUDA, a concurrency slot on CPU."""
+        return self.devices.lease() if self.devices is not None else nullcontext({})
+
+    def use_gpus(self, request: TrialRequest, gpus: dict[str, str]) -> None:
+        """Point a trial at the GPUs it leased: inside the trial they are renumbered from 0."""
+        if gpus and self.p.hardware.is_cuda:
+            request.env.update(gpus)
+            request.device = "cuda"
+
+    def request(self, overrides: dict[str, Any], is_baseline: bool, log_path: str) -> TrialRequest:
+        threads = None
+        parallel = max(self.spec.workers, self.devices.capacity if self.devices is not None else 1)
+        if parallel > 1 and self.p.hardware.device_type == "cpu":
+            # Trials running side by side split the cores instead of each taking them all.
+            threads = max(1, self.p.hardware.cpu_count // parallel)
+            if "threads" in self.p.registry.knobs:
+                overrides = {**overrides, "threads": min(int(overrides.get("threads", threads)), threads)}
+        options = RunOptions(
+            seed=self.spec.seed or 0,
+            target=None if is_baseline and self.target is None else self.target,
+            stop_at_target=self.objective.stop_at_target and not is_baseline,
+            evals_per_epoch=self.objective.evals_per_epoch,
+        )
+        return TrialRequest(
+            workload=self.spec.workload, overrides=overrides, budget=dict(self.spec.budget), options=options,
+            device=self.spec.device, plugin_paths=self.spec.plugin_paths, disabled_knobs=self.spec.disabled_knobs,
+            data_dir=self.spec.data_dir, threads=threads, log_path=log_path, workdir=self.spec.workdir,
+            stall_timeout=self.spec.stall_timeout or None,
+        )
+
+    # running ---------------------------------------------------------------------------------
+
+    def _after_trial(self, study: optuna.Study, frozen: FrozenTrial) -> None:
+        if frozen.user_attrs.get("autotune_status") != RunStatus.SURPLUS:  # it never ran: nothing to tell
+            self._announce(study, frozen)
+        self._check_storage()
+        if self.fatal is not None or counted_trials(study) >= self.spec.n_trials:
+            study.stop()
+            return
+        status = self.store.study_status(self.spec.name)
+        if status == StudyStatus.PAUSED:
+            self.events.emit("study_paused", f"study paused after trial {frozen.number}")
+            while status == StudyStatus.PAUSED and not self.stop_event.is_set():
+                time.sleep(0.5)
+                status = self.store.study_status(self.spec.name)
+            if status == StudyStatus.RUNNING:
+                self.events.emit("study_resumed", "study resumed")
+        if status == StudyStatus.STOPPING or self.stop_event.is_set() or not self._free_slot(study):
+            study.stop()
+
+    def _check_storage(self) -> None:
+        """A SQLite storage deleted or replaced under a running study would take every later
+        trial with it into a file nobody can open: stop instead (runner.fatal)."""
+        path = sqlite_path(self.p.storage_url)
+        if path is not None and self.fatal is None and _file_id(path) != self._storage_file:
+            self.fatal = f"its storage {path} was deleted or replaced while it ran; the trials recorded since are lost"
+
+    def _free_slot(self, study: optuna.Study) -> bool:
+        """Wait (without holding a trial) while other runners hold every remaining slot. False:
+        stop, the study has its count or a stop was asked for."""
+        return self.slots.wait_for_slot(study, self.should_stop)
+
+    def _announce(self, study: optuna.Study, frozen: FrozenTrial) -> None:
+        """One event for a finished trial (complete, pruned or failed), then new_best if it is."""
+        number, reason = frozen.number, frozen.user_attrs.get("reason")
+        best = self.best_value()
+        data: dict[str, Any] = {
+            "searched": [p.name for p in self.p.space.params],
+            "number": number,
+            "state": frozen.state.name,
+            "value": frozen.value if not self.objective.multi and frozen.values else frozen.values,
+            "reason": reason,
+            "settings": frozen.user_attrs.get("settings", {}),
+            "baseline": frozen.user_attrs.get("baseline", False),
+            "duration": frozen.duration.total_seconds() if frozen.duration else None,
+            "done": counted_trials(study),
+            "total": self.spec.n_trials,
+            "best": best,
+            "new_best": frozen.state == TrialState.COMPLETE and best is not None and frozen.value == best,
+        }
+        if frozen.state == TrialState.COMPLETE:
+            self.events.emit("trial_complete", f"trial {number} complete: {values_text(frozen.values)}", number, **data)
+        elif frozen.state == TrialState.PRUNED:
+            skipped = frozen.user_attrs.get("autotune_status") == RunStatus.INFEASIBLE
+            message = f"trial {number} skipped: {reason}" if skipped else f"trial {number} {reason or 'pruned'}"
+            self.events.emit("trial_pruned", message, number, **data)
+        else:
+            self.events.emit("trial_failed", f"trial {number} failed: {reason or 'failed'}", number, **data)
+        if data["new_best"]:
+            self.events.emit("new_best", f"new best: trial {number} = {best:.4g}", number, number=number, value=best)
+
+    def run(self, confirm: bool = True) -> dict[str, Any]:
+        """Optimize to the trial count, confirm, and return the report. Re-raises KeyboardInterrupt.
+
+        Trials are started until the study (all its runners together) has its count: the stop
+        is shared (`_after_trial`), not a per-runner n_trials. `confirm=False` skips the final
+        confirmation (workers leave it to `study start`).
+        """
+        study = self.study or self.open()
+        name = self.spec.name
+        self.events.emit("study_started", f"study {name} running on {self.p.hardware.device_type}")
+        started = time.time()
+        try:
+            remaining = self.spec.n_trials - counted_trials(study)
+            if remaining > 0 and self.store.study_status(name) != StudyStatus.STOPPING and self._free_slot(study):
+                study.optimize(
+                    TrialObjective(self),
+                    n_trials=None,
+                    timeout=self.spec.timeout,
+                    n_jobs=self.spec.workers,
+                    catch=(TrialFailed,),
+                    callbacks=[self._after_trial],
+                    gc_after_trial=False,
+                    show_progress_bar=False,
+                )
+        except KeyboardInterrupt:
+            retries.requeue_ended(study, RunStatus.INTERRUPTED)
+            self.store.set_study_status(name, StudyStatus.STOPPED)
+            self.events.emit("study_stopped", "study interrupted; resume it with the same command")
+            raise
+        except Exception as exc:
+            self.store.set_study_status(name, StudyStatus.FAILED, error=str(exc))
+            self.events.emit("study_failed", f"study failed: {exc}")
+            raise
+        if self.fatal is not None:
+            self.store.set_study_status(name, StudyStatus.FAILED, error=self.fatal)
+            self.events.emit("study_failed", f"study failed: {self.fatal}")
+            raise RunError(f"study '{name}' stopped: {self.fatal}")
+        stopped = self.store.study_status(name) == StudyStatus.STOPPING or self.stop_event.is_set()
+        report = build_report(self, confirm=confirm and not stopped)
+        report["elapsed"] = time.time() - started
+        counts = report["counts"]
+        summary = ", ".join(f"{v} {k}" for k, v in counts.items())
+        if stopped and counted_trials(study) < self.spec.n_trials:
+            final, error = StudyStatus.STOPPED, None
+        elif counts["complete"] == 0:
+            final, error = StudyStatus.FAILED, f"no trial completed ({summary})"
+        else:
+            final, error = StudyStatus.FINISHED, None
+        self.store.set_study_status(name, final, error=error)
+        self.events.emit("study_finished", f"study {final}: {summary}", counts=counts)
+        return report
+
+
+def _file_id(path: Path | None) -> tuple[int, int] | None:
+    try:
+        st = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if st is not None else None
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM behaves like Ctrl-C: the running trial is stopped and recorded, nothing is lost."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
