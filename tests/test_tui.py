@@ -17,11 +17,15 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from autotune import results
-from autotune.config import load_config_file
-from autotune.store import Store
+from autotune.storage import reading, results
+from autotune.storage.trial_row import row_from_frozen
+from autotune.settings import load_config_file
+from autotune.storage.export import run_table
+from autotune.storage.local import Store
 from autotune.tui.app import AutotuneApp
+from autotune.tui.data import Snapshot
 from autotune.tui.demo import DISTRIBUTIONS, build_demo_home, bulk_add_trials, create_demo_study, make_trials
+from autotune.tui.messages import ImportancesReady, SnapshotReady
 from autotune.tui.screens.studies import StudiesScreen
 from autotune.tui.screens.study import StudyScreen
 from autotune.tui.screens.trial import TrialScreen
@@ -150,9 +154,10 @@ async def test_export_writes_best_config(home: Path, tmp_path: Path) -> None:
         await pilot.press("e")
     path = tmp_path / "demo-best.toml"
     config = load_config_file(path)
-    study = results.open_study(f"sqlite:///{home / 'studies.db'}", "demo")
+    study = reading.open_study(f"sqlite:///{home / 'studies.db'}", "demo")
     best = results.best_row(study)
-    assert config == {"workload": "digits", "settings": best.settings}
+    assert config == {"workload": "digits", "settings": best.settings, "run": run_table(study.user_attrs)}
+    assert config["run"]["epochs"] == study.user_attrs["autotune"]["budget"]["epochs"]
 
 
 async def test_enter_on_trial_opens_details(home: Path) -> None:
@@ -220,6 +225,37 @@ async def test_table_keeps_only_the_latest_rows(home: Path) -> None:
         assert table.border_title == "trials: latest 5 of 24"
 
 
+async def test_results_reach_only_the_poll_target(home: Path) -> None:
+    """The app routes worker results by the key of the screen they were fetched for: the study
+    screen on top gets its own, the studies list under it (no longer polled) gets nothing."""
+    app = AutotuneApp(interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        studies = app.screen
+        await pilot.press("enter")
+        await polled(app, pilot)
+        study = app.screen
+        assert isinstance(study, StudyScreen)
+        for _ in range(200):  # the real importances first, so they cannot land after the ones below
+            if study.importances_at >= 0:
+                break
+            await pilot.pause(0.05)
+        await app.workers.wait_for_complete()
+        stale = Snapshot(studies=[])
+        app.post_message(SnapshotReady(stale, studies.poll_key))
+        app.post_message(ImportancesReady(studies.poll_key, "demo", 98, {"stale_knob": 1.0}, 0.0))
+        # took=1000 holds the throttle, so no real computation replaces these before the asserts
+        app.post_message(ImportancesReady(study.poll_key, "demo", 99, {"routed_knob": 1.0}, 1000.0))
+        # Polls never overlap, so the second of two polls was posted after the messages above,
+        # and the app's queue is FIFO: by then they have all been handled.
+        await polled(app, pilot, polls=2)
+        assert app.last_snapshot is not stale
+        assert [k.value for k in studies.query_one("#studies").rows] == ["demo", "pareto-demo"]
+        assert study.importances_at == 99
+        bars = str(study.query_one("#importances").content)
+        assert "routed_knob" in bars and "stale_knob" not in bars
+
+
 def test_cli_rejects_an_unknown_study(home: Path) -> None:
     from autotune.cli import cli
 
@@ -235,8 +271,8 @@ def test_bulk_trials_read_back_by_optuna(tmp_path: Path) -> None:
     trials = make_trials(30, running=1, start=datetime(2026, 1, 1) + timedelta(seconds=0.5))
     bulk_add_trials(url, "bulk", trials)
     read = optuna.load_study(study_name="bulk", storage=url).get_trials()
-    assert [results.row_from_frozen(t) for t in read] == [results.row_from_frozen(t) for t in trials]
-    assert results.trial_rows(results.open_study(url, "bulk")) == [results.row_from_frozen(t) for t in read]
+    assert [row_from_frozen(t) for t in read] == [row_from_frozen(t) for t in trials]
+    assert reading.trial_rows(reading.open_study(url, "bulk")) == [row_from_frozen(t) for t in read]
 
 
 @pytest.mark.slow
@@ -274,3 +310,111 @@ async def test_end_to_end_with_a_real_study(tmp_path: Path, monkeypatch: pytest.
     output = (tmp_path / "study.log").read_text()[-2000:]
     assert seen, f"the study never showed up; runner output:\n{output}"
     assert seen[-1] > seen[0], f"finished count did not rise: {seen[:3]}...{seen[-3:]}\n{output}"
+
+
+def _queue_behind_demo(home: Path, *names: str) -> str:
+    """Queue `names` for the daemon in `home`, behind the running 'demo', without an Optuna study
+    (the daemon creates it when it starts one); returns the storage URL they will use."""
+    url = f"sqlite:///{home / 'studies.db'}"
+    store = Store()
+    for name in names:
+        store.put_study(name, storage=url, workload="digits", space="quick", objective="time-to-accuracy",
+                        n_trials=12, spec={"name": name, "budget": {"epochs": 5}}, status="queued")
+        store.add_event(name, "study_queued", f"study {name} queued for the daemon")
+    store.close()
+    return url
+
+
+def event_lines(log) -> list[str]:  # noqa: ANN001
+    return [strip.text for strip in log.lines]
+
+
+async def test_a_queued_study_shows_its_place_then_goes_live(home: Path) -> None:
+    """A study queued behind a running one has no Optuna study yet: its screen says where it
+    waits and why the panels are empty, and turns into the live view once the daemon starts it."""
+    url = _queue_behind_demo(home, "later")
+    app = AutotuneApp(study="later", interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        screen = app.screen
+        assert isinstance(screen, StudyScreen) and screen.study_name == "later"
+        header = str(screen.query_one(StudyHeader).content)
+        assert "queued: 1st in the daemon's queue, behind 'demo' (running)" in header
+        assert "0/12 trials" in header
+        table = screen.query_one(TrialsTable)
+        assert table.row_count == 0
+        assert "waiting for the daemon to start this study" in table.border_title
+        log = screen.query_one("#events")
+        assert event_lines(log)[0] == "waiting for the daemon to start this study"
+        assert any("study later queued for the daemon" in line for line in event_lines(log))
+        assert app.last_snapshot.errors == {}
+        assert "no study" not in screen.sub_title and "no study" not in header
+
+        # the daemon starts it: the runner creates the Optuna study and its first trials
+        store = Store()
+        store.set_study_status("later", "running")
+        store.add_event("later", "study_started", "study later started: digits, time-to-accuracy, 12 trials")
+        store.close()
+        create_demo_study(url, "later", n_trials=12).add_trials(make_trials(3, running=1, seed=3))
+        await polled(app, pilot, polls=2)  # the poll in flight may have read before the writes
+        assert app.screen is screen
+        assert table.row_count == 4 and cells(table, "3")[1] == "running"
+        assert table.border_title == "trials (4)"
+        header = str(screen.query_one(StudyHeader).content)
+        assert "queued" not in header and "3/12 trials" in header
+        lines = event_lines(log)
+        assert "waiting for the daemon to start this study" not in lines  # the screen started over
+        assert any("study later started" in line for line in lines)
+        assert len([line for line in lines if "queued for the daemon" in line]) == 1  # not twice
+
+
+def test_watcher_tells_queued_from_unknown(home: Path) -> None:
+    """Polls of queued studies are well formed (results.summary's keys, their place, no rows),
+    the studies list has no error for them, and only a study nobody queued is an error."""
+    from autotune.tui.data import Watcher
+
+    _queue_behind_demo(home, "second", "third")
+    watcher = Watcher()
+    try:
+        snap = watcher.poll("third", target="t")
+        assert snap.errors == {}
+        update = snap.study
+        assert update.queue is not None and update.queue.describe() == (
+            "2nd in the daemon's queue, behind 'demo' (running)")
+        assert update.waiting == "waiting for the daemon to start this study"
+        assert update.new_rows == [] and update.total_rows == 0 and update.reset
+        demo = reading.open_view(f"sqlite:///{home / 'studies.db'}", "demo")
+        assert set(update.summary) == set(results.summary(demo, Store().get_study("demo")))
+        assert update.summary["state"] == "queued" and update.summary["total"] == 12
+        assert update.summary["budget"] == "5 epochs"
+        again = watcher.poll("third", target="t").study
+        assert not again.reset and again.events == []  # incremental while it waits, too
+
+        listed = watcher.poll(None)
+        assert listed.errors == {} and set(listed.lines) == {"demo", "pareto-demo"}
+
+        unknown = watcher.poll("nope", target="u")
+        assert unknown.study is None
+        assert unknown.errors["nope"].startswith("no study 'nope': ")
+        assert "no such study queued, running or finished" in unknown.errors["nope"]
+    finally:
+        watcher.close()
+
+
+def test_study_start_says_a_study_is_still_queued(home: Path) -> None:
+    """The line `study start` prints when its UI closes before the daemon started the study."""
+    from autotune.commands.study import still_queued_note
+
+    _queue_behind_demo(home, "later")
+    store = Store()
+    try:
+        assert still_queued_note(store, "later") == (
+            "autotune: study 'later' is still queued: 1st in the daemon's queue, behind 'demo' (running); "
+            "the daemon will run it (cancel it with `autotune study stop later`, "
+            "watch it again with `autotune tui later`)"
+        )
+        assert still_queued_note(store, "demo") is None  # running: nothing to say
+        store.set_study_status("later", "running")
+        assert still_queued_note(store, "later") is None
+    finally:
+        store.close()

@@ -1,10 +1,15 @@
 """`autotune tui`: watch and steer studies.
 
-Polling (dolphie's pattern): a thread worker fetches a Snapshot through data.Watcher and hands
-it to the app's thread with call_from_thread; only when the worker has finished is the next poll
-armed with set_timer, so polls never overlap however slow storage is. A screen change asks for a
-poll at once (right after the one in flight, if any); results meant for a screen no longer shown
-are dropped. Importances are slow on big studies and have their own worker.
+Polling (dolphie's pattern): a thread worker fetches a Snapshot through data.Watcher and posts it
+to the app as a SnapshotReady message; only when the worker has finished is the next poll armed
+with set_timer, so polls never overlap however slow storage is. A worker's message is queued before
+its final state change, so a snapshot reaches the app before the poll counts as finished. A screen
+change asks for a poll at once (right after the one in flight, if any). The app routes each result
+to the screen it was fetched for while that screen is the poll target and drops it otherwise.
+Importances are slow on big studies and have their own worker, started when a study screen asks.
+
+Screens get what they read from the app's constructor arguments and ask for everything else
+(navigation, polls, importances) with the messages in tui/messages.py, which bubble up to here.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from textual.binding import Binding
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from autotune.store import Store
+from autotune.storage.local import Store
 from autotune.tui.data import Snapshot, Watcher
+from autotune.tui.messages import (
+    ImportancesReady, ImportancesWanted, OpenStudy, PollNow, SnapshotReady, SwitchStudy,
+)
 from autotune.tui.screens.studies import StudiesScreen
 from autotune.tui.screens.study import StudyScreen
 
@@ -48,7 +56,7 @@ class AutotuneApp(App):
         self.initial_study = study
         self.interval = interval
         self.table_cap = table_cap
-        self.polls = 0  # completed polls, for tests and the benchmark
+        self.polls = 0  # polls routed to their screen, for tests and the benchmark
         self.last_snapshot: Snapshot | None = None
         self._timer: Timer | None = None
         self._polling = False
@@ -59,7 +67,10 @@ class AutotuneApp(App):
     def on_mount(self) -> None:
         self.push_screen(StudiesScreen())
         if self.initial_study:
-            self.push_screen(StudyScreen(self.initial_study))
+            self.push_screen(self._study_screen(self.initial_study))
+
+    def _study_screen(self, name: str) -> StudyScreen:
+        return StudyScreen(name, store=self.store, watcher=self.watcher, table_cap=self.table_cap)
 
     # polling -------------------------------------------------------------------------------------
 
@@ -70,8 +81,14 @@ class AutotuneApp(App):
                 return screen
         return None
 
+    def _routed(self, target_key: int) -> StudiesScreen | StudyScreen | None:
+        """The poll target if `target_key` is its key; None means a result for it is dropped (a
+        screen no longer shown never has its key polled again)."""
+        target = self.poll_target()
+        return target if target is not None and target.poll_key == target_key else None
+
     def request_poll(self) -> None:
-        """Poll now, or as soon as the poll in flight is applied (polls never overlap)."""
+        """Poll now, or as soon as the poll in flight has finished (polls never overlap)."""
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
@@ -79,29 +96,31 @@ class AutotuneApp(App):
             self._poll_again = True
             return
         target = self.poll_target()
+        if target is not None and not target.is_mounted:
+            # a screen just pushed has no widgets yet: what the poll brings would have nowhere to go
+            self._timer = self.set_timer(0.05, self.request_poll)
+            return
         if target is not None:
             self._polling = True
-            self._poll(target)
+            self._poll(target.study_name, target.poll_key)
+
+    def on_poll_now(self, message: PollNow) -> None:
+        self.request_poll()
 
     @work(thread=True, exclusive=True, group="poll")
-    def _poll(self, target: StudiesScreen | StudyScreen) -> None:
+    def _poll(self, study_name: str | None, poll_key: int) -> None:
         try:
-            snap = self.watcher.poll(target.study_name, target=target.poll_key)
+            snap = self.watcher.poll(study_name, target=poll_key)
         except Exception as exc:  # the store itself failed: show it, keep polling
             snap = Snapshot(studies=[], errors={"": f"{type(exc).__name__}: {exc}"})
-        try:
-            self.call_from_thread(self._apply, target, snap)
-        except RuntimeError:  # the app is shutting down
-            pass
+        self.post_message(SnapshotReady(snap, poll_key))  # a no-op once the app is closing
 
-    def _apply(self, target: StudiesScreen | StudyScreen, snap: Snapshot) -> None:
-        # A result for a screen no longer shown is dropped; its key is never polled again.
-        if target is self.poll_target():
-            target.apply(snap)
-            self.last_snapshot = snap
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        target = self._routed(message.target_key)
+        if target is not None:
+            self.last_snapshot = message.snapshot
             self.polls += 1
-            if isinstance(target, StudyScreen):
-                self._maybe_importances(target)
+            target.post_message(message)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Arm the next poll once the last one has finished, never while it runs."""
@@ -121,46 +140,46 @@ class AutotuneApp(App):
                 self._timer.stop()
             self._timer = self.set_timer(self.interval, self.request_poll)
 
-    def _maybe_importances(self, screen: StudyScreen) -> None:
-        if self._importance_busy or screen.complete_count == screen.importances_at:
+    # importances ---------------------------------------------------------------------------------
+
+    def on_importances_wanted(self, message: ImportancesWanted) -> None:
+        if self._importance_busy or time.monotonic() < self._importance_next:
             return
-        if screen.complete_count < 3 or time.monotonic() < self._importance_next:
+        if self._routed(message.target_key) is None:
             return
         self._importance_busy = True
-        self._importances(screen, screen.complete_count)
+        self._importances(message.target_key, message.study_name, message.complete)
 
     @work(thread=True, exclusive=True, group="importance")
-    def _importances(self, screen: StudyScreen, complete: int) -> None:
+    def _importances(self, target_key: int, study_name: str, complete: int) -> None:
         started = time.monotonic()
         try:
-            result = self.watcher.importances(screen.study_name)
+            result = self.watcher.importances(study_name)
         except Exception:
             result = {}
         took = time.monotonic() - started
-        try:
-            self.call_from_thread(self._importances_done, screen, complete, result, took)
-        except RuntimeError:
-            pass
+        self.post_message(ImportancesReady(target_key, study_name, complete, result, took))
 
-    def _importances_done(self, screen: StudyScreen, complete: int, result: dict[str, float], took: float) -> None:
+    def on_importances_ready(self, message: ImportancesReady) -> None:
         # A 10,000-trial study takes ~1.5 s: recompute at most every 20x that.
-        self._importance_next = time.monotonic() + max(IMPORTANCE_MIN_INTERVAL, 20 * took)
-        if screen.is_attached:
-            screen.show_importances(result, complete)
+        self._importance_next = time.monotonic() + max(IMPORTANCE_MIN_INTERVAL, 20 * message.took)
+        target = self._routed(message.target_key)
+        if target is not None:
+            target.post_message(message)
 
     # navigation ----------------------------------------------------------------------------------
 
-    def open_study(self, name: str) -> None:
-        self.push_screen(StudyScreen(name))
+    def on_open_study(self, message: OpenStudy) -> None:
+        self.push_screen(self._study_screen(message.name))
 
-    def switch_study(self, current: str, step: int) -> None:
+    def on_switch_study(self, message: SwitchStudy) -> None:
         names = [row["name"] for row in self.store.list_studies()]
-        if len(names) < 2 and current in names:
+        if len(names) < 2 and message.current in names:
             self.notify("no other study", severity="warning")
             return
-        index = names.index(current) if current in names else -step
+        index = names.index(message.current) if message.current in names else -message.step
         self._importance_next = 0.0
-        self.switch_screen(StudyScreen(names[(index + step) % len(names)]))
+        self.switch_screen(self._study_screen(names[(index + message.step) % len(names)]))
 
     async def action_quit(self) -> None:
         if self._timer is not None:
@@ -173,4 +192,3 @@ class AutotuneApp(App):
         self.workers.cancel_all()  # a poll already inside the Store finishes first (its lock)
         self.watcher.close()
         self.store.close()
-

@@ -1,9 +1,14 @@
 """What the terminal UI polls, computed off the UI thread. No Textual here.
 
 `Watcher.poll(target)` returns a `Snapshot` of what changed since the last poll for the same
-target: for a study, only trial rows that are new or changed (results.trial_rows is incremental),
+target: for a study, only trial rows that are new or changed (reading.trial_rows is incremental),
 events after the last id, live trials, and the derived views (best so far, Pareto points) only when
 the set of finished trials changed. Polls for one Watcher never run concurrently (a lock).
+
+A study whose store row exists but whose Optuna study does not yet (queued behind another, or the
+daemon is creating it) is not an error: its update has no rows, says why (`waiting`) and where it
+is in the daemon's queue (`queue`). The first update that finds the study starts the view over
+(`reset`), so the screen drops what it showed while waiting.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from typing import Any, Hashable
 
 import psutil
 
-from autotune import results
+from autotune.storage import reading, results
 from autotune.errors import UsageError
-from autotune.results import StudyLike, TrialRow
-from autotune.store import Store
+from autotune.storage.reading import StudyLike
+from autotune.storage.trial_row import TrialRow
+from autotune.storage.local import Store
+from autotune.daemon.queue import QueuePlace, queue_place
 
 EVENTS_TAIL = 200
 _poll_keys = itertools.count(1)
@@ -47,7 +54,9 @@ class StudyUpdate:
     live: list[dict[str, Any]]
     events: list[dict[str, Any]]
     complete_count: int
-    reset: bool  # first update for this target: the screen starts from empty
+    reset: bool  # first update for this target, or first since the study appeared: start from empty
+    queue: QueuePlace | None = None  # set while the store row says queued
+    waiting: str | None = None  # why there is nothing to show yet; None once the Optuna study exists
 
 
 @dataclass
@@ -68,6 +77,7 @@ class Watcher:
         self._lock = threading.Lock()
         self._studies: dict[str, tuple[tuple[Any, Any], StudyLike]] = {}
         self._target: Hashable = None
+        self._waiting = False  # the last update was for a study not in its storage yet
         self._shown: dict[int, TrialRow] = {}
         self._last_event_id = 0
         self._finished_count = -1
@@ -75,17 +85,17 @@ class Watcher:
 
     def study(self, name: str, store_row: dict[str, Any] | None = None) -> StudyLike:
         """The study behind a store row, opened once (its row cache lives on the object); a
-        results.SqliteStudy for SQLite storages, so the UI never loads SQLAlchemy.
+        reading.SqliteStudy for SQLite storages, so the UI never loads SQLAlchemy.
 
         Reopened when the row's storage or creation time changes (deleted and started again).
         """
         row = store_row or self.store.get_study(name)
         if row is None:
-            raise UsageError(f"no study '{name}' in {self.store.path}")
+            raise self._unknown(name)
         key = (row["storage"], row.get("created_at"))
         cached = self._studies.get(name)
         if cached is None or cached[0] != key:
-            cached = self._studies[name] = (key, results.open_view(row["storage"], name))
+            cached = self._studies[name] = (key, reading.open_view(row["storage"], name))
         return cached[1]
 
     def poll(self, name: str | None, target: Hashable = None) -> Snapshot:
@@ -99,8 +109,11 @@ class Watcher:
             snap = Snapshot(studies=studies, system=_system())
             if name is None:
                 snap.lines = {}
+                names: dict[str, list[str]] = {}  # storage -> its studies, read once a poll
                 for row in studies:
                     try:
+                        if not self._in_storage(row, names):
+                            continue  # queued: the list shows the store row and its place
                         study = self.study(row["name"], row)
                         snap.lines[row["name"]] = results.summary(study, row)
                     except Exception as exc:  # one unreadable study must not blank the list
@@ -108,21 +121,39 @@ class Watcher:
             else:
                 row = next((r for r in studies if r["name"] == name), None)
                 try:
-                    snap.study = self._study_update(name, row, target)
+                    snap.study = self._study_update(name, row, studies, target)
                 except Exception as exc:
                     snap.errors[name] = _one_line(exc)
         snap.took = time.perf_counter() - started
         return snap
 
-    def _study_update(self, name: str, store_row: dict[str, Any] | None, target: Hashable) -> StudyUpdate:
-        reset = target != self._target
-        study = self.study(name, store_row)  # may raise: then the next poll starts over again
-        rows = results.trial_rows(study)
+    def _study_update(
+        self, name: str, store_row: dict[str, Any] | None, studies: list[dict[str, Any]], target: Hashable,
+    ) -> StudyUpdate:
+        if store_row is None:
+            raise self._unknown(name)
+        waiting = not self._in_storage(store_row)
+        study = None if waiting else self.study(name, store_row)  # may raise: then the next poll starts over again
+        rows = reading.trial_rows(study) if study is not None else []
+        reset = target != self._target or waiting != self._waiting
         if reset:
             self._target = target
+            self._waiting = waiting
             self._shown = {}
             self._last_event_id = 0
             self._finished_count = -1
+            events = self._events_tail(name)
+        else:
+            events = self.store.events(name, after_id=self._last_event_id)
+        if events:
+            self._last_event_id = events[-1]["id"]
+        queue = queue_place(studies, name)
+        if study is None:
+            return StudyUpdate(
+                name=name, summary=_waiting_summary(store_row), attrs={}, hardware={}, new_rows=[],
+                changed_rows=[], total_rows=0, best_so_far=None, pareto=None, live=[], events=events,
+                complete_count=0, reset=reset, queue=queue, waiting=_why_waiting(store_row),
+            )
         new_rows, changed_rows = [], []
         shown = self._shown
         for row in rows:
@@ -144,12 +175,6 @@ class Watcher:
             else:
                 complete = [r for r in rows if r.state == "COMPLETE" and r.values]
                 pareto = (results.pareto_front(study, rows), complete)
-        if reset:
-            events = self._events_tail(name)
-        else:
-            events = self.store.events(name, after_id=self._last_event_id)
-        if events:
-            self._last_event_id = events[-1]["id"]
         return StudyUpdate(
             name=name,
             summary=results.summary(study, store_row, rows, user_attrs=user_attrs),
@@ -164,6 +189,25 @@ class Watcher:
             events=events,
             complete_count=sum(1 for r in rows if r.state == "COMPLETE"),
             reset=reset,
+            queue=queue,
+        )
+
+    def _in_storage(self, row: dict[str, Any], names: dict[str, list[str]] | None = None) -> bool:
+        """Whether the Optuna study behind a store row exists yet. Answered from the open study
+        when a poll has one; else from the storage's study names (memoized in `names`), cheap for
+        SQLite files and never creating one: opening a missing study would load SQLAlchemy to fail."""
+        cached = self._studies.get(row["name"])
+        if cached is not None and cached[0] == (row["storage"], row.get("created_at")):
+            return True
+        names = {} if names is None else names
+        if row["storage"] not in names:
+            names[row["storage"]] = reading.list_studies(row["storage"])
+        return row["name"] in names[row["storage"]]
+
+    def _unknown(self, name: str) -> UsageError:
+        return UsageError(
+            f"no study '{name}': {self.store.path} has no such study queued, running or finished "
+            f"(start it with `autotune study start --name {name}`)"
         )
 
     def _events_tail(self, name: str) -> list[dict[str, Any]]:
@@ -183,6 +227,31 @@ class Watcher:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _why_waiting(row: dict[str, Any]) -> str:
+    """Why a study with a store row has no Optuna study, as the panels that stay empty say it."""
+    status = row["status"]
+    if status == "queued":
+        return "waiting for the daemon to start this study"
+    if status == "running":  # the daemon took it and is preparing it (imports, data, hardware)
+        return "the daemon is starting this study"
+    return f"{status} before it started" + (f": {row['error']}" if row.get("error") else "")
+
+
+def _waiting_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """results.summary's keys for a study with no Optuna study yet: what its store row and spec say."""
+    spec = row.get("spec") or {}
+    budget = spec.get("budget")
+    return {
+        "name": row["name"], "state": row["status"], "objective": row.get("objective"), "directions": [],
+        "workload": row.get("workload"), "target": spec.get("target"),
+        "budget": ", ".join(f"{v} {k}" for k, v in budget.items()) if isinstance(budget, dict) else None,
+        "device": spec.get("device"), "done": 0, "total": row.get("n_trials") or 0, "complete": 0,
+        "pruned": 0, "failed": 0, "running": 0, "surplus": 0, "retried": 0, "best_number": None,
+        "best_value": None, "best_values": None, "speedup": None, "confirmed_speedup": None,
+        "confirmed_range": None, "elapsed": None, "eta": None, "mean_trial_seconds": None,
+    }
 
 
 def _system() -> dict[str, Any]:

@@ -26,8 +26,8 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.storage import sqlite_path
-from autotune.store import Store
+from autotune.storage.rdb import sqlite_path
+from autotune.storage.local import Store
 
 DISTRIBUTIONS: dict[str, BaseDistribution] = {
     "batch_size": CategoricalDistribution([32, 64, 128, 256, 512]),

@@ -1,11 +1,15 @@
-"""Short human formats shared by the screens and widgets."""
+"""The UI's formats: colours and short labels on top of autotune.formatting (numbers and units)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from rich.text import Text
+
+from autotune.formatting import nbytes, number, ratio, seconds
+
+__all__ = ["compact_settings", "nbytes", "number", "objective_value", "objective_values", "ratio", "seconds",
+           "state", "study_state"]
 
 STATE_STYLES = {
     "COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "bold cyan", "WAITING": "dim",
@@ -20,49 +24,6 @@ SHORT = {
     "pruning": "p", "momentum": "mom", "weight_decay": "wd", "beta2": "b2", "threads": "t",
     "channels_last": "cl", "torch_compile": "compile", "cudnn_benchmark": "cudnn",
 }
-
-
-def seconds(value: float | None) -> str:
-    """3.2s, 4m05s, 2h03m."""
-    if value is None or not math.isfinite(value):
-        return "-"
-    if value < 60:
-        return f"{value:.1f}s"
-    minutes, secs = divmod(int(value), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
-def number(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if abs(value) >= 10_000:
-            return f"{value:,.0f}"
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def nbytes(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return "-"
-
-
-def ratio(value: float | None) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.2f}x"
 
 
 def state(name: str) -> Text:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from autotune.tui.app import AutotuneApp
 from autotune.tui.demo import build_demo_home
+from autotune.tui.messages import OpenStudy
 from autotune.tui.screens.study import StudyScreen
 
 SIZE = (140, 45)
@@ -44,7 +45,7 @@ async def write_screenshots(out: Path) -> list[Path]:
         async with app.run_test(size=SIZE) as pilot:
             await _settle(app, pilot)
             written.append(Path(app.save_screenshot("studies.svg", str(out))))
-            app.open_study("demo")
+            app.post_message(OpenStudy("demo"))
             await _settle(app, pilot, polls=3, importances=True)
             written.append(Path(app.save_screenshot("study.svg", str(out))))
             # The cursor follows the newest trial (the running one): show the last finished one.

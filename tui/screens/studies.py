@@ -1,4 +1,7 @@
-"""All studies in the store: state, progress, best, speedup. Enter opens one."""
+"""All studies in the store: state, progress, best, speedup. Enter opens one.
+
+Fed by the SnapshotReady messages the app routes here; asks for polls and studies with messages.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from autotune.tui import format as fmt
-from autotune.tui.data import Snapshot, new_poll_key
+from autotune.daemon.queue import QueuePlace, queue_places
+from autotune.tui.data import new_poll_key
+from autotune.tui.messages import OpenStudy, PollNow, SnapshotReady
 
 COLUMNS = (
     ("name", "study"), ("state", "state"), ("objective", "objective"), ("trials", "trials"),
@@ -41,18 +46,20 @@ class StudiesScreen(Screen):
         self.query_one("#studies-empty", Static).display = False
 
     def on_screen_resume(self) -> None:
-        self.app.request_poll()
+        self.post_message(PollNow())
 
-    def apply(self, snap: Snapshot) -> None:
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        snap = message.snapshot
         table = self.query_one(DataTable)
         names = [row["name"] for row in snap.studies]
         present = {key.value for key in table.rows}
         for name in present - set(names):
             table.remove_row(name)
             self._cells.pop(name, None)
+        places = queue_places(snap.studies)
         for row in snap.studies:
             name = row["name"]
-            cells = self._row_cells(row, (snap.lines or {}).get(name), snap.errors.get(name))
+            cells = self._row_cells(row, (snap.lines or {}).get(name), snap.errors.get(name), places.get(name))
             if name in present:
                 for (key, _), cell, old in zip(COLUMNS, cells, self._cells[name]):
                     if cell != old:
@@ -70,11 +77,13 @@ class StudiesScreen(Screen):
             )
 
     @staticmethod
-    def _row_cells(row: dict[str, Any], line: dict[str, Any] | None, error: str | None) -> list[Any]:
-        if line is None:
+    def _row_cells(row: dict[str, Any], line: dict[str, Any] | None, error: str | None,
+                   place: QueuePlace | None) -> list[Any]:
+        if line is None:  # no Optuna study yet (queued, or failed before it started), or unreadable
+            note = Text(error, style="red") if error else (
+                Text(place.describe(), style="dim") if place else Text(row.get("error") or "", style="red"))
             return [row["name"], fmt.study_state(row["status"]), row.get("objective") or "-",
-                    f"?/{row.get('n_trials') or '?'}", "-", "-", "-",
-                    Text(error or "", style="red")]
+                    f"?/{row.get('n_trials') or '?'}", "-", "-", "-", note]
         objective = line.get("objective")
         best = fmt.objective_values(objective, line.get("best_values"))
         return [
@@ -91,4 +100,4 @@ class StudiesScreen(Screen):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is not None:
-            self.app.open_study(event.row_key.value)
+            self.post_message(OpenStudy(event.row_key.value))

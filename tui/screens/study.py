@@ -1,5 +1,12 @@
 """One study, live: header, trials table, running trial, best so far or Pareto front,
-importances, hardware and events. Keys pause/resume, stop, kill a trial and export the best."""
+importances, hardware and events. Keys pause/resume, stop, kill a trial and export the best.
+A study the daemon has not started yet (queued behind another) shows its place in the queue, and
+the panels that stay empty say why; the first poll that finds its trials starts the screen over.
+
+The screen is fed by SnapshotReady and ImportancesReady messages the app routes to it, steers
+through autotune.control on the Store it was given, and asks the app for polls, importances and
+other studies with messages (tui/messages.py).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,16 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
-from autotune import results
+from autotune.storage import reading
+from autotune import control
 from autotune.errors import AutotuneError, UsageError
-from autotune.tui.data import Snapshot, StudyUpdate, new_poll_key
+from autotune.storage.local import Store
+from autotune.tui.data import StudyUpdate, Watcher, new_poll_key
+from autotune.tui.messages import ImportancesReady, ImportancesWanted, PollNow, SnapshotReady, SwitchStudy
 from autotune.tui.widgets.event_log import EventLog
 from autotune.tui.widgets.hardware import HardwarePane
 from autotune.tui.widgets.importances import ImportanceBars
@@ -35,21 +46,29 @@ class StudyScreen(Screen):
         Binding("escape", "back", "Studies"),
     ]
 
-    def __init__(self, study_name: str) -> None:
+    # vars, not repainting reactives: every poll sets them, and the widgets they feed repaint
+    # themselves. No header before the first poll: there is no summary to show.
+    summary: var[dict[str, Any]] = var(dict, init=False)
+    directions: var[list[str]] = var(list)
+    complete_count: var[int] = var(0)
+    importances_at: var[int] = var(-1)  # complete count the importances shown were computed for
+
+    def __init__(self, study_name: str, *, store: Store, watcher: Watcher, table_cap: int) -> None:
+        """`store` is the app thread's connection, for steering; `watcher` is read only for the
+        study a poll already opened (export); the trials table keeps the latest `table_cap` rows."""
         super().__init__()
         self.study_name = study_name
         self.poll_key = new_poll_key()
-        self.summary: dict[str, Any] = {}
-        self.directions: list[str] = []
-        self.complete_count = 0
-        self.importances_at = -1  # complete count the importances were computed for
+        self.store = store
+        self._watcher = watcher
+        self._table_cap = table_cap
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield StudyHeader(id="study-header")
         with Horizontal(id="study-body"):
             with Vertical(id="study-left"):
-                yield TrialsTable(cap=self.app.table_cap, id="trials")
+                yield TrialsTable(cap=self._table_cap, id="trials")
                 yield RunningPane(id="running")
             with Vertical(id="study-right"):
                 yield BraillePlot(id="progress-plot", empty="waiting for a complete trial")
@@ -70,33 +89,58 @@ class StudyScreen(Screen):
         table.focus()
 
     def on_screen_resume(self) -> None:
-        self.app.request_poll()
+        self.post_message(PollNow())
 
     # updates -----------------------------------------------------------------------------------
 
-    def apply(self, snap: Snapshot) -> None:
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        snap = message.snapshot
         error = snap.errors.get(self.study_name)
         if error:
             self.sub_title = f"{self.study_name}: {error}"
         update = snap.study
-        if update is None:
-            return
+        if update is not None:
+            self._apply(update, snap.system)
+        if self.complete_count >= 3 and self.complete_count != self.importances_at:
+            self.post_message(ImportancesWanted(self.poll_key, self.study_name, self.complete_count))
+
+    def _apply(self, update: StudyUpdate, system: dict[str, Any]) -> None:
         self.sub_title = self.study_name
+        if update.reset:  # a new view, or the study has just appeared: nothing shown still holds
+            self.query_one(TrialsTable).start_over()
+            self.query_one(EventLog).clear()
+            self.query_one(BraillePlot).set_series([])
+            self.importances_at = -1
         self.summary = update.summary
         self.directions = update.summary["directions"]
         self.complete_count = update.complete_count
-        self.query_one(StudyHeader).show(update.summary)
+        self.query_one(StudyHeader).show(update.summary, update.queue, update.waiting)
+        if update.waiting is not None:
+            self._wait(update, update.waiting, system)
+            return
         self.query_one(TrialsTable).apply(
             update.new_rows, update.changed_rows, update.total_rows,
             update.summary.get("objective"), update.summary.get("best_number"),
         )
         self.query_one(RunningPane).show(update.live)
-        self.query_one(HardwarePane).show(snap.system, update.hardware, update.live)
+        self.query_one(HardwarePane).show(system, update.hardware, update.live)
         if update.events:
             self.query_one(EventLog).add(update.events)
         self._plot(update)
         if self.importances_at < 0:
             self.query_one(ImportanceBars).show({}, update.complete_count, pending=update.complete_count >= 3)
+
+    def _wait(self, update: StudyUpdate, reason: str, system: dict[str, Any]) -> None:
+        """No Optuna study yet: the panels that would show its trials say `reason` they are empty."""
+        self.query_one(TrialsTable).wait(reason)
+        self.query_one(RunningPane).show([])
+        self.query_one(HardwarePane).show(system, {}, [])
+        self.query_one(ImportanceBars).show({}, 0)
+        log = self.query_one(EventLog)
+        if update.reset:
+            log.note(reason)
+        if update.events:
+            log.add(update.events)
 
     def _plot(self, update: StudyUpdate) -> None:
         plot = self.query_one(BraillePlot)
@@ -112,61 +156,52 @@ class StudyScreen(Screen):
                 Series([(r.values[1], r.values[0]) for r in front if r.values], "bold green", "points"),
             ])
 
-    def show_importances(self, importances: dict[str, float], complete: int) -> None:
-        self.importances_at = complete
-        self.query_one(ImportanceBars).show(importances, complete)
+    def on_importances_ready(self, message: ImportancesReady) -> None:
+        self.importances_at = message.complete
+        self.query_one(ImportanceBars).show(message.importances, message.complete)
 
     # actions -----------------------------------------------------------------------------------
 
-    @property
-    def store(self) -> Any:
-        return self.app.store
-
     def action_pause(self) -> None:
-        row = self.store.get_study(self.study_name)
-        status = row["status"] if row else None
-        if status in ("running", "queued"):
-            self.store.set_study_status(self.study_name, "paused")
-            self.notify("paused: the running trial finishes, no new one starts (p resumes)")
-        elif status == "paused":
-            self.store.set_study_status(self.study_name, "running", pid=row.get("pid"))
-            self.notify("resumed")
-        else:
-            self.notify(f"study is {status}: nothing to pause", severity="warning")
+        try:
+            status = control.toggle_pause(self.store, self.study_name)
+        except UsageError as exc:
+            self.notify(str(exc), severity="warning")
             return
-        self.app.request_poll()
+        self.notify("resumed" if status == "running" else
+                    "paused: the running trial finishes, no new one starts (p resumes)")
+        self.post_message(PollNow())
 
     def action_stop(self) -> None:
-        status = self.store.study_status(self.study_name)
-        if status not in ("running", "paused", "queued"):
-            self.notify(f"study is {status}: nothing to stop", severity="warning")
+        try:
+            control.stop(self.store, self.study_name)
+        except UsageError as exc:
+            self.notify(str(exc), severity="warning")
             return
-        self.store.set_study_status(self.study_name, "stopping")
         self.notify("stopping after the running trial")
-        self.app.request_poll()
+        self.post_message(PollNow())
 
     def action_kill(self) -> None:
-        live = [row["number"] for row in self.store.live_trials(self.study_name)]
-        if not live:
-            self.notify("no trial is running", severity="warning")
-            return
         selected = self.query_one(TrialsTable).selected()
-        number = selected.number if selected is not None and selected.number in live else live[-1]
-        if self.store.request_kill(self.study_name, number):
-            self.notify(f"killing trial {number}")
-        self.app.request_poll()
+        try:
+            number = control.kill_trial(self.store, self.study_name, selected.number if selected else None)
+        except UsageError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self.notify(f"killing trial {number}")
+        self.post_message(PollNow())
 
     def action_export(self) -> None:
-        from autotune.export import export_config
+        from autotune.storage.export import export_config
 
         path = Path.cwd() / f"{self.study_name}-best.toml"
         try:
-            study = self.app.watcher.opened(self.study_name)  # its rows are cached: fast
+            study = self._watcher.opened(self.study_name)  # its rows are cached: fast
             if study is None:
                 row = self.store.get_study(self.study_name)
                 if row is None:
                     raise UsageError(f"no study '{self.study_name}' in {self.store.path}")
-                study = results.open_view(row["storage"], self.study_name)
+                study = reading.open_view(row["storage"], self.study_name)
             text = export_config(study)
             path.write_text(text)
         except (AutotuneError, OSError) as exc:
@@ -175,7 +210,7 @@ class StudyScreen(Screen):
         self.notify(f"wrote {path}")
 
     def action_switch(self, step: int) -> None:
-        self.app.switch_study(self.study_name, step)
+        self.post_message(SwitchStudy(self.study_name, step))
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -13,7 +13,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from autotune.results import METRICS, TrialRow
+from autotune.statuses import TRIAL_METRICS
+from autotune.storage.trial_row import TrialRow
 from autotune.tui import format as fmt
 from autotune.tui.widgets.plot import BraillePlot, Series
 
@@ -53,7 +54,7 @@ class TrialScreen(Screen):
         with Horizontal(id="trial-body"):
             with Vertical(id="trial-left"):
                 yield Static(_table(row.settings, row.params), id="trial-settings")
-                yield Static(_table({k: row.metrics[k] for k in METRICS if k in row.metrics}, {},
+                yield Static(_table({k: row.metrics[k] for k in TRIAL_METRICS if k in row.metrics}, {},
                                     METRIC_FORMATS), id="trial-metrics")
             with Vertical(id="trial-right"):
                 yield BraillePlot(id="trial-curve", empty="no intermediate values",

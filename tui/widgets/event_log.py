@@ -29,3 +29,7 @@ class EventLog(RichLog):
             line.append(time.strftime("%H:%M:%S ", time.localtime(event["ts"])), style="dim")
             line.append(event["message"], style=KIND_STYLES.get(event["kind"], ""))
             self.write(line, scroll_end=True)
+
+    def note(self, text: str) -> None:
+        """A line of the UI's own (why the pane is empty, say), dim to tell it from the study's events."""
+        self.write(Text(text, style="dim italic", no_wrap=True), scroll_end=True)

@@ -16,7 +16,8 @@ HISTORY = 60  # polls of samples/s kept for the sparkline
 
 
 class RunningTrial(Vertical):
-    """One live_trials row; `show(row)` on every poll appends to the samples/s history."""
+    """One live_trials row; `show(row)` on every poll appends to the samples/s history. Rows shown
+    before the widget is mounted are kept and shown, in order, once it is."""
 
     DEFAULT_CSS = """
     RunningTrial { height: 2; }
@@ -30,7 +31,8 @@ class RunningTrial(Vertical):
         super().__init__(id=f"running-{row['number']}")
         self.number: int = row["number"]
         self.history: deque[float] = deque(maxlen=HISTORY)
-        self._first = row
+        # Polls can arrive faster than a mount completes: rows for widgets not composed yet wait here.
+        self._pending: list[dict[str, Any]] | None = [row]
         self._last_update: tuple[Any, Any] | None = None
 
     def compose(self) -> ComposeResult:
@@ -40,11 +42,16 @@ class RunningTrial(Vertical):
         yield Label("", classes="line")
 
     def on_mount(self) -> None:
-        self.show(self._first)
+        pending, self._pending = self._pending or [], None
+        for row in pending:
+            self.show(row)
 
     def show(self, row: dict[str, Any]) -> None:
+        if self._pending is not None:
+            self._pending.append(row)
+            return
         key = (row.get("updated_at"), row.get("kill_requested"))
-        if key == self._last_update and row is not self._first:
+        if key == self._last_update:
             return  # the runner has not reported since the last poll
         self._last_update = key
         if row.get("samples_per_s") is not None:

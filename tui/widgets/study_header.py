@@ -1,4 +1,5 @@
-"""The study screen's top lines: what is being tuned, progress, best, speedup, time."""
+"""The study screen's top lines: what is being tuned, progress, best, speedup, time; for a study
+the daemon has not started, its place in the daemon's queue or why it has no trials."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from rich.text import Text
 
 from autotune.tui import format as fmt
+from autotune.daemon.queue import QueuePlace
 from autotune.tui.widgets.text_pane import TextPane
 
 
@@ -15,7 +17,9 @@ class StudyHeader(TextPane):
     StudyHeader { height: 2; padding: 0 1; background: $panel; }
     """
 
-    def show(self, summary: dict[str, Any]) -> None:
+    def show(self, summary: dict[str, Any], queue: QueuePlace | None = None, waiting: str | None = None) -> None:
+        """`summary` as results.summary returns it; `queue` while the study is queued; `waiting`
+        while it has no Optuna study yet (why: shown when the queue does not say it)."""
         objective = summary.get("objective") or "?"
         target = summary.get("target")
         first = Text()
@@ -28,6 +32,10 @@ class StudyHeader(TextPane):
         first.append(f"  device {summary.get('device') or 'auto'}")
         second = Text()
         second.append_text(fmt.study_state(summary["state"]))
+        if queue is not None:
+            second.append(f": {queue.describe()}", style="bold")
+        elif waiting is not None:
+            second.append(f": {waiting}", style="bold")
         second.append(
             f"  {summary['done']}/{summary['total']} trials"
             f" ({summary['complete']} ok, {summary['pruned']} pruned, {summary['failed']} failed"

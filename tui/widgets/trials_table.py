@@ -11,7 +11,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable
 
-from autotune.results import TrialRow
+from autotune.storage.trial_row import TrialRow
 from autotune.tui import format as fmt
 
 COLUMNS = (
@@ -85,6 +85,21 @@ class TrialsTable(DataTable):
             self.border_title = title
         if follow and new and self.row_count:
             self.move_cursor(row=self.row_count - 1)
+
+    def start_over(self) -> None:
+        """Drop every row and column: the next `apply` lays the table out afresh (a study that
+        has just appeared, maybe with another objective than its previous life)."""
+        self.clear(columns=True)
+        self.columns_for = None
+        self.rows_by_number = {}
+        self.best_number = None
+        self.total = 0
+
+    def wait(self, reason: str) -> None:
+        """No trials yet, and `reason` why, in the border title (apply replaces it)."""
+        title = f"trials: none yet, {reason}"
+        if title != self.border_title:
+            self.border_title = title
 
     def selected(self) -> TrialRow | None:
         if not self.row_count:
