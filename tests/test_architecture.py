@@ -1,0 +1,164 @@
+"""The house rules, checked on the source: small modules, no import cycles, the core free of
+Textual and the UI free of torch, and docs/architecture.md naming every package.
+
+The import graph is read with `ast`, so every import counts, those inside functions too; imports
+under `if TYPE_CHECKING:` do not run and are left out, and so are imports of a package itself
+(its `__init__`), which every import of one of its modules runs anyway.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# installed package name -> folder in the repository (see pyproject's package-dir)
+PACKAGE_DIRS = {"autotune": ROOT / "autotune", "autotune.plugins": ROOT / "plugins", "autotune.tui": ROOT / "tui"}
+MAX_LINES = 400
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the three trees by its import name; packages end in `.__init__`."""
+    found: dict[str, Path] = {}
+    for package, folder in PACKAGE_DIRS.items():
+        for path in sorted(folder.rglob("*.py")):
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            found[".".join([package, *parts])] = path
+    return found
+
+
+MODULES = modules()
+PACKAGES = {name.removesuffix(".__init__") for name in MODULES if name.endswith(".__init__")}
+
+
+def _type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    found: list[ast.Import | ast.ImportFrom] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def imported_names(name: str) -> set[str]:
+    """Every dotted name module `name` imports (absolute, relative ones resolved)."""
+    path = MODULES[name]
+    package = name.removesuffix(".__init__") if name.endswith(".__init__") else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in _imports(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+            continue
+        base = node.module or ""
+        if node.level:
+            anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+            base = ".".join(anchor + ([node.module] if node.module else []))
+        out.add(base)
+        out.update(f"{base}.{alias.name}" for alias in node.names)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    """autotune module -> the autotune modules it imports (package __init__s left out)."""
+    plain = {n for n in MODULES if not n.endswith(".__init__")}
+    edges: dict[str, set[str]] = {}
+    for name in MODULES:
+        source = name.removesuffix(".__init__")
+        edges[source] = {n for n in imported_names(name) if n in plain and n != source}
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def connect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            connect(v)
+    return found
+
+
+def test_the_checks_see_the_tree() -> None:
+    """The walk finds the modules and the imports it is meant to judge."""
+    assert {"autotune.cli", "autotune.run.engine", "autotune.plugins.batch_size", "autotune.tui.app"} <= set(MODULES)
+    assert "autotune.run.local" in graph()["autotune.run.engine"]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_module_is_at_most_400_lines(name: str) -> None:
+    lines = len(MODULES[name].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{MODULES[name].relative_to(ROOT)} has {lines} lines; split it by concern"
+
+
+def test_modules_do_not_import_each_other_in_a_cycle() -> None:
+    assert cycles(graph()) == []
+
+
+def test_functions_and_type_checking_blocks_are_read_as_they_run() -> None:
+    code = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import autotune.hidden\n"
+        "def f():\n    from autotune.run import engine\n"
+    )
+    imports = {n.module or n.names[0].name for n in _imports(ast.parse(code))}
+    assert imports == {"typing", "autotune.run"}
+
+
+def test_core_does_not_import_textual_and_the_ui_does_not_import_torch() -> None:
+    wrong = []
+    for name in MODULES:
+        roots = {n.split(".")[0] for n in imported_names(name)}
+        in_ui = name.startswith("autotune.tui")
+        banned = {"torch", "torchvision"} if in_ui else {"textual", "textual_plotext"}
+        if roots & banned:
+            wrong.append(f"{name} imports {', '.join(sorted(roots & banned))}")
+    assert wrong == []
+
+
+def test_architecture_doc_names_every_package() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    missing = [p for p in sorted(PACKAGES) if f"`{p}`" not in text]
+    assert missing == [], f"docs/architecture.md does not describe: {', '.join(missing)}"
