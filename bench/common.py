@@ -89,6 +89,43 @@ def uptime_line() -> str:
         return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+WANTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def cpu_line() -> str:
+    """"AMD EPYC, 2 cores, avx2 avx512f": what to print beside a timing (machines differ)."""
+    from autotune.hardware import detect
+
+    hardware = detect("cpu")
+    flags = " ".join(f for f in WANTED_FLAGS if f in cpu_flags()) or "no avx2"
+    return f"{hardware.cpu_name}, {hardware.cpu_count} cores, {flags}"
+
+
+def home_processes(home: Path) -> list[Any]:
+    """Live processes started for AUTOTUNE_HOME `home` (they inherit it), this one aside."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.status() != psutil.STATUS_ZOMBIE \
+                    and proc.environ().get("AUTOTUNE_HOME") == str(home):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
 def hardware_fingerprint() -> dict[str, Any]:
     """`autotune hardware --json`, run as the command users run, plus CPU flags that matter here."""
     script = Path(sys.executable).parent / "autotune"
@@ -98,18 +135,10 @@ def hardware_fingerprint() -> dict[str, Any]:
     if proc.returncode != 0:
         raise SystemExit(f"`autotune hardware --json` failed:\n{proc.stderr[-2000:]}")
     fingerprint = json.loads(proc.stdout)
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+    flags = cpu_flags()
     return {
         "autotune_hardware": fingerprint,
-        "cpu_flags": [f for f in wanted if f in flags],
+        "cpu_flags": [f for f in WANTED_FLAGS if f in flags],
         "python": platform.python_version(),
         "platform": platform.platform(),
     }

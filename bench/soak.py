@@ -24,30 +24,12 @@ import threading
 import time
 from pathlib import Path
 
+import common
 import optuna
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "autotune.cli"]
 BAD = ("Traceback", "database is locked")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "?"
-
-
-def leftovers(home: Path) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("AUTOTUNE_HOME") == str(home):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
 
 
 class Reader(threading.Thread):
@@ -136,13 +118,13 @@ def main() -> None:
     tracebacks = sum(err.count("Traceback") for _, _, err in studies)
     locked = sum(err.count("database is locked") for _, _, err in studies)
     time.sleep(5)
-    left = leftovers(home)
+    left = common.home_processes(home)
     for proc in left:
         proc.kill()
 
     print(f"\nsoak: {wall / 60:.1f} min, {rounds} rounds, {len(studies)} studies x {args.n_trials} trials "
           f"(--workers 2 each, budget {args.budget_steps} steps), {reader.calls} `study show` calls")
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; load average {load_before[0]:.2f} before, "
+    print(f"CPU: {common.cpu_line()}; load average {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after")
     figures = {
         "tracebacks (studies)": tracebacks, "'database is locked' (studies)": locked,

@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def build_home(home: Path, studies: int, trials: int) -> None:
@@ -68,16 +69,6 @@ def timed(cmd: list[str], env: dict[str, str], repeats: int) -> list[float]:
     return walls
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "?"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--studies", type=int, default=20)
@@ -105,7 +96,7 @@ def main() -> None:
         return f"| {label} | {statistics.median(walls):.3f} s | {min(walls):.3f}-{max(walls):.3f} s |"
 
     print(f"home: {args.studies} studies x {args.trials} trials; {args.repeats} fresh processes each")
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; load average {load_before[0]:.2f} before, "
+    print(f"CPU: {common.cpu_line()}; load average {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after; Python {sys.version.split()[0]}")
     print("| command | median | min-max |\n|---|---|---|")
     print(row("autotune study list", listing))

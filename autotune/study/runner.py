@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RUNNER_ID = retries.RUNNER_ID
 
 
 class StudyRunner:
