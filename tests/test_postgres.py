@@ -41,6 +41,37 @@ def pg():
     server.stop()
 
 
+def _processes_under(root: Path) -> list[psutil.Process]:
+    """Live processes started for a home under `root` (they inherit AUTOTUNE_HOME)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("AUTOTUNE_HOME", "").startswith(str(root)):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind(tmp_path: Path):
+    """Regression (faults #15): the workers' forkservers and trial processes outlived the suite.
+    Every process a test started for its homes (workers, forkservers, trials, DataLoader
+    workers) must be gone shortly after the test."""
+    yield
+    deadline = time.monotonic() + 20
+    while _processes_under(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = []
+    for proc in _processes_under(tmp_path):
+        try:
+            left.append(" ".join(proc.cmdline()[:4]))
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    assert left == []
+
+
 class Proc:
     """An `autotune` process whose output goes to files (no pipe to drain, none to block on)."""
 
