@@ -28,6 +28,9 @@ from autotune.storage.local import Store
 from autotune.storage.rdb import open_storage
 from autotune.study.slots import counted_trials
 
+sys.path.insert(0, str(Path(__file__).parent))
+from home_processes import kill_all, processes_of  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "autotune.cli"]
 FAST = ["--space", "quick", "--budget-epochs", "1", "--confirm", "0", "--seed", "1"]
@@ -98,22 +101,10 @@ class Home:
 
     def processes(self) -> list[psutil.Process]:
         """Every live process started for this home (they inherit AUTOTUNE_HOME)."""
-        found = []
-        for proc in psutil.process_iter():
-            try:
-                if proc.pid != os.getpid() and proc.status() != psutil.STATUS_ZOMBIE \
-                        and proc.environ().get("AUTOTUNE_HOME") == str(self.path):
-                    found.append(proc)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-        return found
+        return processes_of(self.path)
 
     def kill_all(self) -> None:
-        for proc in self.processes():
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
+        kill_all(self.processes())
 
 
 @pytest.fixture

@@ -25,6 +25,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune.storage.local import Store
 
+sys.path.insert(0, str(Path(__file__).parent))
+from home_processes import kill_all, processes_of  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "tests" / "plugin_files"
 CLI = [sys.executable, "-m", "autotune.cli"]
@@ -70,28 +73,14 @@ class Home:
         return optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
 
     def leftovers(self) -> list[psutil.Process]:
-        found = []
-        for proc in psutil.process_iter():
-            try:
-                if proc.environ().get("AUTOTUNE_HOME") == str(self.path):
-                    found.append(proc)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-        return found
-
-    def kill_leftovers(self) -> None:
-        for proc in self.leftovers():
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
+        return processes_of(self.path)
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Any:
     h = Home(tmp_path / "home")
     yield h
-    h.kill_leftovers()  # a failing test must not leave trials training on the shared cores
+    kill_all(h.leftovers())  # a failing test must not leave trials training on the shared cores
 
 
 def finished(proc: subprocess.Popen[str], timeout: float = TIMEOUT) -> tuple[int, str, str]:

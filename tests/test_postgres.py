@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.storage.rdb import sqlalchemy_url
 
 sys.path.insert(0, str(Path(__file__).parent))
+from home_processes import kill_all, processes_of  # noqa: E402
 from pg import PostgresServer  # noqa: E402
 
 STUDY_ARGS = ["--workload", "digits", "--space", "quick", "--budget-epochs", "1", "--confirm", "0"]
@@ -41,18 +42,6 @@ def pg():
     server.stop()
 
 
-def _processes_under(root: Path) -> list[psutil.Process]:
-    """Live processes started for a home under `root` (they inherit AUTOTUNE_HOME)."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("AUTOTUNE_HOME", "").startswith(str(root)):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
 @pytest.fixture(autouse=True)
 def no_process_left_behind(tmp_path: Path):
     """Regression (faults #15): the workers' forkservers and trial processes outlived the suite.
@@ -60,16 +49,9 @@ def no_process_left_behind(tmp_path: Path):
     workers) must be gone shortly after the test."""
     yield
     deadline = time.monotonic() + 20
-    while _processes_under(tmp_path) and time.monotonic() < deadline:
+    while processes_of(tmp_path, under=True) and time.monotonic() < deadline:
         time.sleep(0.2)
-    left = []
-    for proc in _processes_under(tmp_path):
-        try:
-            left.append(" ".join(proc.cmdline()[:4]))
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    assert left == []
+    assert kill_all(processes_of(tmp_path, under=True)) == []
 
 
 class Proc:
