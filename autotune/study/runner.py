@@ -218,10 +218,11 @@ class StudyRunner:
     # running ---------------------------------------------------------------------------------
 
     def _after_trial(self, study: optuna.Study, frozen: FrozenTrial) -> None:
+        done = counted_trials(study)
         if frozen.user_attrs.get("autotune_status") != RunStatus.SURPLUS:  # it never ran: nothing to tell
-            self._announce(study, frozen)
+            self._announce(frozen, done)
         self._check_storage()
-        if self.fatal is not None or counted_trials(study) >= self.spec.n_trials:
+        if self.fatal is not None or done >= self.spec.n_trials:
             study.stop()
             return
         status = self.store.study_status(self.spec.name)
@@ -247,8 +248,9 @@ class StudyRunner:
         stop, the study has its count or a stop was asked for."""
         return self.slots.wait_for_slot(study, self.should_stop)
 
-    def _announce(self, study: optuna.Study, frozen: FrozenTrial) -> None:
-        """One event for a finished trial (complete, pruned or failed), then new_best if it is."""
+    def _announce(self, frozen: FrozenTrial, done: int) -> None:
+        """One event for a finished trial (complete, pruned or failed), then new_best if it is;
+        `done` is the study's count once it finished."""
         number, reason = frozen.number, frozen.user_attrs.get("reason")
         best = self.best_value()
         data: dict[str, Any] = {
@@ -260,7 +262,7 @@ class StudyRunner:
             "settings": frozen.user_attrs.get("settings", {}),
             "baseline": frozen.user_attrs.get("baseline", False),
             "duration": frozen.duration.total_seconds() if frozen.duration else None,
-            "done": counted_trials(study),
+            "done": done,
             "total": self.spec.n_trials,
             "best": best,
             "new_best": frozen.state == TrialState.COMPLETE and best is not None and frozen.value == best,
