@@ -3,10 +3,12 @@ along the way for pruning. Torch-free: the terminal UI reads directions from her
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from autotune.errors import UsageError
+from autotune.metrics import MINIMIZE, Metric
 
 
 @dataclass(frozen=True)
@@ -18,15 +20,28 @@ class Objective:
     prunable: bool = False
     stop_at_target: bool = False
     evals_per_epoch: int = 1  # time-to-target is only as fine as validation is frequent
+    metric: Metric = Metric()  # the workload's primary metric (or --metric)
+    metric_first: bool = False  # the first value is the metric itself, in its direction
+
+    def for_metric(self, metric: Metric) -> "Objective":
+        """This objective judging by `metric`: an objective whose first value is the metric
+        takes the metric's direction (val_loss is minimized)."""
+        directions = self.directions
+        if self.metric_first:
+            directions = (metric.direction, *directions[1:])
+        return dataclasses.replace(self, metric=metric, directions=directions)
 
     @property
     def multi(self) -> bool:
         return len(self.directions) > 1
 
     def intermediate(self, point: dict[str, Any]) -> float:
-        """Value reported after a validation, oriented like the study's direction."""
-        accuracy = float(point["val_accuracy"])
-        return 1.0 - accuracy if self.directions[0] == "minimize" else accuracy
+        """Value reported after a validation (the metric), oriented like the study's first
+        direction so that pruners compare it the right way round."""
+        value = float(point["value"])
+        if (self.directions[0] == MINIMIZE) == (self.metric.direction == MINIMIZE):
+            return value
+        return 1.0 - value if self.metric.name == "accuracy" else -value
 
     def values(self, metrics: dict[str, Any]) -> float | tuple[float, ...] | None:
         """The trial's objective value(s); None when the run did not earn one (target missed)."""
@@ -35,9 +50,9 @@ class Objective:
         if self.name == "throughput":
             return metrics.get("throughput")
         if self.name == "accuracy":
-            return metrics.get("val_accuracy")
+            return metrics.get("metric_value")
         return (
-            float(metrics["val_accuracy"]),
+            float(metrics["metric_value"]),
             float(metrics["throughput"]),
             float(metrics["peak_memory_bytes"]),
         )
@@ -54,27 +69,28 @@ OBJECTIVES: dict[str, Objective] = {
     for o in (
         Objective(
             "time-to-accuracy", ("minimize",),
-            "training seconds to reach the target validation accuracy (trials that cannot are pruned)",
+            "training seconds to reach the target value of the metric (trials that cannot are pruned)",
             needs_target=True, prunable=True, stop_at_target=True, evals_per_epoch=4,
         ),
         Objective(
             "throughput", ("maximize",),
-            "samples/s end to end, subject to validation accuracy >= target (Optuna constraint)",
+            "samples/s end to end, subject to the metric reaching the target (Optuna constraint)",
             needs_target=True,
         ),
-        Objective("accuracy", ("maximize",), "validation accuracy within the budget", prunable=True),
+        Objective(
+            "accuracy", ("maximize",), "the best value of the metric (accuracy, val_loss ...) within the budget",
+            prunable=True, metric_first=True,
+        ),
         Objective(
             "pareto", ("maximize", "maximize", "minimize"),
-            "accuracy up, throughput up, peak memory down: the Pareto front",
+            "the metric better, throughput up, peak memory down: the Pareto front", metric_first=True,
         ),
     )
 }
 
-PARETO_METRICS = ("val_accuracy", "throughput", "peak_memory_bytes")
-
-
-def get_objective(name: str) -> Objective:
+def get_objective(name: str, metric: Metric | None = None) -> Objective:
     try:
-        return OBJECTIVES[name]
+        objective = OBJECTIVES[name]
     except KeyError:
         raise UsageError(f"unknown objective '{name}' (choose from: {', '.join(OBJECTIVES)})") from None
+    return objective.for_metric(metric) if metric is not None else objective

@@ -9,6 +9,7 @@ from typing import Any
 
 from autotune.budget import Budget
 from autotune.errors import UsageError
+from autotune.metrics import Metric, Target, study_metric
 from autotune.objectives import get_objective
 
 DEFAULT_WORKLOAD = "digits"
@@ -39,6 +40,11 @@ class StudySpec:
     timeout: float | None = None
     budget: dict[str, Any] = field(default_factory=lambda: {"epochs": 5})
     target: float | None = None
+    # --target NAME<=V names the metric and the direction the target is in; --metric NAME[:min|max]
+    # judges the study by a metric other than the workload's primary one (a --script's)
+    target_metric: str | None = None
+    target_direction: str | None = None
+    metric: str | None = None
     storage: str | None = None
     seed: int | None = None
     pruner: str = "median"
@@ -62,8 +68,10 @@ class StudySpec:
             raise UsageError(f"--n-trials must be at least 1, got {self.n_trials}")
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError(f"--timeout must be positive, got {self.timeout}")
-        if self.target is not None and not 0.0 < self.target <= 1.0:
-            raise UsageError(f"--target is a validation accuracy between 0 and 1, got {self.target}")
+        override = self.metric_override()
+        named = self.target_metric or (override.name if override else None)
+        if named == "accuracy":
+            self.study_metric(Metric())  # the 0..1 check, before anything loads
         if self.pruner not in ("median", "hyperband", "none"):
             raise UsageError(f"--pruner {self.pruner!r}: choose median, hyperband or none")
         if self.confirm < 0:
@@ -86,6 +94,22 @@ class StudySpec:
         known["plugin_paths"] = tuple(known.get("plugin_paths", ()))
         known["disabled_knobs"] = tuple(known.get("disabled_knobs", ()))
         return cls(**known)
+
+    def metric_override(self) -> Metric | None:
+        return Metric.parse(self.metric) if self.metric else None
+
+    def target_given(self) -> Target | None:
+        if self.target is None:
+            return None
+        return Target(float(self.target), self.target_metric, self.target_direction)
+
+    def study_metric(self, workload_metric: Metric) -> Metric:
+        """The metric this study judges by, and a check that its target fits it."""
+        target = self.target_given()
+        metric = study_metric(workload_metric, target, self.metric_override())
+        if target is not None and metric.name == "accuracy" and not 0.0 < target.value <= 1.0:
+            raise UsageError(f"--target is a validation accuracy between 0 and 1, got {target.value}")
+        return metric
 
     @property
     def budget_text(self) -> str:

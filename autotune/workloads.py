@@ -12,13 +12,14 @@ import inspect
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from autotune.errors import UsageError
+from autotune.metrics import Metric
 
 if TYPE_CHECKING:
     from autotune.registry import Registry
@@ -42,7 +43,20 @@ def accuracy_count(outputs: torch.Tensor, targets: torch.Tensor) -> int:
 
 @dataclass
 class Workload:
-    """A model and its data. `model_fn` builds a fresh model so every run starts equal."""
+    """A model, its data, how a step's loss is computed and how a model is judged.
+
+    `model_fn` builds a fresh model so every run starts equal. Batches may be any structure of
+    tensors (a tuple, a dict, a dataclass); the first dimension of each is the batch.
+
+    `train_step(model, batch) -> loss`: the loss to minimise for one batch, already on the device
+    (default: `loss_fn(model(batch[0]), batch[1])`). `evaluate(model, batches) -> {name: value}`:
+    the validation metrics over an iterable of batches, each the mean over the samples it saw;
+    the engine has put the model in eval mode under no_grad and the run's autocast (default:
+    `val_loss` with `loss_fn` and `accuracy` with `metric_fn`). `metric` names the primary metric,
+    the one targets, pruning, confirmation and reports judge by; `direction` ("minimize" or
+    "maximize") says which way is better, inferred from the name when None (a loss, perplexity
+    or error is lower-is-better). docs/workloads.md is the full contract.
+    """
 
     name: str
     model_fn: Callable[[], nn.Module]
@@ -54,6 +68,15 @@ class Workload:
     baseline: dict[str, Any] = field(default_factory=lambda: dict(TUTORIAL_BASELINE))
     description: str = ""
     input_shape: tuple[int, ...] | None = None
+    train_step: Callable[[nn.Module, Any], torch.Tensor] | None = None
+    evaluate: Callable[[nn.Module, Iterable[Any]], dict[str, float]] | None = None
+    direction: str | None = None
+    # What one sample holds, for throughput in those units: {"tokens": 256} reports tokens_per_s
+    units_per_sample: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def primary_metric(self) -> Metric:
+        return Metric.named(self.metric, self.direction)
     # How load_workload built it ({"spec", "data_dir"}), so another process can build it again.
     # Not an init field: dataclasses.replace() drops it, since a changed copy is not what the
     # spec builds.
@@ -128,6 +151,7 @@ def load_workload(
         size = _size(data)
         if size == 0:
             raise UsageError(f"workload '{spec}': its {label} set is empty")
+    workload.primary_metric  # a bad direction is a usage error now, not in every trial
     workload.origin = {"spec": spec, "data_dir": data_dir, "workdir": workdir}
     return workload
 

@@ -23,6 +23,16 @@ def _store() -> Any:
     return Store()
 
 
+def _target(text: str | None) -> dict[str, Any]:
+    """--target as the spec stores it: its value, and the metric and direction it names."""
+    from autotune.metrics import Target
+
+    if text is None:
+        return {"target": None}
+    target = Target.parse(text)
+    return {"target": target.value, "target_metric": target.metric, "target_direction": target.direction}
+
+
 @study.command("start")
 @click.option("--name", required=True, help="Study name; an existing name resumes that study.")
 @click.option("--workload", "-w", default="digits", show_default=True, metavar="NAME|MODULE:FUNC",
@@ -34,8 +44,11 @@ def _store() -> Any:
 @click.option("--n-trials", type=int, default=20, show_default=True, help="Trials to finish, the baseline included.")
 @click.option("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
 @budget_options
-@click.option("--target", type=float, default=None,
-              help="Target validation accuracy (0..1). Default: the baseline's final accuracy minus 0.5 points.")
+@click.option("--target", default=None, metavar="VALUE|NAME<=VALUE",
+              help="Target of the workload's metric (accuracy 0..1, or val_loss<=1.9 style). Default: the "
+                   "baseline's final value, less 0.5 points of accuracy (or 1% of any other metric).")
+@click.option("--metric", default=None, metavar="NAME[:min|max]",
+              help="Judge trials by this validation metric instead of the workload's (a --script's report).")
 @click.option("--storage", default=None, metavar="URL",
               help="Optuna storage URL. Default: sqlite:///$AUTOTUNE_HOME/studies.db")
 @click.option("--seed", type=int, default=None, help="Make the sequence of proposed configurations repeat.")
@@ -69,7 +82,7 @@ def start(**kwargs: Any) -> None:
     spec = StudySpec(
         name=kwargs["name"], workload=kwargs["workload"], space=kwargs["space"],
         objective=kwargs["objective"], n_trials=kwargs["n_trials"], timeout=kwargs["timeout"],
-        budget=budget, target=kwargs["target"], storage=kwargs["storage"], seed=kwargs["seed"],
+        budget=budget, **_target(kwargs["target"]), metric=kwargs["metric"], storage=kwargs["storage"], seed=kwargs["seed"],
         pruner=kwargs["pruner"], confirm=kwargs["confirm"], device=kwargs["device"],
         data_dir=kwargs["data_dir"], plugin_paths=tuple(kwargs["plugin_paths"]),
         disabled_knobs=tuple(kwargs["disabled_knobs"]), workers=kwargs["workers"] or 1,

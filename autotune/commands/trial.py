@@ -67,14 +67,17 @@ def trial() -> None:
 @budget_options
 @click.option("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, shuffling and augmentation.")
-@click.option("--target", type=click.FloatRange(0, 1), default=None,
-              help="Validation accuracy whose training time to report (time_to_target).")
+@click.option("--target", default=None, metavar="VALUE|NAME<=VALUE",
+              help="Value of the workload's metric whose training time to report (time_to_target), e.g. 0.9 "
+                   "or val_loss<=1.9.")
+@click.option("--metric", default=None, metavar="NAME[:min|max]",
+              help="The validation metric to judge the run by (default: the workload's).")
 @json_option
 @registry_options
 def run_cmd(
     workload: str | None, data_dir: str | None, download: bool, assignments: tuple[str, ...],
     config_file: str | None, budget_epochs: int | None, budget_steps: int | None,
-    budget_seconds: float | None, device: str | None, seed: int, target: float | None,
+    budget_seconds: float | None, device: str | None, seed: int, target: str | None, metric: str | None,
     as_json: bool, plugin_paths: tuple[str, ...], disabled_knobs: tuple[str, ...],
 ) -> None:
     """Train one configuration of a workload and print its measured metrics.
@@ -82,6 +85,7 @@ def run_cmd(
     Settings not given keep the workload's baseline recipe (batch 64, SGD lr=0.01 momentum 0.9,
     fp32, no workers, no pruning for the built-ins). Exit code 1 when the run fails.
     """
+    from autotune.metrics import Metric, Target, study_metric
     from autotune.run import engine
     from autotune.settings import load_config_file, parse_assignments, resolve_settings
     from autotune.workloads import DEFAULT_WORKLOAD, load_workload
@@ -97,22 +101,31 @@ def run_cmd(
         # an exported study's budget, so the run repeats the study's trial (the CLI's wins)
         budget_epochs, budget_steps, budget_seconds = (run.get(k) for k in ("epochs", "steps", "seconds"))
     budget = make_budget(budget_epochs, budget_steps, budget_seconds)
-    target = target if target is not None else run.get("target")
+    goal = Target.parse(target) if target is not None else None
+    if goal is None and run.get("target") is not None:
+        goal = Target(float(run["target"]), run.get("target_metric"))
+    override = Metric.parse(metric) if metric else None
     overrides.update(parse_assignments(list(assignments)))
     registry = get_registry(plugin_paths, disabled_knobs)
     hardware = resolve_device(device)
     spec = workload or DEFAULT_WORKLOAD
     wl = load_workload(spec, registry, data_dir=data_dir, download=download)
     settings = resolve_settings(registry, hardware, wl, overrides)
+    judged = study_metric(wl.primary_metric, goal, override)
     if not as_json:
         click.echo(f"training {spec} on {hardware.device_type} for {budget.describe()} ...", err=True)
-    options = engine.RunOptions(seed=seed, target=target, evals_per_epoch=int(run.get("evals_per_epoch", 1)))
+    options = engine.RunOptions(
+        seed=seed, target=goal.value if goal else None, evals_per_epoch=int(run.get("evals_per_epoch", 1)),
+        metric=judged.name, direction=judged.direction,
+    )
     result = engine.run(wl, settings, registry, hardware, budget, device=device, options=options)
     data = result.to_dict()
     tb = data.pop("traceback")
     if click.get_current_context().find_root().params.get("debug") and tb:
         click.echo(tb, err=True)
     data["workload"] = spec
+    data["metric"] = judged.to_dict()
+    data.update(data.pop("rates") or {})
     data["budget"] = budget.describe()
     if as_json:
         echo_json(data)
@@ -138,12 +151,17 @@ def _print_result(d: dict[str, Any]) -> None:
         ("step time p50/p95", f"{_fmt(d['step_time_p50'], ' ms', 1000)} / {_fmt(d['step_time_p95'], ' ms', 1000)}"),
         ("data wait", _fmt(d["data_wait_fraction"], "%", 100, 3)),
         ("peak memory", _fmt(d["peak_memory_bytes"], " MiB", 1 / 2**20, 5)),
-        ("val loss / acc", f"{_fmt(d['val_loss'])} / {_fmt(d['val_accuracy'])}"),
+        *((name, _fmt(value)) for name, value in d["metrics"].items()),
         ("nonzero weights", _fmt(d["nonzero_fraction"])),
         ("train / wall time", f"{_fmt(d['train_time'], ' s')} / {_fmt(d['wall_time'], ' s')}"),
     ]
+    rows[3:3] = [(rate.replace("_per_s", "/s"), _fmt(d[rate], digits=5)) for rate in d if rate.endswith("_per_s")]
     if d.get("target") is not None:
-        rows.append((f"time to {d['target']:.3g}", _fmt(d["time_to_target"], " s")))
+        metric = d["metric"]
+        op = ">=" if metric["direction"] == "maximize" else "<="
+        rows.append((f"time to {metric['name']}{op}{d['target']:.4g}", _fmt(d["time_to_target"], " s")))
+    for knob, note in d.get("notes", {}).items():
+        rows.append((f"note {knob}", str(note)))
     for label, value in rows:
         click.echo(f"{label:<18} {value}")
 

@@ -7,6 +7,7 @@ whether a run happens here or spread over several processes.
 from __future__ import annotations
 
 import gc
+import json
 import time
 import traceback
 from typing import TYPE_CHECKING, Any, Callable
@@ -60,6 +61,15 @@ def build_plan(
     return plan
 
 
+def plain(notes: dict[str, Any]) -> dict[str, Any]:
+    """A knob's notes as JSON data (they cross processes and land in trial attributes): values
+    that are not numbers, strings, booleans or lists/dicts of them become their str()."""
+    try:
+        return json.loads(json.dumps(notes, default=str))
+    except (TypeError, ValueError):
+        return {str(k): str(v) for k, v in notes.items()}
+
+
 def run_here(
     workload: "Workload",
     settings: dict[str, Any],
@@ -111,6 +121,7 @@ def run_here(
         if plan is None or plan.processes == 1 or rank is not None:
             result.peak_memory_bytes = peak_memory(dev)
         if plan is not None:
+            result.notes = {**result.notes, **plain(plan.notes)}
             for cleanup in plan.cleanups:
                 cleanup()
         del model, optimizer, plan

@@ -9,14 +9,19 @@ import math
 import statistics
 import time
 from collections import deque
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from autotune.budget import Budget
 from autotune.errors import Unsupported
+from autotune.metrics import Metric
+from autotune.run import batches
 from autotune.run.collective import Collective
+from autotune.run.evaluation import evaluate, primary, train_step_for
+from autotune.run.loop_events import Event
+from autotune.run.loop_state import LoopState
 from autotune.run.measure import peak_memory, quantile, sync, worker_init
 from autotune.run.plan import TrainingPlan
 from autotune.run.types import EvalPoint, Progress, RunOptions, RunResult
@@ -66,28 +71,6 @@ def loaders(plan: TrainingPlan, seed: int) -> tuple[DataLoader, DataLoader]:
     return train, val
 
 
-def evaluate(model: torch.nn.Module, loader: DataLoader, plan: TrainingPlan) -> tuple[float, float]:
-    model.eval()
-    loss_sum = 0.0
-    correct = count = 0
-    with torch.no_grad(), torch.autocast(
-        plan.device.type, dtype=plan.autocast_dtype or torch.float32, enabled=plan.autocast_dtype is not None
-    ):
-        for inputs, targets in loader:
-            inputs = inputs.to(plan.device, non_blocking=True)
-            targets = targets.to(plan.device, non_blocking=True)
-            for fn in plan.input_transforms:
-                inputs = fn(inputs)
-            outputs = model(inputs)
-            loss_sum += float(plan.loss_fn(outputs.float(), targets).item()) * len(targets)
-            correct += plan.workload.metric_fn(outputs, targets)
-            count += len(targets)
-    if plan.rank is not None:
-        loss_sum, correct, count = Collective(plan.device).sum(loss_sum, correct, count)
-    model.train()
-    return loss_sum / max(count, 1), correct / max(count, 1)
-
-
 def train(
     plan: TrainingPlan,
     budget: Budget,
@@ -100,6 +83,7 @@ def train(
     caller frees them)."""
     dev = plan.device
     target, stop_at_target = options.target, options.stop_at_target
+    metric = Metric(options.metric, options.direction)
     eval_every_steps, evals_per_epoch = options.eval_every_steps, options.evals_per_epoch
     warmup_steps = options.warmup_steps
     train_loader, val_loader = loaders(plan, options.seed)
@@ -107,7 +91,6 @@ def train(
     # only for what they all see alike (step counts, epoch ends, the summed validation)
     comm = Collective(dev) if plan.rank is not None else None
     world = plan.rank.world_size if plan.rank is not None else 1
-    epoch = 0
     time_up = False  # a seconds budget, agreed between processes
     steps_per_epoch = len(train_loader)
     if budget.epochs is not None:
@@ -131,17 +114,20 @@ def train(
     model.train()
     assert plan.optimizer_factory is not None
     optimizer = plan.optimizer_factory(model.parameters(), **plan.optimizer_kwargs)
-    scaler = torch.amp.GradScaler(dev.type, enabled=plan.grad_scaler)
-    autocast_kwargs = dict(
-        device_type=dev.type,
-        dtype=plan.autocast_dtype or torch.float32,
-        enabled=plan.autocast_dtype is not None,
+    state = LoopState(
+        plan=plan, model=model, optimizer=optimizer,
+        scaler=torch.amp.GradScaler(dev.type, enabled=plan.grad_scaler), train_step=train_step_for(plan),
+        total_steps=total_steps, budget_seconds=budget.seconds, steps_per_epoch=steps_per_epoch,
     )
     non_blocking = bool(plan.loader.get("pin_memory"))
 
-    step = 0
-    samples = timed_samples = 0
-    train_time = 0.0
+    def prepare(batch: Any) -> Any:
+        batch = batches.to_device(batch, dev, non_blocking)
+        for fn in plan.input_transforms:
+            batch = batches.map_tensors(batch, fn)
+        return batch
+
+    timed_samples = 0
     data_times: list[float] = []
     workers = int(plan.loader.get("num_workers", 0))
     prefetch_depth = workers * int(plan.loader.get("prefetch_factor") or 2) if workers else 0
@@ -154,19 +140,19 @@ def train(
 
     def evaluate_now() -> None:
         nonlocal last_eval_step, catch_up, typical_wait
-        last_eval_step = step
+        last_eval_step = state.step
         if prefetch_depth:
             catch_up = prefetch_depth
             typical_wait = statistics.median(recent_waits) if recent_waits else 0.0
-        val_loss, val_acc = timed_evaluate()
+        value = timed_evaluate()
         point = EvalPoint(
-            index=len(result.curve), step=step, epoch=step / steps_per_epoch,
-            train_time=train_time, val_loss=val_loss, val_accuracy=val_acc,
+            index=len(result.curve), step=state.step, epoch=state.step / steps_per_epoch,
+            train_time=state.train_time, value=value, metrics=dict(state.metrics),
+            val_loss=result.val_loss, val_accuracy=result.val_accuracy,
         )
         result.curve.append(point)
-        result.val_loss, result.val_accuracy = val_loss, val_acc
-        if target is not None and result.time_to_target is None and val_acc >= target:
-            result.time_to_target = train_time
+        if target is not None and result.time_to_target is None and metric.reached(value, target):
+            result.time_to_target = state.train_time
             if stop_at_target:
                 raise Stop("ok")
         prune = on_eval is not None and bool(on_eval(point))
@@ -175,50 +161,52 @@ def train(
         if prune:
             raise Stop("pruned")
 
-    def timed_evaluate() -> tuple[float, float]:
+    def timed_evaluate() -> float:
         started = time.perf_counter()
         try:
-            return evaluate(model, val_loader, plan)
+            state.emit(Event.BEFORE_EVAL)
+            metrics = evaluate(plan, model, val_loader, prepare)
+            state.metrics = metrics
+            result.metrics = metrics
+            result.val_loss, result.val_accuracy = metrics.get("val_loss"), metrics.get("accuracy")
+            result.metric_value = primary(plan.workload.name, metrics, metric.name)
+            state.emit(Event.AFTER_EVAL, metrics)
+            return result.metric_value
         finally:
             result.val_time = (result.val_time or 0.0) + time.perf_counter() - started
 
     def budget_spent() -> bool:
         if total_steps is not None:
-            return step >= total_steps
+            return state.step >= total_steps
         assert budget.seconds is not None
-        return time_up if comm is not None else train_time >= budget.seconds
+        return time_up if comm is not None else state.train_time >= budget.seconds
 
+    one_step = state.step_chain()
+    state.emit(Event.FIT_START)
     try:
         while not budget_spent():
             t_iter = time.perf_counter()
             if isinstance(train_loader.sampler, DistributedSampler):
-                train_loader.sampler.set_epoch(epoch)
-            epoch += 1
+                train_loader.sampler.set_epoch(state.epoch)
+            state.epoch += 1
             iterator = iter(train_loader)
             pending_data = time.perf_counter() - t_iter
             while not budget_spent():
                 t0 = time.perf_counter()
                 try:
-                    inputs, targets = next(iterator)
+                    batch = next(iterator)
                 except StopIteration:
-                    train_time += pending_data + time.perf_counter() - t0
+                    state.train_time += pending_data + time.perf_counter() - t0
+                    state.emit(Event.EPOCH_END)
                     break
-                inputs = inputs.to(dev, non_blocking=non_blocking)
-                targets = targets.to(dev, non_blocking=non_blocking)
+                batch = batches.to_device(batch, dev, non_blocking)
                 t1 = time.perf_counter()
                 for fn in plan.input_transforms:
-                    inputs = fn(inputs)
-                with torch.autocast(**autocast_kwargs):
-                    outputs = model(inputs)
-                    loss = plan.loss_fn(outputs, targets)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if plan.grad_hooks:
-                    scaler.unscale_(optimizer)
-                    for hook in plan.grad_hooks:
-                        hook(model)
-                scaler.step(optimizer)
-                scaler.update()
+                    batch = batches.map_tensors(batch, fn)
+                loss = one_step(batch)
+                state.step += 1
+                state.loss = None if loss is None else _float(loss)  # .item() waits for the device
+                state.emit(Event.AFTER_STEP, state.loss)
                 sync(dev)
                 t2 = time.perf_counter()
                 data_time = pending_data + (t1 - t0)
@@ -228,54 +216,61 @@ def train(
                     data_time = max(data_time, typical_wait)
                 else:
                     recent_waits.append(data_time)
-                step += 1
-                batch = len(targets) * world  # the shards are equal: DistributedSampler pads
-                samples += batch
-                train_time += data_time + (t2 - t1)
-                if step > warmup_steps:
+                size = batches.batch_size(batch) * world  # the shards are equal: DistributedSampler pads
+                state.samples += size
+                state.train_time += data_time + (t2 - t1)
+                if state.step > warmup_steps:
                     data_times.append(data_time)
                     compute_times.append(t2 - t1)
-                    timed_samples += batch
-                diverged = not math.isfinite(float(loss.detach().float().item()))
+                    timed_samples += size
+                diverged = state.loss is not None and not math.isfinite(state.loss)
                 if comm is not None:
-                    seconds_up = budget.seconds is not None and train_time >= budget.seconds
+                    seconds_up = budget.seconds is not None and state.train_time >= budget.seconds
                     diverged, time_up = comm.any(diverged, seconds_up)
                 if diverged:
                     raise Stop("diverged")
                 if on_progress is not None and t2 - last_progress >= 0.5:
                     last_progress = t2
-                    fraction = (
-                        step / total_steps if total_steps else train_time / (budget.seconds or 1)
-                    )
                     on_progress(
                         Progress(
-                            step=step, total_steps=total_steps, epoch=step / steps_per_epoch,
-                            train_time=train_time, fraction=min(1.0, fraction),
-                            samples_per_s=batch / max(t2 - t0, 1e-9),
+                            step=state.step, total_steps=total_steps, epoch=state.step / steps_per_epoch,
+                            train_time=state.train_time, fraction=state.fraction,
+                            samples_per_s=size / max(t2 - t0, 1e-9),
                             peak_memory_bytes=peak_memory(dev),
                         )
                     )
-                if step % eval_every_steps == 0:
+                if state.step % eval_every_steps == 0:
                     evaluate_now()
-        if last_eval_step != step:
+        if last_eval_step != state.step:
             evaluate_now()
     except Stop as stop:
         result.status = stop.status
         if stop.status == "diverged":
-            result.error = f"loss is not finite at step {step}"
-            if last_eval_step != step:
-                result.val_loss, result.val_accuracy = timed_evaluate()
+            result.error = f"loss is not finite at step {state.step}"
+            if last_eval_step != state.step:
+                timed_evaluate()
+    state.emit(Event.FIT_END)
 
-    result.steps = step
-    result.samples = samples
-    result.epochs = step / steps_per_epoch
-    result.train_time = train_time
+    result.steps = state.step
+    result.samples = state.samples
+    result.epochs = state.step / steps_per_epoch
+    result.train_time = state.train_time
     timed = sum(data_times) + sum(compute_times)
     if timed > 0:
         result.throughput = timed_samples / timed
         result.data_wait_fraction = sum(data_times) / timed
-    elif train_time > 0:
-        result.throughput = samples / train_time
+    elif state.train_time > 0:
+        result.throughput = state.samples / state.train_time
+    if result.throughput is not None:
+        units = plan.workload.units_per_sample
+        result.rates = {f"{unit}_per_s": result.throughput * count for unit, count in units.items()}
     result.step_time_p50 = quantile(compute_times, 0.5)
     result.step_time_p95 = quantile(compute_times, 0.95)
-    return model, optimizer
+    return state.model, optimizer
+
+
+def _float(loss: Any) -> float:
+    """A step's loss as a float (a handler may return a tensor or a number)."""
+    if isinstance(loss, torch.Tensor):
+        return float(loss.detach().float().item())
+    return float(loss)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from autotune.run.loop_events import Event
+
 if TYPE_CHECKING:
     import torch
 
@@ -30,8 +32,10 @@ class TrainingPlan:
     """Everything the engine builds a run from. Knobs edit it in `Knob.apply`.
 
     The engine fills `device`, `hardware`, `workload` and the workload's defaults first; knobs then
-    change fields or append callables. Callables run in `order` (lower first): pruning (10) must
-    happen before channels_last (20), and torch.compile (90) last.
+    change fields, append callables or hook loop events (`on`). Model transforms run in `order`
+    (lower first): pruning (10) must happen before channels_last (20), and torch.compile (90)
+    last. `notes` is what a knob wants its user to see of what it did: it comes back in the run's
+    result, `trial run --json` and the trial's attributes.
 
     Multi-process runs (data-parallel training): a knob sets `processes` to N while `rank` is None.
     The engine then starts N processes, sets up torch.distributed among them, and builds a plan in
@@ -56,6 +60,7 @@ class TrainingPlan:
     grad_hooks: list[Callable[[Any], None]] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
+    handlers: dict[Event, list[Callable[..., Any]]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     processes: int = 1
     rank: Rank | None = None
@@ -65,8 +70,17 @@ class TrainingPlan:
         self.model_transforms.append((order, fn))
 
     def transform_inputs(self, fn: Callable[[Any], Any]) -> None:
-        """Register `fn(inputs) -> inputs`, run on each batch after it reaches the device."""
+        """Register `fn(tensor) -> tensor`, run on every tensor of each batch (training and
+        validation) once it is on the device; a batch of any structure keeps its structure."""
         self.input_transforms.append(fn)
+
+    def on(self, event: Event | str, fn: Callable[..., Any]) -> None:
+        """Register `fn` for a loop event (autotune.run.loop_events lists them and their signatures)."""
+        try:
+            key = Event(event)
+        except ValueError:
+            raise ValueError(f"unknown loop event {event!r} (events: {', '.join(e.value for e in Event)})") from None
+        self.handlers.setdefault(key, []).append(fn)
 
     def on_gradients(self, fn: Callable[[Any], None]) -> None:
         """Register `fn(model)`, run after backward (gradients unscaled) and before the step."""

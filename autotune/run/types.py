@@ -17,6 +17,9 @@ class RunOptions:
 
     seed: int = 0
     target: float | None = None
+    # the metric `target` is in, and which way is better (autotune.metrics.Metric)
+    metric: str = "accuracy"
+    direction: str = "maximize"
     stop_at_target: bool = False
     eval_every_steps: int | None = None
     evals_per_epoch: int = 1
@@ -34,8 +37,10 @@ class EvalPoint:
     step: int
     epoch: float
     train_time: float
-    val_loss: float
-    val_accuracy: float
+    value: float | None  # the primary metric's value
+    metrics: dict[str, float] = field(default_factory=dict)
+    val_loss: float | None = None
+    val_accuracy: float | None = None
 
 
 @dataclass
@@ -64,6 +69,10 @@ class RunResult:
     peak_memory_bytes: int | None = None
     val_loss: float | None = None
     val_accuracy: float | None = None
+    metric_value: float | None = None  # the primary metric (RunOptions.metric) at the last validation
+    metrics: dict[str, float] = field(default_factory=dict)  # everything the last validation measured
+    notes: dict[str, Any] = field(default_factory=dict)  # what the knobs recorded (TrainingPlan.notes)
+    rates: dict[str, float] = field(default_factory=dict)  # throughput in the workload's units: tokens_per_s
     nonzero_fraction: float | None = None
     wall_time: float | None = None
     train_time: float | None = None

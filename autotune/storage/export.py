@@ -59,7 +59,9 @@ def config_dict(study: StudyLike, row: TrialRow) -> dict[str, Any]:
     if run:
         data["run"] = run
     data["settings"] = {k: v for k, v in row.settings.items() if v is not None}
-    data["metrics"] = {k: v for k, v in row.metrics.items() if v is not None}
+    # flat: the validation metrics beside the measured ones (notes and rates are nested)
+    measured = {k: v for k, v in row.metrics.items() if v is not None and not isinstance(v, dict)}
+    data["metrics"] = {**(row.metrics.get("metrics") or {}), **(row.metrics.get("rates") or {}), **measured}
     return data
 
 
@@ -74,6 +76,9 @@ def run_table(user_attrs: dict[str, Any]) -> dict[str, Any]:
     target = user_attrs.get("target", attrs.get("target"))
     if target is not None:
         run["target"] = target
+        metric = user_attrs.get("metric") or {}
+        if metric.get("name"):
+            run["target_metric"] = metric["name"]
     if attrs.get("objective") in OBJECTIVES:
         run["evals_per_epoch"] = OBJECTIVES[attrs["objective"]].evals_per_epoch
     return run

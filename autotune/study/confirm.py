@@ -39,7 +39,7 @@ def confirm_best(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial
             if outcome.status == RunStatus.OK and not objective.multi:
                 value = objective.values(result)
             pair[label] = {"status": outcome.status, "value": value,
-                           **{k: result.get(k) for k in ("throughput", "val_accuracy", "time_to_target", "peak_memory_bytes")}}
+                           **{k: result.get(k) for k in ("throughput", "metric_value", "val_accuracy", "time_to_target", "peak_memory_bytes")}}
         if pair["best"]["value"] and pair["baseline"]["value"]:
             pair["speedup"] = objective.speedup(pair["best"]["value"], pair["baseline"]["value"])
         runs.append(pair)
@@ -71,7 +71,7 @@ def build_report(runner: "StudyRunner", confirm: bool = True) -> dict[str, Any]:
         counts["surplus"] = tally["surplus"]
     report: dict[str, Any] = {
         "study": spec.name, "workload": spec.workload, "objective": spec.objective,
-        "space": spec.space, "target": runner.target, "budget": spec.budget_text,
+        "space": spec.space, "target": runner.target, "metric": runner.p.metric.to_dict(), "budget": spec.budget_text,
         "storage": runner.p.storage_url, "device": runner.p.hardware.device_type,
         "counts": counts, "trials": sum(1 for t in trials if t.user_attrs.get("autotune_status") != RunStatus.SURPLUS),
         "done": tally["done"],

@@ -83,7 +83,7 @@ class TrialObjective:
             if r.objective.prunable and trial.should_prune():
                 prune_reason.append(
                     f"pruned by the {r.spec.pruner} pruner after validation {point['index']} "
-                    f"(accuracy {point['val_accuracy']:.3f})"
+                    f"({r.p.metric.name} {point['value']:.4g})"
                 )
                 return True
             if r.objective.name == "time-to-accuracy" and best is not None and point["train_time"] > best:
@@ -235,13 +235,20 @@ class TrialObjective:
                 self._baseline_failed(trial, reason)
             raise TrialFailed(reason)
 
+        metric = r.p.metric
         if is_baseline and r.target is None and r.objective.needs_target:
-            r.target = round(max(0.0, (result.get("val_accuracy") or 0.0) - 0.005), 4)
+            if result.get("metric_value") is None:
+                r.fatal = f"the baseline measured no {metric.name}, so the study has no target"
+                raise TrialFailed(r.fatal)
+            r.target = metric.target_from(result["metric_value"])
             assert r.study is not None
             r.study.set_user_attr("target", r.target)
-            r.events.emit("target", f"target accuracy set from the baseline: {r.target:.4f}", number, target=r.target)
+            r.events.emit(
+                "target", f"target set from the baseline: {metric.name}{metric.operator}{r.target:.4g}", number,
+                target=r.target, metric=metric.name,
+            )
         if is_baseline and r.target is not None and result.get("time_to_target") is None:
-            hit = [p for p in result.get("curve", []) if p["val_accuracy"] >= r.target]
+            hit = [p for p in result.get("curve", []) if metric.reached(p.get("value"), r.target)]
             if hit:
                 result["time_to_target"] = hit[0]["train_time"]
                 trial.set_user_attr("time_to_target", result["time_to_target"])
@@ -251,15 +258,21 @@ class TrialObjective:
             trial.set_user_attr("reason", reason)
             raise optuna.TrialPruned(reason)
 
+        reached = result.get("metric_value")
         if r.objective.name == "throughput" and r.target is not None:
-            accuracy = result.get("val_accuracy") or 0.0
-            trial.set_constraint("accuracy", r.target - accuracy)
-            trial.set_user_attr("feasible", accuracy >= r.target)
+            # Optuna's constraint: feasible when <= 0
+            if reached is None or not math.isfinite(reached):
+                shortfall = 1e9
+            else:
+                shortfall = r.target - reached if metric.higher_is_better else reached - r.target
+            trial.set_constraint("accuracy", shortfall)
+            trial.set_user_attr("feasible", metric.reached(reached, r.target))
         values = r.objective.values(result)
         if values is None:
+            shown = "nothing" if reached is None else f"{reached:.4g}"
             reason = (
-                f"did not reach the target accuracy {r.target} within {r.spec.budget_text} "
-                f"(reached {result.get('val_accuracy', 0):.3f})"
+                f"did not reach the target {metric.name}{metric.operator}{r.target:.4g} within "
+                f"{r.spec.budget_text} (reached {shown})"
             )
             trial.set_user_attr("autotune_status", RunStatus.PRUNED.value)
             trial.set_user_attr("reason", reason)

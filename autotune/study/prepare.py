@@ -11,6 +11,7 @@ import optuna
 
 from autotune.errors import UsageError
 from autotune.hardware import Hardware, available_device_types, detect
+from autotune.metrics import Metric
 from autotune.objectives import Objective, get_objective
 from autotune.registry import Registry, load_registry
 from autotune.space import load_space
@@ -45,6 +46,7 @@ class Prepared:
     space: Any
     storage_url: str
     storage: optuna.storages.RDBStorage
+    metric: Metric = Metric()  # what the study judges by (autotune.spec.StudySpec.study_metric)
 
 
 def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None = None) -> Prepared:
@@ -54,7 +56,6 @@ def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None =
     (GPUs per trial) before the storage is opened, which creates an SQLite file.
     """
     spec.validate()
-    objective = get_objective(spec.objective)
     registry = load_registry(plugin_paths=spec.plugin_paths, disabled_knobs=spec.disabled_knobs)
     device_type = (spec.device or "").split(":")[0] or None
     if device_type:
@@ -64,13 +65,15 @@ def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None =
     if check_hardware is not None:
         check_hardware(hardware)
     workload = load_workload(spec.workload, registry, data_dir=spec.data_dir, workdir=spec.workdir)
+    metric = spec.study_metric(workload.primary_metric)
+    objective = get_objective(spec.objective, metric)
     space_name = spec.space or {"cuda": "gpu", "cpu": "cpu"}.get(hardware.device_type, "default")
     space = load_space(space_name, registry, hardware)
     spec.space = space_name
     storage_url = sqlalchemy_url(spec.storage or default_storage_url())
     return Prepared(
         spec=spec, objective=objective, registry=registry, hardware=hardware, workload=workload,
-        space=space, storage_url=storage_url, storage=open_storage(storage_url),
+        space=space, storage_url=storage_url, storage=open_storage(storage_url), metric=metric,
     )
 
 

@@ -133,6 +133,7 @@ class StudyRunner:
             })
             study.set_user_attr("hardware", self.p.hardware.to_dict())
             study.set_user_attr("target", self.target)
+            study.set_user_attr("metric", self.p.metric.to_dict())
         self.study = study
         self._storage_file = _file_id(sqlite_path(self.p.storage_url))
         self.store.put_study(
@@ -207,6 +208,7 @@ class StudyRunner:
             target=None if is_baseline and self.target is None else self.target,
             stop_at_target=self.objective.stop_at_target and not is_baseline,
             evals_per_epoch=self.objective.evals_per_epoch,
+            metric=self.p.metric.name, direction=self.p.metric.direction,
         )
         return TrialRequest(
             workload=self.spec.workload, overrides=overrides, budget=dict(self.spec.budget), options=options,
