@@ -10,7 +10,8 @@ from typing import Any
 
 from autotune.errors import AutotuneError, PluginError, RunError, SpaceError, Unsupported, UsageError
 from autotune.hookspecs import hookimpl
-from autotune.knob import Knob, Param
+from autotune.knob import Knob, Need, Param, Traits
+from autotune.run.loop_events import Event
 from autotune.run.plan import Rank, TrainingPlan
 
 def apply(*args: Any, **kwargs: Any) -> Any:
@@ -32,12 +33,20 @@ def __getattr__(name: str) -> Any:
         from autotune.workloads import Workload
 
         return Workload
+    if name == "LoopState":
+        from autotune.run.loop_state import LoopState
+
+        return LoopState
     raise AttributeError(f"module 'autotune' has no attribute {name!r}")
 
 
 __all__ = [
     "AutotuneError",
+    "Event",
+    "LoopState",
     "Knob",
+    "Need",
+    "Traits",
     "Param",
     "PluginError",
     "Rank",

@@ -8,6 +8,7 @@ the engine builds anything. The engine reads the plan and knows no knob by name.
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -140,6 +141,46 @@ def _convert(type_: ParamType, value: Any) -> Any:
     return value
 
 
+class Need(str, enum.Enum):
+    """What a knob needs to do anything; without it the knob is left out of the search, with the
+    reason, and does not touch the run."""
+
+    CUDA = "cuda"  # a CUDA device
+    SEVERAL_DEVICES = "several_devices"  # 2+ GPUs for the trial (2+ cores on CPU)
+    CONVOLUTIONS = "convolutions"  # the model has Conv layers
+    IMAGE_INPUTS = "image_inputs"  # the batches hold 4-D (N, C, H, W) tensors
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What a workload's model and data are like, as far as knobs care (autotune.workloads
+    computes them once per workload; None: could not tell, nothing is left out for it)."""
+
+    convolutional: bool | None = None
+    image_inputs: bool | None = None
+
+
+def exclusion(knob: "Knob", hardware: "Hardware", traits: Traits | None = None) -> str | None:
+    """Why `knob` does nothing here (this hardware, this workload), or None when it applies: the
+    one rule the search space, the settings and the engine follow."""
+    reason = knob.unavailable(hardware)
+    if reason is not None:
+        return reason
+    needs = set(knob.needs)
+    if Need.CUDA in needs and not hardware.is_cuda:
+        return f"needs CUDA (this machine trains on {hardware.device_type})"
+    if Need.SEVERAL_DEVICES in needs:
+        count = hardware.device_count if hardware.is_cuda else hardware.cpu_count
+        if count < 2:
+            return "needs 2+ devices for the trial"
+    traits = traits or Traits()
+    if Need.CONVOLUTIONS in needs and traits.convolutional is False:
+        return "the workload's model has no convolutions"
+    if Need.IMAGE_INPUTS in needs and traits.image_inputs is False:
+        return "the workload's batches hold no 4-D (image) tensors"
+    return None
+
+
 class Knob:
     """Base class for a tunable knob. Subclass it and register an instance from a plugin.
 
@@ -147,11 +188,16 @@ class Knob:
       name: the knob's snake_case name, the same string in spaces, database rows and the CLI.
       help: one line for `autotune plugins` and `space show`.
       kind: "systems" (no effect on what is learned) or "statistical" (changes what is learned).
+      needs: what it needs to do anything (Need); without it the knob is left out, with why.
+      after: names of knobs whose `apply` must run before this one's (when they are loaded);
+        otherwise knobs apply in registration order.
     """
 
     name: str = ""
     help: str = ""
     kind: KnobKind = "systems"
+    needs: frozenset[Need] | tuple[Need, ...] = ()
+    after: tuple[str, ...] = ()
 
     def params(self, hardware: "Hardware") -> list[Param]:
         """The knob's settings with their default search space on this hardware."""
@@ -171,3 +217,28 @@ class Knob:
 
     def __repr__(self) -> str:
         return f"<Knob {self.name}>"
+
+
+def apply_order(knobs: list["Knob"]) -> list["Knob"]:
+    """The order knobs `apply` in: registration order, except that a knob comes after every
+    loaded knob named in its `after` (names of knobs not loaded are ignored). ValueError naming
+    the knobs when their `after` lists form a cycle."""
+    by_name = {k.name: k for k in knobs}
+    placed: list[Knob] = []
+    done: set[str] = set()
+
+    def place(knob: Knob, path: tuple[str, ...]) -> None:
+        if knob.name in done:
+            return
+        if knob.name in path:
+            cycle = " -> ".join((*path[path.index(knob.name):], knob.name))
+            raise ValueError(f"knobs must apply after each other in a cycle: {cycle}")
+        for name in knob.after:
+            if name in by_name:
+                place(by_name[name], (*path, knob.name))
+        done.add(knob.name)
+        placed.append(knob)
+
+    for knob in knobs:
+        place(knob, ())
+    return placed

@@ -23,7 +23,7 @@ import pluggy
 
 from autotune import hookspecs
 from autotune.errors import PluginError, UsageError
-from autotune.knob import Knob
+from autotune.knob import Knob, apply_order
 
 if TYPE_CHECKING:
     from autotune.workloads import Workload
@@ -265,6 +265,10 @@ def load_registry(
             raise UsageError(f"--disable-knob: unknown knob '{name}' (known: {', '.join(knobs)})")
         disabled[name] = "disabled by --disable-knob"
         del knobs[name]
+    try:
+        apply_order(list(knobs.values()))
+    except ValueError as exc:
+        raise PluginError(f"{exc} (see Knob.after)") from None
 
     return Registry(
         plugins=list(infos.values()),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from autotune import tomlfile
 from autotune.errors import UsageError
-from autotune.knob import Knob, Param
+from autotune.knob import Knob, Param, exclusion
 
 if TYPE_CHECKING:
     from autotune.hardware import Hardware
@@ -35,11 +35,12 @@ def baseline_settings(
     """The untuned run: knob baselines overlaid with the workload's recipe."""
     index = settings_index(registry, hardware)
     settings: dict[str, Any] = {}
+    traits = workload.traits()
     for knob in registry.knobs.values():
-        if knob.unavailable(hardware) is None:
+        if exclusion(knob, hardware, traits) is None:
             settings.update(knob.baseline(hardware))
     for key, value in workload.baseline.items():
-        if key in index and index[key][0].unavailable(hardware) is None:
+        if key in index and exclusion(index[key][0], hardware, traits) is None:
             settings[key] = index[key][1].coerce(value)
     return _drop_inactive(settings, index)
 
@@ -61,6 +62,7 @@ def resolve_settings(
     """
     index = settings_index(registry, hardware)
     settings = baseline_settings(registry, hardware, workload)
+    traits = workload.traits()
     for key, value in overrides.items():
         if key not in index:
             if key in registry.disabled:
@@ -68,7 +70,7 @@ def resolve_settings(
             raise UsageError(f"unknown setting '{key}' (known: {', '.join(sorted(index))})")
         knob, param = index[key]
         coerced = param.coerce(value)
-        reason = knob.unavailable(hardware)
+        reason = exclusion(knob, hardware, traits)
         if reason is not None:
             if coerced == knob.baseline(hardware).get(key):
                 continue  # asking for the untuned value of an absent knob is harmless

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autotune.errors import SpaceError
-from autotune.knob import Param
+from autotune.knob import Param, exclusion
 from autotune.space_files import (
     SpaceSource,
     apply_override,
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import optuna
 
     from autotune.hardware import Hardware
-    from autotune.knob import Knob
+    from autotune.knob import Knob, Traits
     from autotune.registry import Registry
 
 
@@ -170,14 +170,17 @@ def _table(rows: list[list[str]]) -> list[str]:
     return [line.rstrip() for line in console.file.getvalue().splitlines()]
 
 
-def load_space(name_or_path: str | None, registry: "Registry", hardware: "Hardware") -> SearchSpace:
+def load_space(
+    name_or_path: str | None, registry: "Registry", hardware: "Hardware", traits: "Traits | None" = None
+) -> SearchSpace:
     """Load a search space: None or "default", a bundled name, or a path to a TOML file.
 
-    Raises SpaceError (one line naming file, knob and problem) for anything malformed.
+    Raises SpaceError (one line naming file, knob and problem) for anything malformed. With the
+    workload's `traits`, knobs that would do nothing for it are left out too, with why.
     """
     top = locate(name_or_path)
     document = _load_document(top, registry, hardware, chain=())
-    return _build(top, document, registry, hardware)
+    return _build(top, document, registry, hardware, traits)
 
 
 def _load_document(
@@ -197,8 +200,11 @@ def _load_document(
     return merge(_load_document(parent, registry, hardware, (*chain, source)), document)
 
 
-def _build(source: SpaceSource, document: dict[str, Any], registry: "Registry", hardware: "Hardware") -> SearchSpace:
-    params, fixed, fixed_when, excluded = _resolve_knobs(document, registry, hardware)
+def _build(
+    source: SpaceSource, document: dict[str, Any], registry: "Registry", hardware: "Hardware",
+    traits: "Traits | None" = None,
+) -> SearchSpace:
+    params, fixed, fixed_when, excluded = _resolve_knobs(document, registry, hardware, traits=traits)
     params, fixed = _drop_unreachable(params, fixed, fixed_when)
     return SearchSpace(
         source=source.source,
@@ -213,7 +219,8 @@ def _build(source: SpaceSource, document: dict[str, Any], registry: "Registry", 
 
 
 def _resolve_knobs(
-    document: dict[str, Any], registry: "Registry", hardware: "Hardware", partial: bool = False
+    document: dict[str, Any], registry: "Registry", hardware: "Hardware", partial: bool = False,
+    traits: "Traits | None" = None,
 ) -> tuple[list[Param], dict[str, Any], dict[str, dict[str, tuple[Any, ...]]], dict[str, str]]:
     params: list[Param] = []
     fixed: dict[str, Any] = {}
@@ -230,7 +237,7 @@ def _resolve_knobs(
             )
             for i, p in enumerate(knob_params)
         ]
-        reason = _exclusion(knob, document, overrides.get(knob_params[0].name, {}), hardware)
+        reason = _exclusion(knob, document, overrides.get(knob_params[0].name, {}), hardware, traits)
         if reason is not None:
             excluded[knob.name] = reason
             continue
@@ -257,9 +264,10 @@ def _where(document: dict[str, Any], knob: "Knob", param: Param, primary: bool) 
 
 
 def _exclusion(
-    knob: "Knob", document: dict[str, Any], primary: dict[str, Any], hardware: "Hardware"
+    knob: "Knob", document: dict[str, Any], primary: dict[str, Any], hardware: "Hardware",
+    traits: "Traits | None" = None,
 ) -> str | None:
-    reason = knob.unavailable(hardware)
+    reason = exclusion(knob, hardware, traits)
     if reason is not None:
         return reason
     only = document["only"]

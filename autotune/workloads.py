@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from autotune.errors import UsageError
+from autotune.knob import Traits
 from autotune.metrics import Metric
 
 if TYPE_CHECKING:
@@ -77,10 +78,52 @@ class Workload:
     @property
     def primary_metric(self) -> Metric:
         return Metric.named(self.metric, self.direction)
+
+    def traits(self) -> Traits:
+        """Whether the model has convolutions and the batches images (Knob.needs), from one model
+        built (on the meta device when it can be) and `input_shape`, or one training sample read;
+        unknown (nothing left out for it) when either fails."""
+        if self._traits is None:
+            if self.input_shape is not None:
+                images: bool | None = len(self.input_shape) == 3  # (C, H, W): batches are 4-D
+            else:
+                images = _image_inputs(self.train_data)
+            self._traits = Traits(convolutional=_convolutional(self.model_fn), image_inputs=images)
+        return self._traits
     # How load_workload built it ({"spec", "data_dir"}), so another process can build it again.
     # Not an init field: dataclasses.replace() drops it, since a changed copy is not what the
     # spec builds.
     origin: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+    _traits: Traits | None = field(default=None, init=False, repr=False, compare=False)
+
+
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _convolutional(model_fn: Callable[[], nn.Module]) -> bool | None:
+    try:
+        with torch.device("meta"):  # no memory, no initialisation cost
+            model = model_fn()
+    except Exception:
+        try:
+            model = model_fn()
+        except Exception:
+            return None
+    try:
+        return any(isinstance(m, CONVOLUTIONS) for m in model.modules())
+    except Exception:
+        return None
+
+
+def _image_inputs(data: Any) -> bool | None:
+    """Whether a training sample holds a 3-D (C, H, W) tensor: batched, a 4-D image batch."""
+    from autotune.run.batches import tensors
+
+    try:
+        sample = data[0] if hasattr(data, "__getitem__") and hasattr(data, "__len__") else next(iter(data))
+        return any(t.dim() == 3 for t in tensors(sample))
+    except Exception:
+        return None
 
 
 from autotune.spec import DEFAULT_WORKLOAD  # noqa: E402,F401  (re-exported; the torch-free spec owns it)

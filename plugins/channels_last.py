@@ -1,13 +1,16 @@
 """channels_last: NHWC memory format for model and inputs, which convolution kernels on tensor
 cores (and oneDNN on CPU) often prefer."""
 
-from autotune import Knob, Param, TrainingPlan, hookimpl
+from autotune import Knob, Need, Param, TrainingPlan, hookimpl
 
 
 class ChannelsLast(Knob):
     name = "channels_last"
     help = "channels_last (NHWC) memory format for the model and 4-D inputs"
     kind = "systems"
+    # on a model without convolutions, or inputs without an image's four dimensions, NHWC
+    # changes nothing: searching it would spend trials on a no-op
+    needs = (Need.CONVOLUTIONS, Need.IMAGE_INPUTS)
 
     def params(self, hardware):
         return [Param("channels_last", "bool")]

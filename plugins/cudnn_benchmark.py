@@ -1,22 +1,20 @@
 """cudnn_benchmark: let cuDNN time its convolution algorithms for each input shape and keep the
 fastest. Pays off when shapes repeat, which they do in training."""
 
-from autotune import Knob, Param, TrainingPlan, hookimpl
+from autotune import Knob, Need, Param, TrainingPlan, hookimpl
 
 
 class CudnnBenchmark(Knob):
     name = "cudnn_benchmark"
     help = "torch.backends.cudnn.benchmark (CUDA only)"
     kind = "systems"
+    needs = (Need.CUDA, Need.CONVOLUTIONS)
 
     def params(self, hardware):
         return [Param("cudnn_benchmark", "bool")]
 
     def baseline(self, hardware):
         return {"cudnn_benchmark": False}
-
-    def unavailable(self, hardware):
-        return None if hardware.is_cuda else "CUDA only (cuDNN autotuner)"
 
     def apply(self, settings, plan: TrainingPlan):
         import torch

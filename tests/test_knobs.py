@@ -29,7 +29,7 @@ from autotune.run.measure import nonzero_fraction
 from autotune.run.types import RunResult
 from autotune.errors import UsageError
 from autotune.hardware import Hardware, detect
-from autotune.knob import Knob
+from autotune.knob import Knob, exclusion
 from autotune.run.plan import Rank, TrainingPlan
 from autotune.registry import DEFAULT_PLUGINS, Registry, load_registry
 from autotune.plugins.workload_data import LeNet
@@ -116,7 +116,7 @@ def knob_baselines(registry: Registry, hardware: Hardware, **overrides: Any) -> 
     """
     settings: dict[str, Any] = {}
     for knob in registry.knobs.values():
-        if knob.unavailable(hardware) is None:
+        if exclusion(knob, hardware) is None:
             settings.update(knob.baseline(hardware))
     settings.update(overrides)
     index = settings_index(registry, hardware)
@@ -261,7 +261,7 @@ def check_channels_last(case: Case) -> None:
 
 
 def check_cudnn_benchmark(case: Case) -> None:
-    reason = case.knob.unavailable(case.hardware)
+    reason = exclusion(case.knob, case.hardware)
     assert isinstance(reason, str) and "CUDA" in reason
     assert "cudnn_benchmark" not in case.baseline.result.settings
     with pytest.raises(UsageError, match="does not apply"):
@@ -273,8 +273,8 @@ def check_cudnn_benchmark(case: Case) -> None:
 
 
 def check_torch_compile(case: Case) -> None:
-    if case.knob.unavailable(case.hardware):
-        pytest.skip(case.knob.unavailable(case.hardware))
+    if exclusion(case.knob, case.hardware):
+        pytest.skip(exclusion(case.knob, case.hardware))
     from torch._dynamo.eval_frame import OptimizedModule
 
     assert case.base_value is False
@@ -302,7 +302,7 @@ def check_threads(case: Case) -> None:
 
 def check_data_parallel(case: Case) -> None:
     if case.hardware.cpu_count < 2:
-        assert case.knob.unavailable(case.hardware) == "needs 2+ CPU cores"
+        assert exclusion(case.knob, case.hardware) == "needs 2+ CPU cores"
         return
     assert case.base_value == "none"
     assert case.baseline.result.settings["data_parallel"] == "none"

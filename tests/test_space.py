@@ -16,6 +16,7 @@ from autotune.cli import cli
 from autotune.settings import resolve_settings
 from autotune.errors import SpaceError
 from autotune.registry import load_registry
+from autotune.knob import exclusion
 from autotune.space import load_space
 from autotune.space_files import bundled_names
 
@@ -32,7 +33,7 @@ def pins(registry, hardware) -> dict:
     """What every space pins on this machine: knobs whose default space is a single value."""
     return {
         p.name: p.choices[0]
-        for k in registry.knobs.values() if not k.unavailable(hardware)
+        for k in registry.knobs.values() if not exclusion(k, hardware)
         for p in k.params(hardware) if p.choices is not None and len(p.choices) == 1
     }
 
@@ -74,7 +75,7 @@ def test_bundled_names():
 def test_bundled_space_loads_and_resolves_on_cpu(name, registry, hardware, digits_workload):
     space = load_space(name, registry, hardware)
     assert space.source == f"bundled:{name}"
-    assert space.excluded["cudnn_benchmark"] == "CUDA only (cuDNN autotuner)"
+    assert space.excluded["cudnn_benchmark"] == "needs CUDA (this machine trains on cpu)"
     assert "cudnn_benchmark" not in {p.name for p in space.params}
     for values in sample(space, n_trials=5):
         # Every suggestion is a valid run configuration.
@@ -87,7 +88,7 @@ def test_none_means_default(registry, hardware):
     # Every available knob keeps its own default space. A one-value choice is a pin: ddp is
     # accepted but not searched on CPU, so data_parallel is pinned to "none" and its process
     # count, which only ddp uses, is left out.
-    defaults = [p for k in registry.knobs.values() if not k.unavailable(hardware) for p in k.params(hardware)]
+    defaults = [p for k in registry.knobs.values() if not exclusion(k, hardware) for p in k.params(hardware)]
     assert space.params == [p for p in defaults if not p.name.startswith("data_parallel")]
     assert space.fixed == {"data_parallel": "none"}
 
@@ -182,7 +183,7 @@ def test_missing_file_and_unknown_bundled_name(tmp_path, registry, hardware):
 def test_unavailable_knob_in_space_is_excluded_not_an_error(tmp_path, registry, hardware):
     path = write(tmp_path, "[knobs.cudnn_benchmark]\nfixed = true\n")
     space = load_space(path, registry, hardware)
-    assert space.excluded["cudnn_benchmark"] == "CUDA only (cuDNN autotuner)"
+    assert space.excluded["cudnn_benchmark"] == "needs CUDA (this machine trains on cpu)"
     assert "cudnn_benchmark" not in space.fixed
 
 
@@ -338,7 +339,7 @@ def test_to_dict_and_describe(registry, hardware):
                         "log": False, "step": None, "choices": None, "when": {"optimizer": ["sgd", "rmsprop"]}}
     text = space.describe()
     assert "when optimizer in (sgd, rmsprop)" in text
-    assert "cudnn_benchmark  CUDA only (cuDNN autotuner)" in text
+    assert "cudnn_benchmark  needs CUDA (this machine trains on cpu)" in text
 
 
 def test_cli_space_show_json():

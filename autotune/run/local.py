@@ -16,6 +16,7 @@ import torch
 
 from autotune.budget import Budget
 from autotune.errors import RunError, Unsupported
+from autotune.knob import apply_order, exclusion
 from autotune.run.loop import train
 from autotune.run.measure import nonzero_fraction, peak_memory, seed_everything
 from autotune.run.plan import Rank, TrainingPlan
@@ -38,12 +39,14 @@ def build_plan(
     device: torch.device,
     rank: Rank | None = None,
 ) -> TrainingPlan:
-    """Let every available knob edit a fresh plan with its settings."""
+    """Let every knob that applies here edit a fresh plan with its settings, in apply order
+    (autotune.knob.apply_order)."""
     plan = TrainingPlan(
         device=device, hardware=hardware, workload=workload, loss_fn=workload.loss_fn, rank=rank
     )
-    for knob in registry.knobs.values():
-        if knob.unavailable(hardware) is not None:
+    traits = workload.traits()
+    for knob in apply_order(list(registry.knobs.values())):
+        if exclusion(knob, hardware, traits) is not None:
             continue
         mine = {p.name: settings[p.name] for p in knob.params(hardware) if p.name in settings}
         try:

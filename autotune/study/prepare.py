@@ -68,7 +68,7 @@ def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None =
     metric = spec.study_metric(workload.primary_metric)
     objective = get_objective(spec.objective, metric)
     space_name = spec.space or {"cuda": "gpu", "cpu": "cpu"}.get(hardware.device_type, "default")
-    space = load_space(space_name, registry, hardware)
+    space = load_space(space_name, registry, hardware, workload.traits())
     spec.space = space_name
     storage_url = sqlalchemy_url(spec.storage or default_storage_url())
     return Prepared(
@@ -84,4 +84,6 @@ def fit_to_devices(prepared: Prepared, devices: "DevicePool") -> None:
     if not hardware.is_cuda or not devices.per_trial or hardware.device_count == devices.per_trial:
         return
     prepared.hardware = dataclasses.replace(hardware, device_count=devices.per_trial)
-    prepared.space = load_space(str(prepared.spec.space), prepared.registry, prepared.hardware)
+    prepared.space = load_space(
+        str(prepared.spec.space), prepared.registry, prepared.hardware, prepared.workload.traits()
+    )
