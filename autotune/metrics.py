@@ -132,15 +132,17 @@ class Target:
         if self.metric is None or self.metric == primary.name:
             if self.direction is not None and self.direction != primary.direction:
                 raise UsageError(
-                    f"--target {self.text(primary)}: {primary.describe()}, so its target is "
+                    f"--target {self.text()}: {primary.describe()}, so its target is "
                     f"{primary.name}{primary.operator}VALUE"
                 )
             return primary
         return Metric(self.metric, self.direction or infer_direction(self.metric))
 
-    def text(self, primary: Metric | None = None) -> str:
-        metric = self.metric_for(primary or Metric()) if self.metric or primary else Metric()
-        return f"{metric.name}{metric.operator}{self.value:g}"
+    def text(self) -> str:
+        """The target as it was given: `0.9`, `val_loss<=1.9`."""
+        if self.metric is None:
+            return f"{self.value:g}"
+        return f"{self.metric}{'<=' if self.direction == MINIMIZE else '>='}{self.value:g}"
 
 
 def _finite(value: float, raw: str) -> float:
@@ -158,3 +160,14 @@ def study_metric(workload_metric: Metric, target: Target | None, override: Metri
     if target is not None:
         return target.metric_for(workload_metric)
     return workload_metric
+
+
+def metric_value(measured: dict[str, Any], name: str) -> float | None:
+    """A trial's value of the study's metric from what it recorded (its TRIAL_METRICS user attrs);
+    trials recorded before metrics had names carry only val_accuracy."""
+    value = measured.get("metric_value")
+    if value is None:
+        value = (measured.get("metrics") or {}).get(name)
+    if value is None and name == DEFAULT_METRIC:
+        value = measured.get("val_accuracy")
+    return value

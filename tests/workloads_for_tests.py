@@ -8,6 +8,7 @@ a subprocess (with the repository root on PYTHONPATH).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 from torch import nn
@@ -115,3 +116,47 @@ def not_a_workload() -> int:
 def broken_factory() -> Workload:
     """A factory that raises while building its data."""
     raise FileNotFoundError("labels.csv is missing (from tests.workloads_for_tests)")
+
+
+class _DictRegression(Dataset):
+    """y = x @ w + noise, served as dicts: {"features": x, "target": y}."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        weights = torch.linspace(-1.0, 1.0, 8, dtype=torch.float32)
+        self.x = torch.randn(n, 8, generator=g)
+        self.y = self.x @ weights + 0.05 * torch.randn(n, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"features": self.x[index], "target": self.y[index]}
+
+
+def _regression_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return nn.functional.mse_loss(model(batch["features"]).squeeze(-1).float(), batch["target"])
+
+
+def _regression_metrics(model: nn.Module, batches: Any) -> dict[str, float]:
+    squared = absolute = count = 0.0
+    for batch in batches:
+        error = model(batch["features"]).squeeze(-1).float() - batch["target"]
+        squared += float((error**2).sum())
+        absolute += float(error.abs().sum())
+        count += len(error)
+    return {"val_mse": squared / count, "val_mae": absolute / count}
+
+
+def regression() -> Workload:
+    """A regression MLP whose batches are dicts and whose metric (val_mse) is lower-is-better."""
+    return Workload(
+        name="regression",
+        model_fn=lambda: nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1)),
+        train_data=_DictRegression(512, 0),
+        val_data=_DictRegression(128, 1),
+        train_step=_regression_step,
+        evaluate=_regression_metrics,
+        metric="val_mse",
+        baseline={"batch_size": 32, "optimizer": "adam", "learning_rate": 0.01, "precision": "fp32", "workers": 0},
+    )

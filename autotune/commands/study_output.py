@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from autotune.formatting import plain as _v
+from autotune.metrics import Metric, metric_value
 from autotune.formatting import settings_text as _settings
 from autotune.study.events import TRIAL_FINISHED, StudyEvent
 
@@ -48,6 +49,12 @@ class LineReporter:
             self.console.print("[green]resumed[/]")
 
 
+def print_notes(console: Console, notes: dict[str, Any] | None, title: str = "knob notes") -> None:
+    """What the knobs recorded of what they did (TrainingPlan.notes)."""
+    if notes:
+        console.print(f"[bold]{title}[/]: " + escape("; ".join(f"{k}: {v}" for k, v in notes.items())))
+
+
 _KEYS = ["batch_size", "optimizer", "learning_rate", "precision", "workers", "channels_last",
          "torch_compile", "pruning", "threads"]
 
@@ -55,14 +62,16 @@ _KEYS = ["batch_size", "optimizer", "learning_rate", "precision", "workers", "ch
 def print_report(report: dict[str, Any]) -> None:
     console = Console(highlight=False)
     c = report["counts"]
+    metric = Metric.from_dict(report.get("metric"))
+    target = f"{metric.name}{metric.operator}{_v(report['target'])}" if report.get("target") is not None else "-"
     console.print(
         f"\n[bold]study {report['study']}[/]  {report['workload']} on {report['device']}, "
         f"objective {report['objective']}, budget {report['budget']}, "
-        f"target accuracy {_v(report.get('target'))}"
+        f"metric {metric.describe()}, target {target}"
     )
     console.print(f"trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed")
     if "pareto_front" in report:
-        table = Table("trial", "val_accuracy", "throughput", "peak memory MiB", "settings", title="Pareto front")
+        table = Table("trial", metric.name, "throughput", "peak memory MiB", "settings", title="Pareto front")
         for t in report["pareto_front"]:
             acc, thr, mem = t["value"]
             table.add_row(str(t["number"]), _v(acc), _v(thr, 5), _v(mem / 2**20, 5), _settings(t["settings"], _KEYS))
@@ -77,7 +86,7 @@ def print_report(report: dict[str, Any]) -> None:
     table.add_row("objective", _v(base["value"]) if base else "-", _v(best["value"]))
     for key, label, scale in (
         ("time_to_target", "time to target (s)", 1.0), ("throughput", "throughput (samples/s)", 1.0),
-        ("val_accuracy", "val accuracy", 1.0), ("step_time_p50", "step p50 (ms)", 1000.0),
+        ("metric_value", metric.describe(), 1.0), ("step_time_p50", "step p50 (ms)", 1000.0),
         ("data_wait_fraction", "data wait", 1.0), ("peak_memory_bytes", "peak memory (MiB)", 1 / 2**20),
     ):
         b = base["metrics"].get(key) if base else None
@@ -85,6 +94,7 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_row(label, _v(b * scale if b is not None else None), _v(t * scale if t is not None else None))
     console.print(table)
     console.print("[bold]best configuration[/]: " + _settings(best["settings"]))
+    print_notes(console, best["metrics"].get("notes"))
     conf = report.get("confirmation")
     missed = {
         label: sum(1 for r in conf["runs"] if r[label]["value"] is None) for label in ("baseline", "best")
@@ -122,7 +132,8 @@ def print_show(data: dict[str, Any]) -> None:
     console = Console(highlight=False)
     s = data["summary"]
     console.print(" ".join(f"[bold]{k}[/]={escape(_v(v))}" for k, v in s.items() if not isinstance(v, dict)))
-    table = Table("#", "state", "value", "throughput", "accuracy", "duration", "reason / settings")
+    metric = Metric.from_dict(s.get("metric_info"))
+    table = Table("#", "state", "value", "throughput", metric.name, "duration", "reason / settings")
     for t in data["trials"]:
         metrics = t.get("metrics", {})
         dur = t.get("duration")
@@ -130,7 +141,7 @@ def print_show(data: dict[str, Any]) -> None:
             # Optuna gives pruned trials their last intermediate value; it is not a result.
             str(t["number"]), t.get("state", "?"),
             _v(t.get("value", t.get("values"))) if t.get("state") == "COMPLETE" else "-",
-            _v(metrics.get("throughput"), 5), _v(metrics.get("val_accuracy"), 3),
+            _v(metrics.get("throughput"), 5), _v(metric_value(metrics, metric.name), 4),
             f"{dur:.1f}s" if isinstance(dur, (int, float)) else "-",
             Text(t.get("reason") or _settings(t.get("settings", {}), _KEYS)),  # text, not markup
         )
@@ -141,6 +152,9 @@ def print_show(data: dict[str, Any]) -> None:
             console.print(f"  {name:<16} {'#' * int(round(value * 40)):<40} {value:.2f}")
     if data.get("pareto_front"):
         console.print(f"Pareto front: trials {', '.join(map(str, data['pareto_front']))}")
+    best = next((t for t in data["trials"] if t["number"] == s.get("best_number")), None)
+    if best is not None:
+        print_notes(console, best.get("metrics", {}).get("notes"), f"best (trial {best['number']}) notes")
     conf = data.get("confirmation")
     if conf and conf.get("speedup_median") is not None:
         console.print(f"confirmed speedup {conf['speedup_median']:.2f}x "

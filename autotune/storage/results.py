@@ -14,6 +14,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from autotune.metrics import Metric
 from autotune.statuses import ACTIVE_STUDY_STATES, RunStatus
 from autotune.storage.reading import StudyLike, cache_importances, cached_importances, direct_reader, trial_rows
 from autotune.storage.trial_row import TrialRow
@@ -272,12 +273,15 @@ def summary(
     mean = sum(durations) / len(durations) if durations else None
     eta = remaining * mean if mean is not None and remaining and state in ACTIVE_STUDY_STATES else None
     confirmation = user_attrs.get("confirmation") or {}
+    metric = Metric.from_dict(user_attrs.get("metric"))
     return {
         "name": study.study_name,
         "state": state,
         "objective": attrs.get("objective") or (store_row or {}).get("objective"),
         "directions": direction_names(study),
         "workload": attrs.get("workload") or (store_row or {}).get("workload"),
+        "metric": metric.describe(),
+        "metric_info": metric.to_dict(),
         "target": user_attrs.get("target", attrs.get("target")),
         "budget": _budget_text(attrs),
         # The device asked for, else the one the study's fingerprint recorded (never "auto").

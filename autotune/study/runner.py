@@ -154,6 +154,7 @@ class StudyRunner:
                 p.name: self.baseline[p.name]
                 for p in self.p.space.params
                 if p.name in self.baseline and p.active(self.baseline)
+                and _representable(self.p.space.distributions()[p.name], self.baseline[p.name])
             }
             retries.enqueue(study, params, baseline=True)
         return study
@@ -331,6 +332,17 @@ class StudyRunner:
         self.store.set_study_status(name, final, error=error)
         self.events.emit("study_finished", f"study {final}: {summary}", counts=counts)
         return report
+
+
+def _representable(distribution: optuna.distributions.BaseDistribution, value: Any) -> bool:
+    """Whether Optuna can hold `value` as a fixed param of `distribution`: a baseline's
+    weight_decay 0.0 cannot be on a log scale. The baseline trial runs its own settings anyway;
+    such a param is left to the sampler in its record rather than failing the study."""
+    try:
+        distribution.to_internal_repr(value)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def _file_id(path: Path | None) -> tuple[int, int] | None:

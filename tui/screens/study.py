@@ -121,6 +121,7 @@ class StudyScreen(Screen):
         self.query_one(TrialsTable).apply(
             update.new_rows, update.changed_rows, update.total_rows,
             update.summary.get("objective"), update.summary.get("best_number"),
+            update.summary.get("metric_info"),
         )
         self.query_one(RunningPane).show(update.live)
         self.query_one(HardwarePane).show(system, update.hardware, update.live)

@@ -54,8 +54,10 @@ class TrialScreen(Screen):
         with Horizontal(id="trial-body"):
             with Vertical(id="trial-left"):
                 yield Static(_table(row.settings, row.params), id="trial-settings")
-                yield Static(_table({k: row.metrics[k] for k in TRIAL_METRICS if k in row.metrics}, {},
-                                    METRIC_FORMATS), id="trial-metrics")
+                yield Static(_table(_measured(row.metrics), {}, METRIC_FORMATS), id="trial-metrics")
+                notes = row.metrics.get("notes") or {}
+                yield Static(_table({k: v if isinstance(v, (int, float)) else str(v) for k, v in notes.items()}, {},
+                                    {k: str for k in notes}), id="trial-notes")
             with Vertical(id="trial-right"):
                 yield BraillePlot(id="trial-curve", empty="no intermediate values",
                                   x_format=lambda x: f"eval {x:.0f}")
@@ -67,11 +69,18 @@ class TrialScreen(Screen):
         self.sub_title = f"{self.study_name} / trial {self.row.number}"
         self.query_one("#trial-settings").border_title = "settings (* searched)"
         self.query_one("#trial-metrics").border_title = "metrics"
+        self.query_one("#trial-notes").border_title = "knob notes (what each knob did)"
         curve = self.query_one(BraillePlot)
         curve.border_title = "intermediate values"
         points = [(float(step), v) for step, v in sorted(self.row.intermediate.items()) if math.isfinite(v)]
         curve.set_series([Series(points, "cyan", "line")])
         self.query_one("#trial-log").border_title = "log tail"
+
+
+def _measured(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a trial measured, flat: validation metrics and rates (tokens_per_s) beside the rest."""
+    flat = {k: metrics[k] for k in TRIAL_METRICS if k in metrics and not isinstance(metrics[k], dict)}
+    return {**(metrics.get("metrics") or {}), **(metrics.get("rates") or {}), **flat}
 
 
 def _table(values: dict[str, Any], searched: dict[str, Any], formats: dict[str, Any] | None = None) -> Table:

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.text import Text
 
+from autotune.metrics import Metric
 from autotune.tui import format as fmt
 from autotune.daemon.queue import QueuePlace
 from autotune.tui.widgets.text_pane import TextPane
@@ -26,8 +27,10 @@ class StudyHeader(TextPane):
         first.append(summary["name"], style="bold")
         first.append(f"  {summary.get('workload') or '?'}  ", style="")
         first.append(objective, style="magenta")
+        metric = Metric.from_dict(summary.get("metric_info"))
+        first.append(f"  {metric.describe()}", style="cyan")
         if target is not None:
-            first.append(f" (target {target:.4g})")
+            first.append(f" target {metric.name}{metric.operator}{target:.4g}")
         first.append(f"  budget {summary.get('budget') or '?'}")
         first.append(f"  device {summary.get('device') or 'auto'}")
         second = Text()

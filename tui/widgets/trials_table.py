@@ -11,12 +11,13 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable
 
+from autotune.metrics import Metric, metric_value
 from autotune.storage.trial_row import TrialRow
 from autotune.tui import format as fmt
 
 COLUMNS = (
     ("number", "#"), ("state", "state"), ("settings", "settings"), ("value", "value"),
-    ("throughput", "samples/s"), ("accuracy", "val acc"), ("duration", "time"), ("reason", "reason"),
+    ("throughput", "samples/s"), ("metric", "val acc"), ("duration", "time"), ("reason", "reason"),
 )
 # The value column only where it is not already throughput, accuracy or their Pareto mix.
 VALUE_LABELS = {"time-to-accuracy": "to target"}
@@ -37,21 +38,26 @@ class TrialsTable(DataTable):
         self.rows_by_number: dict[int, TrialRow] = {}
         self.total = 0
         self.columns_for: str | None = None
+        self.metric = Metric()
 
     def _add_columns(self, objective: str | None) -> None:
         self.columns_for = objective or ""
         for key, label in self._columns():
-            self.add_column(VALUE_LABELS.get(objective or "", label) if key == "value" else label,
-                            key=key, width=WIDTHS.get(key))
+            if key == "value":
+                label = VALUE_LABELS.get(objective or "", label)
+            elif key == "metric":  # the study's metric, with which way is better
+                label = f"{'val acc' if self.metric.name == 'accuracy' else self.metric.name} {'↑' if self.metric.higher_is_better else '↓'}"
+            self.add_column(label, key=key, width=WIDTHS.get(key))
 
     def _columns(self) -> list[tuple[str, str]]:
         keep_value = self.columns_for in VALUE_LABELS or self.columns_for == ""
         return [(k, label) for k, label in COLUMNS if k != "value" or keep_value]
 
     def apply(self, new: list[TrialRow], changed: list[TrialRow], total: int,
-              objective: str | None, best_number: int | None) -> None:
+              objective: str | None, best_number: int | None, metric: dict[str, Any] | None = None) -> None:
         self.objective = objective
         if self.columns_for is None:
+            self.metric = Metric.from_dict(metric)
             self._add_columns(objective)
         follow = self.row_count == 0 or self.cursor_row >= self.row_count - 1
         if best_number != self.best_number:
@@ -119,7 +125,7 @@ class TrialsTable(DataTable):
             fmt.compact_settings(row.params),
             value,
             fmt.number(metrics.get("throughput")),
-            fmt.number(metrics.get("val_accuracy")),
+            fmt.number(metric_value(metrics, self.metric.name)),
             fmt.seconds(row.duration),
             Text(_clip(reason or "", WIDTHS["reason"]), style="dim"),
         ]
