@@ -21,6 +21,13 @@ def apply(*args: Any, **kwargs: Any) -> Any:
     return _apply(*args, **kwargs)
 
 
+def session() -> Any:
+    """This trial's session when autotune runs your script: see autotune.sessions."""
+    from autotune.sessions import session as _session
+
+    return _session()
+
+
 def __getattr__(name: str) -> Any:
     if name == "__version__":  # from the installed distribution; importlib.metadata costs 30 ms
         import importlib.metadata
@@ -57,6 +64,7 @@ __all__ = [
     "UsageError",
     "Workload",
     "apply",
+    "session",
     "hookimpl",
     "__version__",
 ]

@@ -31,14 +31,15 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from autotune.settings import load_config_file, resolve_settings
+from autotune.knob import exclusion
+from autotune.settings import load_config_file, resolve_settings, settings_index
 from autotune.run.local import build_plan
-from autotune.hardware import detect
+from autotune.hardware import Hardware, detect
 from autotune.errors import UsageError
 from autotune.run.plan import Rank, TrainingPlan
 from autotune.run.collective import backend_for
-from autotune.registry import load_registry
-from autotune.workloads import Workload
+from autotune.registry import Registry, load_registry
+from autotune.workloads import script_workload
 
 
 class Tuned:
@@ -124,14 +125,39 @@ def apply(
     """
     settings = load_config_file(config)["settings"] if isinstance(config, (str, Path)) else dict(config)
     registry = load_registry(plugin_paths=plugin_paths)
-    hardware = detect((device or "").split(":")[0] or None)
-    workload = Workload(
-        name="user", model_fn=lambda: model, train_data=None, val_data=None,  # type: ignore[arg-type]
-        loss_fn=loss_fn or torch.nn.CrossEntropyLoss(),
-    )
-    resolved = resolve_settings(registry, hardware, workload, settings)
+    plan = plan_for(settings, model, registry=registry, device=device, loss_fn=loss_fn)
+    return Tuned(plan, model, plan.extras["settings"])
+
+
+def plan_for(
+    settings: dict[str, Any],
+    model: torch.nn.Module,
+    *,
+    registry: Registry | None = None,
+    hardware: Hardware | None = None,
+    device: str | None = None,
+    loss_fn: Any = None,
+) -> TrainingPlan:
+    """The plan the knobs make of `settings` (resolved over the baseline, kept in
+    `plan.extras["settings"]`) for `model`, as `apply` and the session API use it.
+
+    A setting of a knob that does nothing for this model (channels_last on an MLP: a study of a
+    script cannot see the model before its trials) is left out and says so in `plan.notes`."""
+    registry = registry or load_registry()
+    hardware = hardware or detect((device or "").split(":")[0] or None)
+    workload = script_workload("user", model, loss_fn)
+    index = settings_index(registry, hardware)
+    unsuited = {}
+    for key, value in settings.items():
+        knob = index[key][0] if key in index else None
+        reason = exclusion(knob, hardware, workload.traits()) if knob is not None else None
+        if reason is not None and value != knob.baseline(hardware).get(key):
+            unsuited[key] = f"{key}={value} not applied: {reason}"
+    resolved = resolve_settings(registry, hardware, workload, {k: v for k, v in settings.items() if k not in unsuited})
     target = torch.device(device or hardware.device_type)
     plan = build_plan(registry, hardware, workload, resolved, target)
+    plan.notes.update(unsuited)
+    plan.extras["settings"] = resolved
     if plan.processes > 1:  # a knob wants one process per device, as the engine's launch pass
         for cleanup in plan.cleanups:
             cleanup()
@@ -145,4 +171,5 @@ def apply(
             target = torch.device("cuda", torch.cuda.current_device())
         rank = Rank(dist.get_rank(), dist.get_world_size(), backend_for(target.type))
         plan = build_plan(registry, hardware, workload, resolved, target, rank)
-    return Tuned(plan, model, resolved)
+        plan.extras["settings"] = resolved
+    return plan

@@ -3,6 +3,7 @@ without paying for `import torch`; the daemon does the rest."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -60,6 +61,10 @@ class StudySpec:
     # A trial that reports no progress for this long (or 10x its median step time if longer) is
     # killed and recorded as failed; 0 turns the watchdog off.
     stall_timeout: float = 60.0
+    # The user's training script (an absolute path) and its arguments: trials run it instead of
+    # a workload (autotune.run.script); `workload` is then "script:PATH" as given.
+    script: str | None = None
+    script_args: tuple[str, ...] = ()
 
     def validate(self) -> None:
         check_name(self.name)
@@ -68,6 +73,8 @@ class StudySpec:
             raise UsageError(f"--n-trials must be at least 1, got {self.n_trials}")
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError(f"--timeout must be positive, got {self.timeout}")
+        if self.script is not None and not os.path.isfile(self.script):
+            raise UsageError(f"--script {self.script}: no such file")
         override = self.metric_override()
         named = self.target_metric or (override.name if override else None)
         if named == "accuracy":
@@ -86,6 +93,7 @@ class StudySpec:
         data = asdict(self)
         data["plugin_paths"] = list(self.plugin_paths)
         data["disabled_knobs"] = list(self.disabled_knobs)
+        data["script_args"] = list(self.script_args)
         return data
 
     @classmethod
@@ -93,6 +101,7 @@ class StudySpec:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["plugin_paths"] = tuple(known.get("plugin_paths", ()))
         known["disabled_knobs"] = tuple(known.get("disabled_knobs", ()))
+        known["script_args"] = tuple(known.get("script_args", ()))
         return cls(**known)
 
     def metric_override(self) -> Metric | None:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from autotune.errors import UsageError
+from autotune.errors import RunError, UsageError
 from autotune.knob import Traits
 from autotune.metrics import Metric
 
@@ -197,6 +197,21 @@ def load_workload(
     workload.primary_metric  # a bad direction is a usage error now, not in every trial
     workload.origin = {"spec": spec, "data_dir": data_dir, "workdir": workdir}
     return workload
+
+
+def script_workload(name: str, model: nn.Module | None = None, loss_fn: Any = None) -> Workload:
+    """The Workload that stands for a model trained by the user's own code (autotune.apply, a
+    --script trial): no datasets, the common tutorial recipe as its baseline. With `model`, knobs
+    can tell what it is like (Knob.needs); without, nothing is left out for it."""
+    def model_fn() -> nn.Module:
+        if model is None:
+            raise RunError("a script's model is built by the script")
+        return model
+
+    return Workload(
+        name=name, model_fn=model_fn, train_data=None, val_data=None,  # type: ignore[arg-type]
+        loss_fn=loss_fn or nn.CrossEntropyLoss(),
+    )
 
 
 def _size(data: Any) -> int | None:

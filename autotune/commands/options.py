@@ -34,3 +34,13 @@ def get_registry(plugin_paths: tuple[str, ...], disabled_knobs: tuple[str, ...])
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def target_fields(text: str | None) -> dict[str, Any]:
+    """--target as a StudySpec stores it: its value, and the metric and direction it names."""
+    from autotune.metrics import Target
+
+    if text is None:
+        return {"target": None}
+    target = Target.parse(text)
+    return {"target": target.value, "target_metric": target.metric, "target_direction": target.direction}

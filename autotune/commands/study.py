@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from autotune.commands.options import echo_json, json_option, registry_options
+from autotune.commands.options import echo_json, json_option, registry_options, target_fields
 from autotune.commands.trial import budget_options
 
 
@@ -21,16 +21,6 @@ def _store() -> Any:
     from autotune.storage.local import Store
 
     return Store()
-
-
-def _target(text: str | None) -> dict[str, Any]:
-    """--target as the spec stores it: its value, and the metric and direction it names."""
-    from autotune.metrics import Target
-
-    if text is None:
-        return {"target": None}
-    target = Target.parse(text)
-    return {"target": target.value, "target_metric": target.metric, "target_direction": target.direction}
 
 
 @study.command("start")
@@ -47,6 +37,10 @@ def _target(text: str | None) -> dict[str, Any]:
 @click.option("--target", default=None, metavar="VALUE|NAME<=VALUE",
               help="Target of the workload's metric (accuracy 0..1, or val_loss<=1.9 style). Default: the "
                    "baseline's final value, less 0.5 points of accuracy (or 1% of any other metric).")
+@click.option("--script", default=None, type=click.Path(dir_okay=False), metavar="PATH",
+              help="Tune your own training script (autotune.session API) instead of a workload; "
+                   "arguments after -- go to it.")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--metric", default=None, metavar="NAME[:min|max]",
               help="Judge trials by this validation metric instead of the workload's (a --script's report).")
 @click.option("--storage", default=None, metavar="URL",
@@ -79,10 +73,16 @@ def start(**kwargs: Any) -> None:
 
     budget = {k: v for k, v in (("epochs", kwargs["budget_epochs"]), ("steps", kwargs["budget_steps"]),
                                 ("seconds", kwargs["budget_seconds"])) if v is not None} or {"epochs": 5}
+    script, script_args = kwargs["script"], tuple(kwargs["script_args"])
+    if script_args and script is None:
+        from autotune.errors import UsageError
+
+        raise UsageError(f"unexpected arguments {' '.join(script_args)!r} (arguments after -- go to a --script)")
     spec = StudySpec(
-        name=kwargs["name"], workload=kwargs["workload"], space=kwargs["space"],
+        name=kwargs["name"], workload=f"script:{script}" if script else kwargs["workload"], space=kwargs["space"],
+        script=os.path.abspath(script) if script else None, script_args=script_args,
         objective=kwargs["objective"], n_trials=kwargs["n_trials"], timeout=kwargs["timeout"],
-        budget=budget, **_target(kwargs["target"]), metric=kwargs["metric"], storage=kwargs["storage"], seed=kwargs["seed"],
+        budget=budget, **target_fields(kwargs["target"]), metric=kwargs["metric"], storage=kwargs["storage"], seed=kwargs["seed"],
         pruner=kwargs["pruner"], confirm=kwargs["confirm"], device=kwargs["device"],
         data_dir=kwargs["data_dir"], plugin_paths=tuple(kwargs["plugin_paths"]),
         disabled_knobs=tuple(kwargs["disabled_knobs"]), workers=kwargs["workers"] or 1,

@@ -71,14 +71,18 @@ def trial() -> None:
               help="Value of the workload's metric whose training time to report (time_to_target), e.g. 0.9 "
                    "or val_loss<=1.9.")
 @click.option("--metric", default=None, metavar="NAME[:min|max]",
-              help="The validation metric to judge the run by (default: the workload's).")
+              help="The validation metric to judge the run by (default: the workload's; val_loss for a script).")
+@click.option("--script", default=None, type=click.Path(dir_okay=False, exists=True), metavar="PATH",
+              help="Run your own training script (autotune.session API) instead of a workload; arguments after "
+                   "-- go to it.")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @json_option
 @registry_options
 def run_cmd(
     workload: str | None, data_dir: str | None, download: bool, assignments: tuple[str, ...],
     config_file: str | None, budget_epochs: int | None, budget_steps: int | None,
     budget_seconds: float | None, device: str | None, seed: int, target: str | None, metric: str | None,
-    as_json: bool, plugin_paths: tuple[str, ...], disabled_knobs: tuple[str, ...],
+    script: str | None, script_args: tuple[str, ...], as_json: bool, plugin_paths: tuple[str, ...], disabled_knobs: tuple[str, ...],
 ) -> None:
     """Train one configuration of a workload and print its measured metrics.
 
@@ -88,7 +92,12 @@ def run_cmd(
     from autotune.metrics import Metric, Target, study_metric
     from autotune.run import engine
     from autotune.settings import load_config_file, parse_assignments, resolve_settings
-    from autotune.workloads import DEFAULT_WORKLOAD, load_workload
+    from autotune.workloads import DEFAULT_WORKLOAD, load_workload, script_workload
+
+    if script_args and script is None:
+        from autotune.errors import UsageError
+
+        raise UsageError(f"unexpected arguments {' '.join(script_args)!r} (arguments after -- go to a --script)")
 
     overrides: dict[str, Any] = {}
     run: dict[str, Any] = {}
@@ -108,17 +117,25 @@ def run_cmd(
     overrides.update(parse_assignments(list(assignments)))
     registry = get_registry(plugin_paths, disabled_knobs)
     hardware = resolve_device(device)
-    spec = workload or DEFAULT_WORKLOAD
-    wl = load_workload(spec, registry, data_dir=data_dir, download=download)
+    if script is not None:
+        spec = f"script:{script}"
+        wl = script_workload(spec)
+        judged = study_metric(Metric.named("val_loss"), goal, override)
+    else:
+        spec = workload or DEFAULT_WORKLOAD
+        wl = load_workload(spec, registry, data_dir=data_dir, download=download)
+        judged = study_metric(wl.primary_metric, goal, override)
     settings = resolve_settings(registry, hardware, wl, overrides)
-    judged = study_metric(wl.primary_metric, goal, override)
     if not as_json:
         click.echo(f"training {spec} on {hardware.device_type} for {budget.describe()} ...", err=True)
     options = engine.RunOptions(
         seed=seed, target=goal.value if goal else None, evals_per_epoch=int(run.get("evals_per_epoch", 1)),
         metric=judged.name, direction=judged.direction,
     )
-    result = engine.run(wl, settings, registry, hardware, budget, device=device, options=options)
+    if script is not None:
+        result = _run_script(script, script_args, settings, registry, hardware, budget, device, options)
+    else:
+        result = engine.run(wl, settings, registry, hardware, budget, device=device, options=options)
     data = result.to_dict()
     tb = data.pop("traceback")
     if click.get_current_context().find_root().params.get("debug") and tb:
@@ -135,6 +152,24 @@ def run_cmd(
         if not as_json:
             click.echo(f"autotune: run {result.status}: {result.error}", err=True)
         raise SystemExit(1)
+
+
+def _run_script(
+    script: str, script_args: tuple[str, ...], settings: dict[str, Any], registry: Any, hardware: Any,
+    budget: Any, device: str | None, options: Any,
+) -> Any:
+    """One run of a script in this process, measured as a trial measures it."""
+    import dataclasses
+
+    from autotune.run.script import run_script
+    from autotune.run.trial_process import TrialRequest
+    class NoStudy:  # nobody prunes a single run; progress goes nowhere
+        on_eval = None
+        on_progress = None
+
+    request = TrialRequest(workload=f"script:{script}", overrides={}, budget=dataclasses.asdict(budget),
+                           options=options, device=device, script=script, script_args=script_args)
+    return run_script(request, settings, registry, hardware, NoStudy())
 
 
 def _fmt(value: Any, unit: str = "", scale: float = 1.0, digits: int = 4) -> str:

@@ -63,6 +63,8 @@ class TrialRequest:
     log_path: str | None = None
     workdir: str | None = None  # the trial runs there (default: wherever the forkserver started)
     stall_timeout: float | None = None  # the watchdog's floor in seconds (see Watchdog); None: off
+    script: str | None = None  # the user's training script, run instead of a workload (autotune.run.script)
+    script_args: tuple[str, ...] = ()
 
 
 @dataclass
@@ -153,6 +155,16 @@ def _run(request: TrialRequest, reporter: Any) -> dict[str, Any]:
         torch.set_num_threads(request.threads)
     registry = load_registry(plugin_paths=request.plugin_paths, disabled_knobs=request.disabled_knobs)
     hardware = detect((request.device or "").split(":")[0] or None)
+    if request.script is not None:
+        from autotune.run.script import run_script
+        from autotune.workloads import script_workload
+
+        settings = resolve_settings(registry, hardware, script_workload(request.workload), request.overrides)
+        print(f"trial pid {os.getpid()}: {request.script} {settings}", flush=True)
+        outcome = run_script(request, settings, registry, hardware, reporter)
+        if outcome.traceback:
+            print(outcome.traceback, flush=True)
+        return outcome.to_dict()
     workload = load_workload(request.workload, registry, data_dir=request.data_dir, workdir=request.workdir)
     settings = resolve_settings(registry, hardware, workload, request.overrides)
     print(f"trial pid {os.getpid()}: {request.workload} {settings}", flush=True)

@@ -17,7 +17,9 @@ from autotune.registry import Registry, load_registry
 from autotune.space import load_space
 from autotune.spec import StudySpec
 from autotune.storage.rdb import default_storage_url, open_storage, sqlalchemy_url
-from autotune.workloads import Workload, load_workload
+from autotune.workloads import Workload, load_workload, script_workload
+
+SCRIPT_METRIC = "val_loss"
 
 if TYPE_CHECKING:
     from autotune.devices import DevicePool
@@ -64,8 +66,14 @@ def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None =
     hardware = detect(device_type)
     if check_hardware is not None:
         check_hardware(hardware)
-    workload = load_workload(spec.workload, registry, data_dir=spec.data_dir, workdir=spec.workdir)
-    metric = spec.study_metric(workload.primary_metric)
+    if spec.script is not None:
+        # the script builds its own model and data, in its trials; it is judged by val_loss
+        # unless --metric names what its session.report() gives
+        workload = script_workload(spec.workload)
+        metric = spec.study_metric(Metric.named(SCRIPT_METRIC))
+    else:
+        workload = load_workload(spec.workload, registry, data_dir=spec.data_dir, workdir=spec.workdir)
+        metric = spec.study_metric(workload.primary_metric)
     objective = get_objective(spec.objective, metric)
     space_name = spec.space or {"cuda": "gpu", "cpu": "cpu"}.get(hardware.device_type, "default")
     space = load_space(space_name, registry, hardware, workload.traits())

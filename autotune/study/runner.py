@@ -216,6 +216,7 @@ class StudyRunner:
             device=self.spec.device, plugin_paths=self.spec.plugin_paths, disabled_knobs=self.spec.disabled_knobs,
             data_dir=self.spec.data_dir, threads=threads, log_path=log_path, workdir=self.spec.workdir,
             stall_timeout=self.spec.stall_timeout or None,
+            script=self.spec.script, script_args=tuple(self.spec.script_args),
         )
 
     # running ---------------------------------------------------------------------------------

@@ -1,0 +1,296 @@
+"""Your own training script as a trial: the session API.
+
+    import autotune
+
+    session = autotune.session()                    # this trial's settings (run by hand: the baseline)
+    tuned = session.prepare(model, loss_fn)         # the knobs applied: device, optimizer, precision ...
+    loader = tuned.dataloader(train_set, shuffle=True)   # measured; ends when the budget is spent
+    while not session.should_stop:
+        for inputs, targets in loader:
+            inputs, targets = tuned.to_device(inputs, targets)
+            with tuned.autocast():
+                loss = loss_fn(tuned.model(inputs), targets)
+            tuned.step(loss)                        # backward + optimizer step, timed
+        session.report({"val_loss": ..., "accuracy": ...})   # True: stop (pruned, target, budget)
+
+Run by `autotune study start --script train.py`, each trial runs the script in its own process
+(autotune.run.trial_process) with that trial's settings, budget and target; the session measures
+what the engine measures for a workload (throughput with data loading, step times, data wait,
+peak memory, the reported metrics and the time to the target) and reports validations to the
+study for pruning. Run as a plain `python train.py`, the same script trains with the baseline
+settings and no budget: `should_stop` only turns True once `session.report` is told to stop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from autotune.api import Tuned, plan_for
+from autotune.budget import Budget
+from autotune.errors import RunError, Unsupported
+from autotune.metrics import Metric
+from autotune.run import batches
+from autotune.run.evaluation import checked
+from autotune.run.local import plain
+from autotune.run.measure import nonzero_fraction, peak_memory, quantile, sync
+from autotune.run.types import EvalPoint, Progress, RunOptions, RunResult
+
+if TYPE_CHECKING:
+    from autotune.hardware import Hardware
+    from autotune.registry import Registry
+
+PROGRESS_INTERVAL = 0.5  # seconds between progress reports (the study's watchdog listens to them)
+
+
+class Session:
+    """One run of a script: its settings, its budget, and what it measured."""
+
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        *,
+        budget: Budget | None = None,
+        options: RunOptions | None = None,
+        registry: "Registry | None" = None,
+        hardware: "Hardware | None" = None,
+        device: str | None = None,
+        on_eval: Callable[[EvalPoint], bool | None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        in_trial: bool = False,
+    ) -> None:
+        self.settings = dict(settings)
+        self.budget = budget
+        self.options = options or RunOptions()
+        self.metric = Metric(self.options.metric, self.options.direction)
+        self.registry, self.hardware, self.device = registry, hardware, device
+        self.on_eval, self.on_progress = on_eval, on_progress
+        self.in_trial = in_trial
+        self.tuned: SessionTuned | None = None
+        self.result = RunResult(status="ok", settings=dict(settings), device=device or "", target=self.options.target)
+        self.step = self.samples = self.epochs = 0
+        self.train_time = 0.0
+        self._data_times: list[float] = []
+        self._compute_times: list[float] = []
+        self._timed_samples = 0
+        self._arrived: tuple[float, int] | None = None  # when the pending batch arrived, its size
+        self._last_step_end: float | None = None
+        self._last_progress = 0.0
+        self._stop: str | None = None  # why should_stop: "pruned", "target", "budget"
+        self._data_time = 0.0
+        self._started = time.perf_counter()
+
+    # the script's side ------------------------------------------------------------------------
+
+    def prepare(self, model: torch.nn.Module, loss_fn: Any = None) -> "SessionTuned":
+        """`model` configured by this trial's settings: on its device, transformed (pruning,
+        channels_last, torch.compile), with the optimizer, GradScaler and loader settings the
+        knobs chose. Call it once per run."""
+        if self.tuned is not None:
+            raise RunError("session.prepare() was called twice: one session trains one model")
+        plan = plan_for(self.settings, model, registry=self.registry, hardware=self.hardware,
+                        device=self.device, loss_fn=loss_fn)
+        if plan.processes > 1:
+            raise Unsupported(
+                "a knob asks for several processes (data_parallel=ddp): a --script trial is one process; "
+                "start your script under torchrun and use autotune.apply instead"
+            )
+        self.tuned = SessionTuned(plan, model, self.settings, self)
+        self.result.device = str(plan.device)
+        self._last_step_end = time.perf_counter()
+        if plan.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(plan.device)
+        return self.tuned
+
+    @property
+    def should_stop(self) -> bool:
+        """True once the budget is spent, the study pruned this trial, or (time-to-target
+        studies) the target is reached."""
+        return self._stop is not None or self._budget_spent()
+
+    def report(self, metrics: dict[str, Any]) -> bool:
+        """Record a validation (`{"val_loss": 1.9, "accuracy": 0.41}`); True when the script
+        should stop. The study judges the trial by its metric (--metric; default val_loss for a
+        script): it must be among these."""
+        values = checked("script", metrics)
+        now = time.perf_counter()
+        if self._last_step_end is not None and self._arrived is None:
+            self.result.val_time = (self.result.val_time or 0.0) + max(0.0, now - self._last_step_end)
+        value = values.get(self.metric.name)
+        if value is None:
+            raise RunError(
+                f"session.report() got {', '.join(sorted(values))} but not '{self.metric.name}', the metric "
+                f"the study judges by (autotune study start --metric NAME)"
+            )
+        self.result.metrics, self.result.metric_value = values, value
+        self.result.val_loss, self.result.val_accuracy = values.get("val_loss"), values.get("accuracy")
+        point = EvalPoint(
+            index=len(self.result.curve), step=self.step, epoch=float(self.epochs), train_time=self.train_time,
+            value=value, metrics=values, val_loss=self.result.val_loss, val_accuracy=self.result.val_accuracy,
+        )
+        self.result.curve.append(point)
+        target = self.options.target
+        if target is not None and self.result.time_to_target is None and self.metric.reached(value, target):
+            self.result.time_to_target = self.train_time
+            if self.options.stop_at_target:
+                self._stop = "target"
+        if self.on_eval is not None and self._stop is None and self.on_eval(point):
+            self._stop = "pruned"
+        self._last_step_end = time.perf_counter()  # the time spent reporting is not training
+        return self.should_stop
+
+    # measuring (called by SessionTuned and its loader) -----------------------------------------
+
+    def _budget_spent(self) -> bool:
+        budget = self.budget
+        if budget is None:
+            return False
+        if budget.steps is not None:
+            return self.step >= budget.steps
+        if budget.epochs is not None:
+            return self.epochs >= budget.epochs
+        return budget.seconds is not None and self.train_time >= budget.seconds
+
+    def _batch_arrived(self, batch: Any, waited_since: float) -> None:
+        now = time.perf_counter()
+        self._data_time = now - waited_since
+        self._arrived = (now, batches.batch_size(batch))
+
+    def _epoch_ended(self) -> None:
+        self.epochs += 1
+
+    def _step_done(self, loss: torch.Tensor, device: torch.device) -> None:
+        sync(device)
+        now = time.perf_counter()
+        if self._arrived is not None:
+            arrived, size = self._arrived
+            data_time = self._data_time
+        else:  # a batch that did not come from tuned.dataloader: its loading is not seen
+            arrived, size, data_time = self._last_step_end or now, self.tuned.batch_size if self.tuned else 1, 0.0
+        self._arrived = None
+        compute = now - arrived
+        self.step += 1
+        self.samples += size
+        self.train_time += data_time + compute
+        if self.step > self.options.warmup_steps:
+            self._data_times.append(data_time)
+            self._compute_times.append(compute)
+            self._timed_samples += size
+        self._last_step_end = now
+        if not math.isfinite(float(loss.detach().float().item())):
+            self._stop = "diverged"
+            self.result.status, self.result.error = "diverged", f"loss is not finite at step {self.step}"
+        if self.on_progress is not None and now - self._last_progress >= PROGRESS_INTERVAL:
+            self._last_progress = now
+            total = self.budget.steps if self.budget is not None else None
+            seconds = self.budget.seconds if self.budget is not None else None
+            fraction = self.step / total if total else (self.train_time / seconds if seconds else 0.0)
+            self.on_progress(Progress(
+                step=self.step, total_steps=total, epoch=float(self.epochs), train_time=self.train_time,
+                fraction=min(1.0, fraction), samples_per_s=size / max(data_time + compute, 1e-9),
+                peak_memory_bytes=peak_memory(device),
+            ))
+
+    def finish(self) -> RunResult:
+        """What the run measured, as a trial's result."""
+        result = self.result
+        if self._stop == "pruned":
+            result.status = "pruned"
+        if result.status == "ok" and self.step == 0:
+            result.status, result.error = "failed", "the script trained no step (call tuned.step(loss) for each batch)"
+        elif result.status == "ok" and not result.curve:
+            result.status, result.error = "failed", (
+                f"the script reported no validation: call session.report({{'{self.metric.name}': ...}}) "
+                f"after training"
+            )
+        result.steps, result.samples, result.epochs, result.train_time = self.step, self.samples, float(self.epochs), self.train_time
+        timed = sum(self._data_times) + sum(self._compute_times)
+        if timed > 0:
+            result.throughput = self._timed_samples / timed
+            result.data_wait_fraction = sum(self._data_times) / timed
+        elif self.train_time > 0:
+            result.throughput = self.samples / self.train_time
+        result.step_time_p50 = quantile(self._compute_times, 0.5)
+        result.step_time_p95 = quantile(self._compute_times, 0.95)
+        if self.tuned is not None:
+            result.peak_memory_bytes = peak_memory(self.tuned.device)
+            result.notes = plain(self.tuned.plan.notes)
+            result.nonzero_fraction = nonzero_fraction(self.tuned.model)
+        result.wall_time = time.perf_counter() - self._started
+        return result
+
+
+class SessionTuned(Tuned):
+    """Tuned (autotune.api) whose training loader and steps the session measures."""
+
+    def __init__(self, plan: Any, model: torch.nn.Module, settings: dict[str, Any], session: Session) -> None:
+        super().__init__(plan, model, settings)
+        self.session = session
+
+    def dataloader(self, dataset: Dataset, train: bool = True, **kwargs: Any) -> Any:
+        """The tuned DataLoader; a training one (`train=True`) is measured and yields nothing
+        more once the budget is spent. Validation loaders: `train=False`."""
+        loader = super().dataloader(dataset, **kwargs)
+        return MeasuredLoader(loader, self.session) if train else loader
+
+    def step(self, loss: torch.Tensor) -> None:
+        super().step(loss)
+        self.session._step_done(loss, self.device)
+
+
+class MeasuredLoader:
+    """A training DataLoader whose waits the session counts as data loading."""
+
+    def __init__(self, loader: DataLoader, session: Session) -> None:
+        self.loader, self.session = loader, session
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:  # sampler, dataset, batch_size ...
+        return getattr(self.loader, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        session = self.session
+        if session.should_stop:
+            return
+        waited_since = time.perf_counter()
+        iterator = iter(self.loader)
+        while not session.should_stop:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                session._epoch_ended()
+                return
+            session._batch_arrived(batch, waited_since)
+            yield batch
+            waited_since = time.perf_counter()
+
+
+_current: Session | None = None
+
+
+def session() -> Session:
+    """The session of this trial when autotune runs the script, else one with the baseline
+    settings and no budget (the script then trains as it would without autotune)."""
+    global _current
+    if _current is None:
+        from autotune.hardware import detect
+        from autotune.registry import load_registry
+        from autotune.settings import baseline_settings
+        from autotune.workloads import script_workload
+
+        registry, hardware = load_registry(), detect()
+        settings = baseline_settings(registry, hardware, script_workload("standalone"))
+        _current = Session(settings, registry=registry, hardware=hardware)
+    return _current
+
+
+def activate(current: Session | None) -> None:
+    """Make `current` what `autotune.session()` returns (the trial process does, before the script)."""
+    global _current
+    _current = current
