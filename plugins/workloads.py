@@ -1,6 +1,7 @@
 """The built-in workloads: real digits (bundled with scikit-learn), CIFAR-10 and MNIST from a local
-folder, and synthetic ResNet-18. A plugin like any other: it registers through
-`register_workloads` and uses only autotune's public API.
+folder, synthetic ResNet-18, and tinylm (a character-level transformer on Python's own help
+text). A plugin like any other: it registers through `register_workloads` and uses only
+autotune's public API.
 
 Importing this module loads neither torch nor torchvision, so commands that only list what is
 registered stay quick; each factory imports autotune.plugins.workload_data when it is called.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from autotune import hookimpl
 from autotune.home import autotune_home
@@ -89,9 +90,64 @@ def synthetic_resnet18(train_size: int = 2048, val_size: int = 256) -> Workload:
     )
 
 
+# Karpathy's "Let's build GPT" character-level recipe (gpt.py in karpathy/ng-video-lecture):
+# torch.optim.AdamW(lr=3e-4) with torch's defaults (weight decay 0.01, betas (0.9, 0.999)),
+# batch 64, fp32. weight_decay is spelt out because the optimizer knob's own baseline is 0.0.
+TINYLM_BASELINE: dict[str, Any] = {
+    "batch_size": 64,
+    "optimizer": "adamw",
+    "learning_rate": 3e-4,
+    "weight_decay": 0.01,
+    "beta2": 0.999,
+    "precision": "fp32",
+    "workers": 0,
+    "pruning": 0.0,
+}
+
+
+def tinylm() -> Workload:
+    """A character-level GPT on the text of `pydoc_data.topics` (installed with every Python).
+
+    The data: the help topics' text (~465,000 characters, ~100 distinct), its first 90% to train
+    on and its last 10% to validate on, cut into non-overlapping windows of 65 characters (64
+    inputs, each with the next character as its label). Batches are dicts `{"input_ids",
+    "labels"}`; results count 64 tokens a sample (tokens_per_s). The model: 2 pre-LN blocks,
+    width 64, 4 heads, causal `scaled_dot_product_attention`, the head tied to the token
+    embedding (~110,000 parameters). Judged by val_loss (mean token cross-entropy, lower is
+    better), with perplexity and next-character accuracy alongside.
+
+    The baseline is the common tutorial recipe for character-level GPTs, that of Karpathy's
+    "Let's build GPT" lecture on tiny Shakespeare (gpt.py in karpathy/ng-video-lecture):
+    `torch.optim.AdamW(lr=3e-4)`, so torch's default weight decay 0.01 and betas (0.9, 0.999),
+    batch 64, fp32, no DataLoader workers and no pruning. (nanoGPT's `train_shakespeare_char`
+    config, the same model, trains hotter: lr 1e-3 with warm-up and cosine decay, beta2 0.99,
+    weight decay 0.1; that is the kind of recipe a study should find.) The model is scaled down
+    from the lecture's (6 layers, width 384, block 256, dropout 0.2) so that 200 steps at batch 64
+    train in ~10 s on 2 idle CPU cores; dropout is left out, since runs this short do not overfit.
+    """
+    from autotune import Workload
+    from autotune.plugins.workload_tinylm import BLOCK_SIZE, TinyLM, evaluate, tinylm_datasets, train_step
+
+    vocab, train, val = tinylm_datasets(BLOCK_SIZE)
+    return Workload(
+        name="tinylm",
+        model_fn=lambda: TinyLM(len(vocab), BLOCK_SIZE),
+        train_data=train,
+        val_data=val,
+        train_step=train_step,
+        evaluate=evaluate,
+        metric="val_loss",
+        direction="minimize",
+        units_per_sample={"tokens": BLOCK_SIZE},
+        baseline=dict(TINYLM_BASELINE),
+        description=f"char-level GPT (2 layers, width 64, block {BLOCK_SIZE}) on pydoc_data.topics, val_loss",
+    )
+
+
 @hookimpl
 def register_workloads(register: Callable[[str, Callable[..., Workload]], None]) -> None:
     register("digits", digits)
     register("cifar10", cifar10)
     register("mnist", mnist)
     register("synthetic-resnet18", synthetic_resnet18)
+    register("tinylm", tinylm)
