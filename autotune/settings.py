@@ -33,6 +33,12 @@ def baseline_settings(
     registry: "Registry", hardware: "Hardware", workload: "Workload"
 ) -> dict[str, Any]:
     """The untuned run: knob baselines overlaid with the workload's recipe."""
+    return _drop_inactive(_every_baseline(registry, hardware, workload), settings_index(registry, hardware))
+
+
+def _every_baseline(registry: "Registry", hardware: "Hardware", workload: "Workload") -> dict[str, Any]:
+    """Every baseline value, conditional ones whose condition does not hold included: an override
+    that makes one active (data_parallel=ddp) finds the knob's default for it."""
     index = settings_index(registry, hardware)
     settings: dict[str, Any] = {}
     traits = workload.traits()
@@ -42,7 +48,7 @@ def baseline_settings(
     for key, value in workload.baseline.items():
         if key in index and exclusion(index[key][0], hardware, traits) is None:
             settings[key] = index[key][1].coerce(value)
-    return _drop_inactive(settings, index)
+    return settings
 
 
 def _drop_inactive(settings: dict[str, Any], index: dict[str, tuple[Knob, Param]]) -> dict[str, Any]:
@@ -61,7 +67,7 @@ def resolve_settings(
     that does not apply on this hardware, or a conditional setting whose condition is not met.
     """
     index = settings_index(registry, hardware)
-    settings = baseline_settings(registry, hardware, workload)
+    settings = _every_baseline(registry, hardware, workload)
     traits = workload.traits()
     for key, value in overrides.items():
         if key not in index:

@@ -47,7 +47,10 @@ class DataParallel(Knob):
         ]
 
     def baseline(self, hardware):
-        return {"data_parallel": "none"}
+        if hardware.is_cuda:
+            return {"data_parallel": "none"}
+        # used only once ddp is asked for on CPU: two processes, the fewest that split a batch
+        return {"data_parallel": "none", "data_parallel_processes": 2}
 
     def unavailable(self, hardware):
         if hardware.is_cuda:

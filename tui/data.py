@@ -22,6 +22,7 @@ from typing import Any, Hashable
 
 import psutil
 
+from autotune.metrics import Metric
 from autotune.storage import reading, results
 from autotune.errors import UsageError
 from autotune.storage.reading import StudyLike
@@ -243,9 +244,14 @@ def _waiting_summary(row: dict[str, Any]) -> dict[str, Any]:
     """results.summary's keys for a study with no Optuna study yet: what its store row and spec say."""
     spec = row.get("spec") or {}
     budget = spec.get("budget")
+    # the metric as far as the spec tells before the workload is loaded: what --metric or
+    # --target named, else the default (the study's own record replaces it once it runs)
+    named = (spec.get("metric") or "").partition(":")[0] or spec.get("target_metric")
+    metric = Metric.named(named, spec.get("target_direction")) if named else Metric()
     return {
         "name": row["name"], "state": row["status"], "objective": row.get("objective"), "directions": [],
-        "workload": row.get("workload"), "target": spec.get("target"),
+        "workload": row.get("workload"), "metric": metric.describe(), "metric_info": metric.to_dict(),
+        "target": spec.get("target"),
         "budget": ", ".join(f"{v} {k}" for k, v in budget.items()) if isinstance(budget, dict) else None,
         "device": spec.get("device"), "done": 0, "total": row.get("n_trials") or 0, "complete": 0,
         "pruned": 0, "failed": 0, "running": 0, "surplus": 0, "retried": 0, "best_number": None,

@@ -23,14 +23,17 @@ class StudyHeader(TextPane):
         while it has no Optuna study yet (why: shown when the queue does not say it)."""
         objective = summary.get("objective") or "?"
         target = summary.get("target")
+        # one line each, whatever the terminal's width: the counts on the second must stay in view
         first = Text()
         first.append(summary["name"], style="bold")
         first.append(f"  {summary.get('workload') or '?'}  ", style="")
         first.append(objective, style="magenta")
+        # the metric and which way is better: accuracy>=0.9 with a target, val_loss ↓ before one
         metric = Metric.from_dict(summary.get("metric_info"))
-        first.append(f"  {metric.describe()}", style="cyan")
         if target is not None:
-            first.append(f" target {metric.name}{metric.operator}{target:.4g}")
+            first.append(f"  {metric.name}{metric.operator}{target:.4g}", style="cyan")
+        else:
+            first.append(f"  {metric.name} {'↑' if metric.higher_is_better else '↓'}", style="cyan")
         first.append(f"  budget {summary.get('budget') or '?'}")
         first.append(f"  device {summary.get('device') or 'auto'}")
         second = Text()
@@ -56,4 +59,4 @@ class StudyHeader(TextPane):
         second.append(f"  elapsed {fmt.seconds(summary.get('elapsed'))}")
         if summary.get("eta") is not None:
             second.append(f"  ETA {fmt.seconds(summary['eta'])}")
-        self.set(Text("\n").join([first, second]))
+        self.set(Text("\n", no_wrap=True, overflow="ellipsis").join([first, second]))
