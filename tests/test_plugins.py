@@ -317,3 +317,70 @@ def test_plugin_hooks_are_documented() -> None:
     for name, signature in _hookspecs().items():
         call = f"{name}({', '.join(signature.parameters)})"
         assert any(call in heading for heading in headings), f"docs/plugins.md has no heading for {call}"
+
+
+def test_loop_events_are_documented_with_their_arguments() -> None:
+    from autotune.run.loop_events import ARGUMENTS, Event
+
+    headings = [line.lstrip("#").strip() for line in DOCS.read_text().splitlines() if line.startswith("#")]
+    assert set(ARGUMENTS) == set(Event)
+    for event, names in ARGUMENTS.items():
+        call = f"`Event.{event.name}`: `fn({', '.join(names)})"
+        assert any(heading.startswith(call) for heading in headings), f"docs/plugins.md has no heading {call}"
+
+
+EVENT_PROBE = '''
+from autotune import Event, Knob, Param, hookimpl
+from autotune.run.loop_events import ARGUMENTS
+
+
+class Probe(Knob):
+    name = "event_probe"
+    help = "records every loop event, with the number of arguments it got"
+
+    def params(self, hardware):
+        return [Param("event_probe", "bool")]
+
+    def baseline(self, hardware):
+        return {"event_probe": True}
+
+    def apply(self, settings, plan):
+        seen = plan.notes.setdefault("events", [])
+
+        def handler(event):
+            def record(state, *args):
+                assert len(args) + 1 == len(ARGUMENTS[event]), (event, args)
+                if not seen or seen[-1] != event.value:
+                    seen.append(event.value)
+                return args[1](args[0]) if event is Event.STEP else None
+            return record
+
+        for event in Event:
+            plan.on(event, handler(event))
+
+
+@hookimpl
+def register_knobs(register):
+    register(Probe())
+'''
+
+
+def test_every_loop_event_fires_in_order_with_its_arguments(tmp_path: Path, digits_workload) -> None:  # noqa: ANN001
+    from autotune.budget import Budget
+    from autotune.hardware import detect
+    from autotune.run import engine
+    from autotune.settings import resolve_settings
+
+    plugin = tmp_path / "event_probe.py"
+    plugin.write_text(EVENT_PROBE)
+    registry = load_registry(plugin_paths=[plugin], entry_points=False)
+    hardware = detect("cpu")
+    settings = resolve_settings(registry, hardware, digits_workload, {"batch_size": 512})
+    steps_per_epoch = -(-1437 // 512)  # digits trains on 1,437 samples: 3 batches an epoch
+    result = engine.run(digits_workload, settings, registry, hardware, Budget(steps=steps_per_epoch + 1),
+                        device="cpu", options=engine.RunOptions(eval_every_steps=2))
+    assert result.status == "ok", result.error
+    assert result.notes["events"] == [
+        "fit_start", "step", "after_step", "step", "after_step", "before_eval", "after_eval", "step", "after_step",
+        "epoch_end", "step", "after_step", "before_eval", "after_eval", "fit_end",
+    ]

@@ -35,3 +35,16 @@ class Event(str, enum.Enum):
     BEFORE_EVAL = "before_eval"
     AFTER_EVAL = "after_eval"
     FIT_END = "fit_end"
+
+
+# What each event's handlers are called with, in order (docs/plugins.md has a heading for each,
+# and tests hold the loop to it).
+ARGUMENTS: dict[Event, tuple[str, ...]] = {
+    Event.FIT_START: ("state",),
+    Event.STEP: ("state", "batch", "step"),
+    Event.AFTER_STEP: ("state", "loss"),
+    Event.EPOCH_END: ("state",),
+    Event.BEFORE_EVAL: ("state",),
+    Event.AFTER_EVAL: ("state", "metrics"),
+    Event.FIT_END: ("state",),
+}
