@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -36,6 +36,7 @@ from autotune.settings import load_config_file, resolve_settings, settings_index
 from autotune.run.local import build_plan
 from autotune.hardware import Hardware, detect
 from autotune.errors import UsageError
+from autotune.run.loop_state import autocast, optimizer_step
 from autotune.run.plan import Rank, TrainingPlan
 from autotune.run.collective import backend_for
 from autotune.registry import Registry, load_registry
@@ -80,22 +81,13 @@ class Tuned:
             inputs = fn(inputs)
         return inputs, targets.to(self.device, non_blocking=non_blocking)
 
-    @contextlib.contextmanager
-    def autocast(self) -> Iterator[None]:
-        dtype = self.plan.autocast_dtype
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            yield
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return autocast(self.plan)
 
     def step(self, loss: torch.Tensor) -> None:
         """Backward, gradient hooks (e.g. pruning masks), optimizer step, zero_grad."""
         self.scaler.scale(loss).backward()
-        if self.plan.grad_hooks:
-            self.scaler.unscale_(self.optimizer)
-            for hook in self.plan.grad_hooks:
-                hook(self.model)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer_step(self.plan, self.model, self.optimizer, self.scaler)
 
     def close(self) -> None:
         """Undo process-wide changes (thread count, cudnn.benchmark)."""

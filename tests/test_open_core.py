@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
@@ -32,6 +31,14 @@ from tests.workloads_for_tests import regression
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "autotune.cli"]
+
+
+def text(renderable: object) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=open(os.devnull, "w"))
+    console.print(renderable)
+    return console.export_text()
 
 
 # metrics and targets ------------------------------------------------------------------------------
@@ -245,3 +252,9 @@ async def test_the_tui_shows_the_metric_and_its_direction(regression_study, monk
         column = labels.index("val_mse ↓")
         values = [str(table.get_row_at(i)[column]) for i in range(table.row_count)]
         assert any(v not in ("-", "") and math.isfinite(float(v)) for v in values)
+        # a trial's screen: every validation metric, and what the knobs noted
+        table.focus()
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert "val_mae" in text(app.screen.query_one("#trial-metrics").content)
+        assert "threads" in text(app.screen.query_one("#trial-notes").content)

@@ -384,3 +384,59 @@ def test_every_loop_event_fires_in_order_with_its_arguments(tmp_path: Path, digi
         "fit_start", "step", "after_step", "step", "after_step", "before_eval", "after_eval", "step", "after_step",
         "epoch_end", "step", "after_step", "before_eval", "after_eval", "fit_end",
     ]
+
+
+def _doc_block(first_line: str) -> str:
+    """The ```python block of docs/plugins.md that starts with `first_line`."""
+    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S)
+    found = [b for b in blocks if b.startswith(first_line)]
+    assert found, f"docs/plugins.md has no python block starting {first_line!r}"
+    return found[0]
+
+
+LR_RECORDER = '''
+from autotune import Event, Knob, Param, hookimpl
+
+
+class LrRecorder(Knob):
+    name = "lr_recorder"
+    after = ("cosine_lr",)  # its handlers run after the schedule's
+
+    def params(self, hardware):
+        return [Param("lr_recorder", "bool")]
+
+    def baseline(self, hardware):
+        return {"lr_recorder": True}
+
+    def apply(self, settings, plan):
+        lrs = plan.notes.setdefault("lrs", [])
+        plan.on(Event.AFTER_STEP, lambda state, loss: lrs.append(state.optimizer.param_groups[0]["lr"]))
+
+
+@hookimpl
+def register_knobs(register):
+    register(LrRecorder())
+'''
+
+
+def test_the_documented_loop_knob_example_runs_as_written(tmp_path: Path, digits_workload) -> None:  # noqa: ANN001
+    from autotune.budget import Budget
+    from autotune.hardware import detect
+    from autotune.run import engine
+    from autotune.settings import resolve_settings
+
+    (tmp_path / "cosine_lr.py").write_text(_doc_block("# cosine_lr.py"))
+    (tmp_path / "lr_recorder.py").write_text(LR_RECORDER)
+    # the recorder registers first: only `after` puts its handler behind the schedule's
+    registry = load_registry(plugin_paths=[tmp_path / "lr_recorder.py", tmp_path / "cosine_lr.py"],
+                             entry_points=False)
+    hardware = detect("cpu")
+    settings = resolve_settings(registry, hardware, digits_workload,
+                                {"cosine_lr": True, "warmup_fraction": 0.2, "learning_rate": 0.1})
+    result = engine.run(digits_workload, settings, registry, hardware, Budget(steps=10), device="cpu")
+    assert result.status == "ok", result.error
+    assert result.notes["cosine_lr"] == "warm-up 20% of the budget"
+    lrs = result.notes["lrs"]
+    assert len(lrs) == 10
+    assert lrs[0] == pytest.approx(0.05) and lrs[1] == pytest.approx(0.1)  # warm-up: 1/2 then 2/2 of 0.2
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:])) and lrs[-1] == pytest.approx(1e-4)  # decayed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -117,6 +118,12 @@ def run_cmd(
     overrides.update(parse_assignments(list(assignments)))
     registry = get_registry(plugin_paths, disabled_knobs)
     hardware = resolve_device(device)
+    if script is None and workload is not None and workload.startswith("script:"):
+        script = workload.removeprefix("script:")  # an exported config of a --script study
+        if not os.path.isfile(script):
+            from autotune.errors import UsageError
+
+            raise UsageError(f"the config's script {script} is not there")
     if script is not None:
         spec = f"script:{script}"
         wl = script_workload(spec)

@@ -11,6 +11,7 @@ import torch
 from autotune.errors import RunError
 from autotune.run import batches
 from autotune.run.collective import Collective
+from autotune.run.loop_state import autocast
 
 if TYPE_CHECKING:
     from autotune.run.plan import TrainingPlan
@@ -60,11 +61,10 @@ def evaluate(
             count += batches.batch_size(batch)
             yield batch
 
-    dtype = plan.autocast_dtype
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), torch.autocast(plan.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.no_grad(), autocast(plan):
             if plan.workload.evaluate is not None:
                 raw = plan.workload.evaluate(model, prepared())
             else:

@@ -62,8 +62,7 @@ class LoopState:
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The run's autocast (a no-op at fp32)."""
-        dtype = self.plan.autocast_dtype
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+        return autocast(self.plan)
 
     def forward_backward(self, batch: Any, loss_scale: float = 1.0, sync: bool = True) -> torch.Tensor:
         """The workload's loss on `batch` under autocast, and its backward pass through the
@@ -80,13 +79,7 @@ class LoopState:
     def optimizer_step(self) -> None:
         """Unscale the gradients (when a knob hooks them), run the gradient hooks, step the
         optimizer through the GradScaler, and clear the gradients."""
-        if self.plan.grad_hooks:
-            self.scaler.unscale_(self.optimizer)
-            for hook in self.plan.grad_hooks:
-                hook(self.model)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer_step(self.plan, self.model, self.optimizer, self.scaler)
 
     def default_step(self, batch: Any) -> torch.Tensor:
         loss = self.forward_backward(batch)
@@ -114,6 +107,26 @@ class LoopState:
         for handler in reversed(self.plan.handlers.get(Event.STEP, [])):
             chain = _link(self, handler, chain)
         return chain
+
+
+def autocast(plan: "TrainingPlan") -> contextlib.AbstractContextManager[Any]:
+    """The plan's autocast: every forward of a run (training, validation, a script's) uses it."""
+    dtype = plan.autocast_dtype
+    return torch.autocast(plan.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def optimizer_step(
+    plan: "TrainingPlan", model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+) -> None:
+    """The one optimizer step of every loop (the engine's, a knob's, autotune.apply's): unscale
+    when gradient hooks need true gradients, the hooks, the step through the scaler, zero_grad."""
+    if plan.grad_hooks:
+        scaler.unscale_(optimizer)
+        for hook in plan.grad_hooks:
+            hook(model)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _link(state: LoopState, handler: Callable[..., Any], inner: Callable[[Any], torch.Tensor]) -> Callable[[Any], Any]:
