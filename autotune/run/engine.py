@@ -18,7 +18,9 @@ What is measured, and how:
 - DataLoader workers keep prefetching while training pauses for validation, which would make
   the batches after a validation look free. The steps that consume those batches (workers x
   prefetch_factor of them) are charged at least the median data wait of the steps just before
-  the pause, so workers are credited only for the overlap they give during training.
+  the pause, so workers are credited only for the overlap they give during training. What they
+  are charged is taken off the validation's time (never more than it lasted): train_time +
+  val_time never exceeds the time that passed.
 - peak_memory_bytes: the CUDA allocator peak on GPU; the process peak RSS elsewhere (a fresh
   process per trial gives a clean figure; within one process it is the lifetime peak).
 - data-parallel runs (several processes, autotune.run.distributed): samples and throughput count every

@@ -134,17 +134,23 @@ def train(
     recent_waits: deque[float] = deque(maxlen=8)
     catch_up = 0  # steps still eating batches prefetched during a validation
     typical_wait = 0.0
+    # Seconds of the last validation that the catch-up steps may still be charged with: what they
+    # are charged moves from validation time to training time, never more than the validation
+    # lasted, so train_time + val_time stays the time that really passed.
+    credit = 0.0
     compute_times: list[float] = []
     last_progress = time.perf_counter()
     last_eval_step = -1
 
     def evaluate_now() -> None:
-        nonlocal last_eval_step, catch_up, typical_wait
+        nonlocal last_eval_step, catch_up, typical_wait, credit
         last_eval_step = state.step
         if prefetch_depth:
             catch_up = prefetch_depth
             typical_wait = statistics.median(recent_waits) if recent_waits else 0.0
+        before = result.val_time or 0.0
         value = timed_evaluate()
+        credit = (result.val_time or 0.0) - before
         point = EvalPoint(
             index=len(result.curve), step=state.step, epoch=state.step / steps_per_epoch,
             train_time=state.train_time, value=value, metrics=dict(state.metrics),
@@ -213,7 +219,10 @@ def train(
                 pending_data = 0.0
                 if catch_up:
                     catch_up -= 1
-                    data_time = max(data_time, typical_wait)
+                    charge = min(max(0.0, typical_wait - data_time), credit)
+                    credit -= charge
+                    result.val_time = (result.val_time or 0.0) - charge
+                    data_time += charge
                 else:
                     recent_waits.append(data_time)
                 size = batches.batch_size(batch) * world  # the shards are equal: DistributedSampler pads
