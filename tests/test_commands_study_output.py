@@ -48,3 +48,35 @@ def test_without_confirmation_runs_only_the_search_speedup_is_shown(capsys: pyte
     out = capsys.readouterr().out
     assert "speedup during the search: 1.58x (not confirmed)" in out
     assert "re-run" not in out
+
+
+def test_a_speedup_whose_interval_includes_1_is_not_called_confirmed(capsys: pytest.CaptureFixture[str]) -> None:
+    from autotune.intervals import median_interval
+
+    speedups = (0.8, 1.6, 2.4)
+    data = report([(1.0, 1.25), (1.0, 0.625), (1.0, 0.41)], speedups=speedups)
+    interval = median_interval(list(speedups))
+    data["confirmation"].update(interval=[interval.low, interval.high], coverage=interval.coverage, confirmed=False)
+    print_report(data)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "confirmed speedup" not in out
+    assert "speedup 1.60x not confirmed: its 75% interval 0.80-2.40x includes 1.00x over 3 of 3" in out
+
+
+def test_the_median_interval_covers_what_it_says() -> None:
+    from autotune.intervals import median_interval
+
+    three = median_interval([2.0, 1.0, 3.0])
+    assert (three.low, three.high, three.coverage) == (1.0, 3.0, 0.75)  # min-max of 3: 1 - 2/8
+    ten = median_interval([float(v) for v in range(10)])
+    # k = 3 would cover 89%: the widest k keeping 90% is 2 (the 2nd smallest to the 2nd largest)
+    assert (ten.low, ten.high) == (1.0, 8.0) and ten.coverage == pytest.approx(1 - 2 * 11 / 1024)
+    assert median_interval([]) is None
+
+
+def test_one_paired_re_run_cannot_confirm(capsys: pytest.CaptureFixture[str]) -> None:
+    data = report([(1.0, 0.3)], speedups=(3.3,))
+    data["confirmation"].update(interval=[3.3, 3.3], coverage=0.0, confirmed=False)
+    print_report(data)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "speedup 3.30x not confirmed: 1 paired re-run(s) cannot bound it (--confirm 3 or more)" in out

@@ -148,5 +148,7 @@ def test_study_targets_val_loss_and_confirms(tmp_path: Path, ln_vocab: float) ->
         pair = confirmation["runs"][0]
         assert pair["baseline"]["status"] == pair["best"]["status"] == "ok"
         # a fresh seed may miss the target by a hair (then the pair has no ratio, and says so)
-        verdict = "confirmed speedup" if confirmation["valid_pairs"] else "no re-run pair gave both a value"
+        # one re-run pair cannot confirm (autotune.intervals.MIN_COVERAGE): it is reported, not confirmed
+        verdict = ("1 paired re-run(s) cannot bound it" if confirmation["valid_pairs"]
+                   else "no re-run pair gave both a value")
         assert verdict in " ".join(proc.stdout.split())

@@ -11,6 +11,8 @@ from rich.text import Text
 
 from autotune.formatting import plain as _v
 from autotune.metrics import Metric, metric_value
+from autotune.intervals import MIN_COVERAGE
+from autotune.storage.results import confirmed
 from autotune.formatting import settings_text as _settings
 from autotune.study.events import TRIAL_FINISHED, StudyEvent
 
@@ -47,6 +49,14 @@ class LineReporter:
             self.console.print("[yellow]paused[/] (autotune study resume NAME)")
         elif event.kind == "study_resumed":
             self.console.print("[green]resumed[/]")
+
+
+def interval_text(conf: dict[str, Any]) -> str:
+    """`90% interval 1.80-2.40x`: the confirmation's interval for the median speedup."""
+    low, high = conf["interval"]
+    if conf["coverage"] < MIN_COVERAGE:
+        return f"{conf['valid_pairs']} paired re-run(s) cannot bound it (--confirm 3 or more)"
+    return f"its {conf['coverage']:.0%} interval {low:.2f}-{high:.2f}x"
 
 
 def print_notes(console: Console, notes: dict[str, Any] | None, title: str = "knob notes") -> None:
@@ -101,11 +111,19 @@ def print_report(report: dict[str, Any]) -> None:
     } if conf and conf.get("runs") else {}
     why = ("time-to-accuracy: the target was not reached in the budget"
            if report.get("objective") == "time-to-accuracy" else "the run gave no value")
-    if conf and conf.get("speedup_median") is not None:
+    if conf and conf.get("speedup_median") is not None and not confirmed(conf):
+        console.print(
+            f"[yellow]speedup {conf['speedup_median']:.2f}x not confirmed[/]: {interval_text(conf)}"
+            + (" includes 1.00x" if conf["coverage"] >= MIN_COVERAGE else "")
+            + f" over {conf['valid_pairs']} of {conf['repeats']} paired re-runs of best and baseline; more re-runs "
+            f"(--confirm 5) narrow it"
+        )
+    elif conf and conf.get("speedup_median") is not None:
         console.print(
             f"[bold green]confirmed speedup {conf['speedup_median']:.2f}x[/] "
             f"(min {conf['speedup_min']:.2f}x, max {conf['speedup_max']:.2f}x over "
-            f"{conf['valid_pairs']} of {conf['repeats']} paired re-runs of best and baseline)"
+            f"{conf['valid_pairs']} of {conf['repeats']} paired re-runs of best and baseline"
+            + (f"; {interval_text(conf)})" if conf.get("interval") else ")")
         )
         if any(missed.values()):
             # A re-run without a value (target missed, run failed) leaves its pair out of the ratio.
@@ -157,5 +175,7 @@ def print_show(data: dict[str, Any]) -> None:
         print_notes(console, best.get("metrics", {}).get("notes"), f"best (trial {best['number']}) notes")
     conf = data.get("confirmation")
     if conf and conf.get("speedup_median") is not None:
-        console.print(f"confirmed speedup {conf['speedup_median']:.2f}x "
-                      f"(min {conf['speedup_min']:.2f}x, max {conf['speedup_max']:.2f}x)")
+        verdict = "confirmed speedup" if confirmed(conf) else "speedup not confirmed:"
+        console.print(f"{verdict} {conf['speedup_median']:.2f}x "
+                      f"(min {conf['speedup_min']:.2f}x, max {conf['speedup_max']:.2f}x"
+                      + (f"; {interval_text(conf)})" if conf.get("interval") else ")"))

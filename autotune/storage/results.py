@@ -298,15 +298,23 @@ def summary(
         "best_value": best.value if best and len(study.directions) == 1 else None,
         "best_values": list(best.values) if best and best.values else None,
         "speedup": speedup(study, rows, best, user_attrs),
-        "confirmed_speedup": confirmation.get("speedup_median"),
+        "confirmed_speedup": confirmation.get("speedup_median") if confirmed(confirmation) else None,
         "confirmed_range": (
-            (confirmation["speedup_min"], confirmation["speedup_max"])
-            if "speedup_min" in confirmation and "speedup_max" in confirmation else None
+            tuple(confirmation.get("interval") or (confirmation["speedup_min"], confirmation["speedup_max"]))
+            if confirmed(confirmation) and "speedup_min" in confirmation else None
         ),
         "elapsed": max(end - started, 0.0) if started else None,
         "eta": eta,
         "mean_trial_seconds": mean,
     }
+
+
+def confirmed(confirmation: dict[str, Any]) -> bool:
+    """Whether a study's confirmation confirmed its speedup: the interval of the paired re-runs'
+    median lies above 1 (autotune.intervals). Older studies recorded no interval: their median."""
+    if confirmation.get("speedup_median") is None:
+        return False
+    return bool(confirmation.get("confirmed", True))
 
 
 def _budget_text(attrs: dict[str, Any]) -> str | None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.intervals import MIN_COVERAGE, median_interval
 from autotune.run.trial_process import launch
 from autotune.statuses import TRIAL_METRICS, RunStatus
 from autotune.storage.results import trial_counts
@@ -48,9 +49,13 @@ def confirm_best(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial
         "runs": runs, "best_number": best.number, "baseline_number": baseline.number,
         "repeats": spec.confirm, "valid_pairs": len(speedups),
     }
-    if speedups:
+    interval = median_interval(speedups)
+    if interval is not None:
         confirmation.update(
-            speedup_median=statistics.median(speedups), speedup_min=min(speedups), speedup_max=max(speedups)
+            speedup_median=statistics.median(speedups), speedup_min=min(speedups), speedup_max=max(speedups),
+            interval=[interval.low, interval.high], coverage=interval.coverage,
+            # a speedup is confirmed only when its interval leaves out "no faster at all"
+            confirmed=interval.low > 1.0 and interval.coverage >= MIN_COVERAGE,
         )
     for label in ("best", "baseline"):
         values = [r[label]["value"] for r in runs if r[label]["value"] is not None]
