@@ -35,6 +35,16 @@ class Objective:
     def multi(self) -> bool:
         return len(self.directions) > 1
 
+    def metric_names(self) -> list[str]:
+        """What each value is, for Optuna (Study.set_metric_names: optuna-dashboard, the
+        dataframe's column names), in the values' own units."""
+        return {
+            "time-to-accuracy": [f"seconds_to_{self.metric.name}_target"],
+            "throughput": ["samples_per_s"],
+            "accuracy": [self.metric.name],
+            "pareto": [self.metric.name, "samples_per_s", "peak_memory_bytes"],
+        }[self.name]
+
     def intermediate(self, point: dict[str, Any]) -> float:
         """Value reported after a validation (the metric), oriented like the study's first
         direction so that pruners compare it the right way round."""

@@ -214,6 +214,7 @@ def test_a_lower_is_better_study_runs_end_to_end(regression_study, monkeypatch: 
     assert "metric val_mse (lower is better), target val_mse<=" in " ".join(proc.stdout.split())
     study = optuna.load_study(study_name="reg", storage=f"sqlite:///{home / 'studies.db'}")
     assert study.user_attrs["metric"] == {"name": "val_mse", "direction": "minimize"}
+    assert study.metric_names == ["seconds_to_val_mse_target"]  # what optuna-dashboard calls the objective
     baseline = next(t for t in study.trials if t.user_attrs.get("baseline"))
     # the target is the baseline's final val_mse plus 1%: lower is better, so the slack is upward
     assert study.user_attrs["target"] == pytest.approx(baseline.user_attrs["metric_value"] * 1.01, rel=1e-3)

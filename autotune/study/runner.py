@@ -134,6 +134,7 @@ class StudyRunner:
             study.set_user_attr("hardware", self.p.hardware.to_dict())
             study.set_user_attr("target", self.target)
             study.set_user_attr("metric", self.p.metric.to_dict())
+            study.set_metric_names(self.objective.metric_names())
         self.study = study
         self._storage_file = _file_id(sqlite_path(self.p.storage_url))
         self.store.put_study(
