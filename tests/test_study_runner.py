@@ -248,3 +248,24 @@ def test_bad_study_input_is_one_line_exit_2_and_writes_nothing(home, args, messa
     assert message in lines[0]
     assert not (home / "studies.db").exists()
     assert not (home / "autotune.db").exists()
+
+
+def test_slower_than_the_best_prunes_only_beyond_the_noise() -> None:
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from autotune.study.objective import MAX_NOISE_MARGIN, MIN_NOISE_MARGIN, beyond, noise_margin
+
+    def baseline(p50: float, p95: float) -> optuna.trial.FrozenTrial:
+        return create_trial(state=TrialState.COMPLETE, value=10.0, params={"b": 1},
+                            distributions={"b": IntDistribution(1, 2)},
+                            user_attrs={"baseline": True, "step_time_p50": p50, "step_time_p95": p95})
+
+    quiet, busy = noise_margin(baseline(0.010, 0.0105)), noise_margin(baseline(0.010, 0.014))
+    assert quiet == MIN_NOISE_MARGIN and busy == pytest.approx(0.4)
+    assert noise_margin(baseline(0.010, 0.5)) == MAX_NOISE_MARGIN and noise_margin(None) == MIN_NOISE_MARGIN
+    # the best took 10 s: 10.5 s is within the noise of an idle machine, 12 s is not
+    assert not beyond(10.5, 10.0, quiet) and beyond(12.0, 10.0, quiet)
+    # on a busy machine (+40%) 12 s may still be the faster configuration; 15 s is clearly slower
+    assert not beyond(12.0, 10.0, busy) and beyond(15.0, 10.0, busy)
+    assert not beyond(99.0, None, quiet)  # no best yet

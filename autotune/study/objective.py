@@ -37,6 +37,30 @@ warnings.filterwarnings("ignore", message=r"Fixed parameter .* is out of range",
 MAX_BASELINE_RETRIES = 2
 
 
+# The least margin by which a trial must be slower than the best before it is pruned for it:
+# two runs of one configuration on an idle machine differ by a few percent.
+MIN_NOISE_MARGIN = 0.10
+MAX_NOISE_MARGIN = 1.0
+
+
+def noise_margin(baseline: "optuna.trial.FrozenTrial | None") -> float:
+    """How much slower than the best a trial may be before the slower-than-best rule prunes it:
+    the spread of the baseline's own step times, (p95 - p50) / p50, which is how much the
+    machine's load moved its steps about (a busy machine's is large), between MIN_NOISE_MARGIN
+    and MAX_NOISE_MARGIN."""
+    attrs = baseline.user_attrs if baseline is not None else {}
+    p50, p95 = attrs.get("step_time_p50"), attrs.get("step_time_p95")
+    if not p50 or p95 is None:
+        return MIN_NOISE_MARGIN
+    return min(MAX_NOISE_MARGIN, max(MIN_NOISE_MARGIN, (p95 - p50) / p50))
+
+
+def beyond(seconds: float, best: float | None, margin: float) -> bool:
+    """Whether `seconds` without reaching the target is already slower than the best by more
+    than the noise margin: a trial within the noise of the best may still turn out faster."""
+    return best is not None and seconds > best * (1.0 + margin)
+
+
 class TrialFailed(Exception):
     """Raised inside the objective so Optuna records FAIL and the study goes on."""
 
@@ -72,6 +96,7 @@ class TrialObjective:
             raise optuna.TrialPruned(reason)
 
         best = r.best_value()
+        margin = noise_margin(r.baseline_trial())
         prune_reason: list[str] = []
 
         def on_eval(point: dict[str, Any]) -> bool:
@@ -86,10 +111,10 @@ class TrialObjective:
                     f"({r.p.metric.name} {point['value']:.4g})"
                 )
                 return True
-            if r.objective.name == "time-to-accuracy" and best is not None and point["train_time"] > best:
+            if r.objective.name == "time-to-accuracy" and beyond(point["train_time"], best, margin):
                 prune_reason.append(
                     f"pruned: {point['train_time']:.2f} s of training without reaching the target, "
-                    f"already slower than the best ({best:.2f} s)"
+                    f"already slower than the best ({best:.2f} s) by more than the noise margin (+{margin:.0%})"
                 )
                 return True
             return False
