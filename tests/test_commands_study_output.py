@@ -80,3 +80,14 @@ def test_one_paired_re_run_cannot_confirm(capsys: pytest.CaptureFixture[str]) ->
     print_report(data)
     out = " ".join(capsys.readouterr().out.split())
     assert "speedup 3.30x not confirmed: 1 paired re-run(s) cannot bound it (--confirm 3 or more)" in out
+
+
+def test_a_best_that_oversubscribes_the_cores_is_flagged(capsys: pytest.CaptureFixture[str]) -> None:
+    data = report([])
+    data["cpu_count"] = 2
+    data["best"]["settings"] = {"batch_size": 128, "threads": 2, "workers": 2}
+    print_report(data)
+    assert "oversubscribed: threads=2 + workers=2 > 2 cores" in " ".join(capsys.readouterr().out.split())
+    data["best"]["settings"] = {"batch_size": 128, "threads": 1, "workers": 1}
+    print_report(data)
+    assert "oversubscribed" not in capsys.readouterr().out

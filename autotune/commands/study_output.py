@@ -51,6 +51,15 @@ class LineReporter:
             self.console.print("[green]resumed[/]")
 
 
+def oversubscribed(settings: dict[str, Any], cores: int | None) -> str | None:
+    """Why a configuration asks for more CPU than the machine has (compute threads plus
+    DataLoader worker processes over its cores), or None."""
+    threads, workers = settings.get("threads"), settings.get("workers") or 0
+    if not cores or threads is None or threads + workers <= cores:
+        return None
+    return f"threads={threads} + workers={workers} > {cores} cores"
+
+
 def interval_text(conf: dict[str, Any]) -> str:
     """`90% interval 1.80-2.40x`: the confirmation's interval for the median speedup."""
     low, high = conf["interval"]
@@ -104,6 +113,10 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_row(label, _v(b * scale if b is not None else None), _v(t * scale if t is not None else None))
     console.print(table)
     console.print("[bold]best configuration[/]: " + _settings(best["settings"]))
+    crowded = oversubscribed(best["settings"], report.get("cpu_count"))
+    if crowded:
+        console.print(f"[yellow]oversubscribed[/]: {crowded}; a speedup from it may not survive other work "
+                      f"on the machine")
     print_notes(console, best["metrics"].get("notes"))
     conf = report.get("confirmation")
     missed = {

@@ -78,6 +78,7 @@ def build_report(runner: "StudyRunner", confirm: bool = True) -> dict[str, Any]:
         "study": spec.name, "workload": spec.workload, "objective": spec.objective,
         "space": spec.space, "target": runner.target, "metric": runner.p.metric.to_dict(), "budget": spec.budget_text,
         "storage": runner.p.storage_url, "device": runner.p.hardware.device_type,
+        "cpu_count": runner.p.hardware.cpu_count,
         "counts": counts, "trials": sum(1 for t in trials if t.user_attrs.get("autotune_status") != RunStatus.SURPLUS),
         "done": tally["done"],
     }
