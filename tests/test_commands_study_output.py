@@ -79,7 +79,7 @@ def test_one_paired_re_run_cannot_confirm(capsys: pytest.CaptureFixture[str]) ->
     data["confirmation"].update(interval=[3.3, 3.3], coverage=0.0, confirmed=False)
     print_report(data)
     out = " ".join(capsys.readouterr().out.split())
-    assert "speedup 3.30x not confirmed: 1 paired re-run(s) cannot bound it (--confirm 3 or more)" in out
+    assert "speedup 3.30x not confirmed: 1 of 1 paired re-runs gave a ratio, too few to bound it (it takes 3)" in out
 
 
 def test_a_best_that_oversubscribes_the_cores_is_flagged(capsys: pytest.CaptureFixture[str]) -> None:

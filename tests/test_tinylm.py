@@ -149,6 +149,6 @@ def test_study_targets_val_loss_and_confirms(tmp_path: Path, ln_vocab: float) ->
         assert pair["baseline"]["status"] == pair["best"]["status"] == "ok"
         # a fresh seed may miss the target by a hair (then the pair has no ratio, and says so)
         # one re-run pair cannot confirm (autotune.intervals.MIN_COVERAGE): it is reported, not confirmed
-        verdict = ("1 paired re-run(s) cannot bound it" if confirmation["valid_pairs"]
+        verdict = ("1 of 1 paired re-runs gave a ratio, too few to bound it" if confirmation["valid_pairs"]
                    else "no re-run pair gave both a value")
         assert verdict in " ".join(proc.stdout.split())

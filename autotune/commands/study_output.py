@@ -64,7 +64,7 @@ def interval_text(conf: dict[str, Any]) -> str:
     """`90% interval 1.80-2.40x`: the confirmation's interval for the median speedup."""
     low, high = conf["interval"]
     if conf["coverage"] < MIN_COVERAGE:
-        return f"{conf['valid_pairs']} paired re-run(s) cannot bound it (--confirm 3 or more)"
+        return f"{conf['valid_pairs']} paired re-run(s): too few to bound it"
     return f"its {conf['coverage']:.0%} interval {low:.2f}-{high:.2f}x"
 
 
@@ -126,10 +126,12 @@ def print_report(report: dict[str, Any]) -> None:
            if report.get("objective") == "time-to-accuracy" else "the run gave no value")
     if conf and conf.get("speedup_median") is not None and not confirmed(conf):
         console.print(
-            f"[yellow]speedup {conf['speedup_median']:.2f}x not confirmed[/]: {interval_text(conf)}"
-            + (" includes 1.00x" if conf["coverage"] >= MIN_COVERAGE else "")
-            + f" over {conf['valid_pairs']} of {conf['repeats']} paired re-runs of best and baseline; more re-runs "
-            f"(--confirm 5) narrow it"
+            f"[yellow]speedup {conf['speedup_median']:.2f}x not confirmed[/]: "
+            + (f"{interval_text(conf)} includes 1.00x over {conf['valid_pairs']} of {conf['repeats']} paired "
+               f"re-runs of best and baseline" if conf["coverage"] >= MIN_COVERAGE else
+               f"{conf['valid_pairs']} of {conf['repeats']} paired re-runs gave a ratio, too few to bound it "
+               f"(it takes 3)")
+            + "; more re-runs (--confirm 5) narrow it"
         )
     elif conf and conf.get("speedup_median") is not None:
         console.print(
