@@ -91,3 +91,21 @@ def test_a_best_that_oversubscribes_the_cores_is_flagged(capsys: pytest.CaptureF
     data["best"]["settings"] = {"batch_size": 128, "threads": 1, "workers": 1}
     print_report(data)
     assert "oversubscribed" not in capsys.readouterr().out
+
+
+def test_a_baseline_still_improving_is_called_a_weak_target(capsys: pytest.CaptureFixture[str]) -> None:
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from autotune.study.confirm import still_improving
+
+    def trial(curve: list[float]):  # noqa: ANN202
+        return create_trial(state=TrialState.COMPLETE, value=1.0, params={"b": 1}, distributions={"b": IntDistribution(1, 2)},
+                            intermediate_values=dict(enumerate(curve)))
+
+    assert still_improving(trial([0.5, 0.3, 0.2])) and not still_improving(trial([0.5, 0.2, 0.25]))
+    assert not still_improving(trial([0.5]))
+    data = report([])
+    data["baseline_still_improving"] = True
+    print_report(data)
+    assert "weak target: the baseline's accuracy was still improving" in " ".join(capsys.readouterr().out.split())

@@ -69,6 +69,9 @@ def test_targets_parse_and_must_agree_with_the_metric() -> None:
 
 def test_a_target_from_the_baseline_gives_it_slack_the_right_way() -> None:
     assert Metric().target_from(0.9123) == pytest.approx(0.9073)
+    # measured on 360 images, 98% has a standard error of 0.74 points: the slack is two of them
+    assert Metric().target_from(0.98, samples=360) == pytest.approx(0.98 - 2 * (0.98 * 0.02 / 360) ** 0.5, abs=1e-4)
+    assert Metric().target_from(0.98, samples=10**6) == pytest.approx(0.975)  # never under 0.5 points
     assert Metric.named("val_loss").target_from(2.0) == pytest.approx(2.02)
     assert Metric.named("score", "max").target_from(40.0) == pytest.approx(39.6)
     assert Metric.named("val_loss").reached(2.01, 2.02) and not Metric.named("val_loss").reached(2.03, 2.02)

@@ -89,6 +89,12 @@ def print_report(report: dict[str, Any]) -> None:
         f"metric {metric.describe()}, target {target}"
     )
     console.print(f"trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed")
+    if report.get("baseline_still_improving"):
+        console.print(
+            f"[yellow]weak target[/]: the baseline's {metric.name} was still improving at its last validation, so "
+            f"the target is what an under-trained model reaches; a longer budget (--budget-epochs) sets a "
+            f"stronger one"
+        )
     if "pareto_front" in report:
         table = Table("trial", metric.name, "throughput", "peak memory MiB", "settings", title="Pareto front")
         for t in report["pareto_front"]:

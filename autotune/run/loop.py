@@ -87,6 +87,10 @@ def train(
     eval_every_steps, evals_per_epoch = options.eval_every_steps, options.evals_per_epoch
     warmup_steps = options.warmup_steps
     train_loader, val_loader = loaders(plan, options.seed)
+    try:
+        result.val_samples = len(plan.workload.val_data)  # type: ignore[arg-type]
+    except TypeError:
+        pass
     # several processes must take the same decisions at the same step: each stops on its own
     # only for what they all see alike (step counts, epoch ends, the summed validation)
     comm = Collective(dev) if plan.rank is not None else None

@@ -71,6 +71,7 @@ class RunResult:
     val_accuracy: float | None = None
     metric_value: float | None = None  # the primary metric (RunOptions.metric) at the last validation
     metrics: dict[str, float] = field(default_factory=dict)  # everything the last validation measured
+    val_samples: int | None = None  # the validation set's size (None: an iterable dataset)
     notes: dict[str, Any] = field(default_factory=dict)  # what the knobs recorded (TrainingPlan.notes)
     rates: dict[str, float] = field(default_factory=dict)  # throughput in the workload's units: tokens_per_s
     nonzero_fraction: float | None = None

@@ -85,6 +85,7 @@ def build_report(runner: "StudyRunner", confirm: bool = True) -> dict[str, Any]:
     baseline = runner.baseline_trial()
     if baseline is not None:
         report["baseline"] = trial_summary(baseline)
+        report["baseline_still_improving"] = still_improving(baseline)
     if objective.multi:
         report["pareto_front"] = [trial_summary(t) for t in study.best_trials]
         return report
@@ -100,6 +101,14 @@ def build_report(runner: "StudyRunner", confirm: bool = True) -> dict[str, Any]:
     elif "confirmation" in study.user_attrs:
         report["confirmation"] = study.user_attrs["confirmation"]
     return report
+
+
+def still_improving(trial: FrozenTrial) -> bool:
+    """Whether a trial's last validation was its best so far (Optuna's intermediate values are
+    oriented so that lower is better): a baseline still improving when its budget ran out sets a
+    weak target, one an under-trained model reaches."""
+    values = [v for _, v in sorted(trial.intermediate_values.items())]
+    return len(values) >= 2 and values[-1] < min(values[:-1])
 
 
 def trial_summary(t: FrozenTrial) -> dict[str, Any]:

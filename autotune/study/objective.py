@@ -265,7 +265,7 @@ class TrialObjective:
             if result.get("metric_value") is None:
                 r.fatal = f"the baseline measured no {metric.name}, so the study has no target"
                 raise TrialFailed(r.fatal)
-            r.target = metric.target_from(result["metric_value"])
+            r.target = metric.target_from(result["metric_value"], result.get("val_samples"))
             assert r.study is not None
             r.study.set_user_attr("target", r.target)
             r.events.emit(
