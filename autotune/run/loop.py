@@ -175,7 +175,7 @@ def train(
         started = time.perf_counter()
         try:
             state.emit(Event.BEFORE_EVAL)
-            metrics = evaluate(plan, model, val_loader, prepare)
+            metrics = evaluate(plan, state.model, val_loader, prepare)
             state.metrics = metrics
             result.metrics = metrics
             result.val_loss, result.val_accuracy = metrics.get("val_loss"), metrics.get("accuracy")

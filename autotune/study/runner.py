@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,7 +135,9 @@ class StudyRunner:
             study.set_user_attr("hardware", self.p.hardware.to_dict())
             study.set_user_attr("target", self.target)
             study.set_user_attr("metric", self.p.metric.to_dict())
-            study.set_metric_names(self.objective.metric_names())
+            with warnings.catch_warnings():  # experimental in Optuna's eyes; nothing a user can act on
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(self.objective.metric_names())
         self.study = study
         self._storage_file = _file_id(sqlite_path(self.p.storage_url))
         self.store.put_study(
