@@ -262,3 +262,13 @@ async def test_the_tui_shows_the_metric_and_its_direction(regression_study, monk
         await pilot.pause(0.2)
         assert "val_mae" in text(app.screen.query_one("#trial-metrics").content)
         assert "threads" in text(app.screen.query_one("#trial-notes").content)
+
+
+def test_space_show_for_a_workload_names_what_it_leaves_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    shown = CliRunner().invoke(cli, ["space", "show", "--workload", "tests.workloads_for_tests:regression"])
+    assert shown.exit_code == 0, shown.output
+    assert any(line.split() == ["channels_last", "the", "workload's", "model", "has", "no", "convolutions"]
+               for line in shown.output.splitlines())
+    plain = CliRunner().invoke(cli, ["space", "show"])
+    assert any(line.split()[:2] == ["channels_last", "bool"] for line in plain.output.splitlines())  # searched

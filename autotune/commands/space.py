@@ -16,16 +16,24 @@ def space() -> None:
 @click.argument("name", required=False, default="default")
 @json_option
 @click.option("--device", default=None, help="Resolve for this device type (default: best available).")
+@click.option("--workload", "-w", default=None, metavar="NAME|MODULE:FUNC",
+              help="Resolve for this workload too: knobs that do nothing for it are left out, with why.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where cifar10/mnist data lives.")
 @registry_options
-def show(name: str, as_json: bool, device: str | None, plugin_paths: tuple[str, ...],
-         disabled_knobs: tuple[str, ...]) -> None:
+def show(name: str, as_json: bool, device: str | None, workload: str | None, data_dir: str | None,
+         plugin_paths: tuple[str, ...], disabled_knobs: tuple[str, ...]) -> None:
     """Show the resolved search space NAME (a bundled name or a TOML path; default: default)."""
     from autotune.commands.trial import resolve_device
     from autotune.space import load_space
 
     registry = get_registry(plugin_paths, disabled_knobs)
     hardware = resolve_device(device)
-    resolved = load_space(name, registry, hardware)
+    traits = None
+    if workload is not None:
+        from autotune.workloads import load_workload
+
+        traits = load_workload(workload, registry, data_dir=data_dir).traits()
+    resolved = load_space(name, registry, hardware, traits)
     if as_json:
         echo_json(resolved.to_dict())
     else:
