@@ -121,6 +121,10 @@ class Session:
         if self._last_step_end is not None and self._arrived is None:
             self.result.val_time = (self.result.val_time or 0.0) + max(0.0, now - self._last_step_end)
         value = values.get(self.metric.name)
+        if value is None and not self.in_trial:  # run by hand nothing judges it: report what it gives
+            self.result.metrics = values
+            self._last_step_end = time.perf_counter()
+            return self.should_stop
         if value is None:
             raise RunError(
                 f"session.report() got {', '.join(sorted(values))} but not '{self.metric.name}', the metric "
@@ -286,7 +290,8 @@ def session() -> Session:
 
         registry, hardware = load_registry(), detect()
         settings = baseline_settings(registry, hardware, script_workload("standalone"))
-        _current = Session(settings, registry=registry, hardware=hardware)
+        _current = Session(settings, registry=registry, hardware=hardware,
+                           options=RunOptions(metric="val_loss", direction="minimize"))
     return _current
 
 

@@ -124,3 +124,23 @@ def test_a_missing_script_is_a_usage_error(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith("nope.py: no such file")
     args = run(tmp_path, "study", "start", "--name", "x", "--no-tui", "--", "--hidden", "3")
     assert args.returncode == 2 and "arguments after -- go to a --script" in args.stderr
+
+
+def test_run_by_hand_a_script_may_report_any_metrics(tmp_path: Path) -> None:
+    """Outside a study nothing judges the run: a report without val_loss is fine, and nothing
+    stops the loop but the script itself."""
+    script = tmp_path / "by_hand.py"
+    script.write_text(
+        "import torch\nfrom torch.utils.data import TensorDataset\nimport autotune\n"
+        "s = autotune.session()\nt = s.prepare(torch.nn.Linear(4, 2))\n"
+        "data = TensorDataset(torch.randn(64, 4), torch.randint(0, 2, (64,)))\n"
+        "for epoch in range(3):\n"
+        "    for x, y in t.dataloader(data):\n"
+        "        t.step(torch.nn.functional.cross_entropy(t.model(x), y))\n"
+        "    assert s.report({'score': 1.0}) is False and not s.should_stop\n"
+        "print('steps', s.step, 'batch', t.batch_size, 'in trial', s.in_trial)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "AUTOTUNE_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["steps", "3", "batch", "64", "in", "trial", "False"]  # the baseline's batch 64
