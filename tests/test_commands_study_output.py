@@ -109,3 +109,47 @@ def test_a_baseline_still_improving_is_called_a_weak_target(capsys: pytest.Captu
     data["baseline_still_improving"] = True
     print_report(data)
     assert "weak target: the baseline's accuracy was still improving" in " ".join(capsys.readouterr().out.split())
+
+
+def test_no_tui_studies_show_the_running_trial_on_a_terminal(tmp_path) -> None:  # noqa: ANN001
+    """In a terminal, --no-tui follows the running trial on one line, overwritten in place and
+    replaced by the trial's line when it ends; piped, the output is the finished lines only."""
+    import os
+    import pty
+    import re
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AUTOTUNE_HOME": str(tmp_path / "home"), "COLUMNS": "120", "TERM": "xterm"}
+    args = [sys.executable, "-m", "autotune.cli", "study", "start", "--name", "tty", "--n-trials", "1",
+            "--no-tui", "--budget-epochs", "1", "--confirm", "0"]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=300) == 0
+    os.close(master)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert re.search(r"\r\x1b\[K  trial 0: \d+%, step \d+/23, [\d,]+ samples/s, [\d.]+ s of training", screen), screen[-2000:]
+    assert re.search(r"\r\x1b\[K\[  1/1\] trial 0 ", screen)  # the finished line replaces it
+    # piped (not a terminal), progress writes nothing
+    import io
+
+    from rich.console import Console
+
+    from autotune.commands.study_output import LineReporter
+    from autotune.study.events import StudyEvent
+
+    reporter = LineReporter()
+    reporter.console = Console(file=io.StringIO(), force_terminal=False)
+    reporter(StudyEvent("s", "trial_progress", "", 0, {"number": 0, "step": 1, "total_steps": 2, "fraction": 0.5,
+                                                      "samples_per_s": 10.0, "train_time": 0.1}))
+    assert reporter.console.file.getvalue() == "" and not reporter.live_line

@@ -25,11 +25,18 @@ class LineReporter:
     def __init__(self, quiet: bool = False) -> None:
         self.console = Console(stderr=True, highlight=False)
         self.quiet = quiet
+        self.live_line = False  # a progress line is on screen, to be overwritten
 
     def __call__(self, event: StudyEvent) -> None:
         if self.quiet:
             return
         data = event.data
+        if event.kind == "trial_progress":
+            self._progress(data)
+            return
+        if self.live_line:  # the next line replaces the progress line
+            self.console.file.write("\r\x1b[K")
+            self.live_line = False
         if event.kind in TRIAL_FINISHED:
             state = data["state"]
             style = STATE_STYLE.get(state, "white")
@@ -49,6 +56,17 @@ class LineReporter:
             self.console.print("[yellow]paused[/] (autotune study resume NAME)")
         elif event.kind == "study_resumed":
             self.console.print("[green]resumed[/]")
+
+    def _progress(self, data: dict[str, Any]) -> None:
+        """On a terminal, one line that follows the running trial, overwritten in place."""
+        if not self.console.is_terminal:
+            return
+        steps = f"step {data['step']}" + (f"/{data['total_steps']}" if data.get("total_steps") else "")
+        line = (f"  trial {data['number']}: {data['fraction']:.0%}, {steps}, {data['samples_per_s']:,.0f} samples/s, "
+                f"{data['train_time']:.1f} s of training")
+        self.console.file.write("\r\x1b[K" + line[: max(10, self.console.width - 1)])
+        self.console.file.flush()
+        self.live_line = True
 
 
 def oversubscribed(settings: dict[str, Any], cores: int | None) -> str | None:

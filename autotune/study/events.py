@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 TRIAL_FINISHED = ("trial_complete", "trial_pruned", "trial_failed")
 # Progress, not history: listeners see them, the Store does not keep them.
-TRANSIENT = ("confirming",)
+TRANSIENT = ("confirming", "trial_progress")
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,8 @@ class TrialObjective:
                 fraction=progress["fraction"], samples_per_s=progress["samples_per_s"],
                 train_time=progress["train_time"], peak_memory_bytes=progress["peak_memory_bytes"],
             )
+            r.events.emit("trial_progress", f"trial {trial.number} at step {progress['step']}", trial.number,
+                          number=trial.number, **progress)
             # What other machines see of this trial, through the shared storage: throttled,
             # since each write is a round trip to the database.
             now = time.monotonic()
