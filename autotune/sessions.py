@@ -37,7 +37,7 @@ from autotune.metrics import Metric
 from autotune.run import batches
 from autotune.run.evaluation import checked
 from autotune.run.local import plain
-from autotune.run.measure import nonzero_fraction, peak_memory, quantile, sync
+from autotune.run.measure import nonzero_fraction, peak_memory, step_figures, sync
 from autotune.run.types import EvalPoint, Progress, RunOptions, RunResult
 
 if TYPE_CHECKING:
@@ -212,14 +212,7 @@ class Session:
                 f"after training"
             )
         result.steps, result.samples, result.epochs, result.train_time = self.step, self.samples, float(self.epochs), self.train_time
-        timed = sum(self._data_times) + sum(self._compute_times)
-        if timed > 0:
-            result.throughput = self._timed_samples / timed
-            result.data_wait_fraction = sum(self._data_times) / timed
-        elif self.train_time > 0:
-            result.throughput = self.samples / self.train_time
-        result.step_time_p50 = quantile(self._compute_times, 0.5)
-        result.step_time_p95 = quantile(self._compute_times, 0.95)
+        step_figures(result, self._data_times, self._compute_times, self._timed_samples, self.samples, self.train_time)
         if self.tuned is not None:
             result.peak_memory_bytes = peak_memory(self.tuned.device)
             result.notes = plain(self.tuned.plan.notes)

@@ -191,7 +191,7 @@ def load_workload(
     if not isinstance(workload, Workload):
         raise UsageError(f"workload '{spec}': factory returned {type(workload).__name__}, not a Workload")
     for label, data in (("training", workload.train_data), ("validation", workload.val_data)):
-        size = _size(data)
+        size = dataset_size(data)
         if size == 0:
             raise UsageError(f"workload '{spec}': its {label} set is empty")
     workload.primary_metric  # a bad direction is a usage error now, not in every trial
@@ -214,7 +214,7 @@ def script_workload(name: str, model: nn.Module | None = None, loss_fn: Any = No
     )
 
 
-def _size(data: Any) -> int | None:
+def dataset_size(data: Any) -> int | None:
     """len(data) for a sized dataset; None for one without a length (an IterableDataset)."""
     try:
         return len(data)

@@ -22,9 +22,10 @@ from autotune.run.collective import Collective
 from autotune.run.evaluation import evaluate, primary, train_step_for
 from autotune.run.loop_events import Event
 from autotune.run.loop_state import LoopState
-from autotune.run.measure import peak_memory, quantile, sync, worker_init
+from autotune.run.measure import peak_memory, step_figures, sync, worker_init
 from autotune.run.plan import TrainingPlan
 from autotune.run.types import EvalPoint, Progress, RunOptions, RunResult
+from autotune.workloads import dataset_size
 
 
 class Stop(Exception):
@@ -43,10 +44,8 @@ def loaders(plan: TrainingPlan, seed: int) -> tuple[DataLoader, DataLoader]:
         kwargs.setdefault("worker_init_fn", worker_init)
     train_data, val_data = plan.workload.train_data, plan.workload.val_data
     world = plan.rank.world_size if plan.rank is not None else 1
-    try:
-        shard = math.ceil(len(train_data) / world)  # type: ignore[arg-type]
-    except TypeError:  # an iterable dataset: its size is not known
-        shard = None
+    size = dataset_size(train_data)  # None for an iterable dataset: its size is not known
+    shard = math.ceil(size / world) if size is not None else None
     if shard is not None and plan.batch_size > shard:
         whose = "each process's share of the training set" if world > 1 else "the training set"
         raise Unsupported(f"batch_size {plan.batch_size:,} is larger than {whose} ({shard:,} samples)")
@@ -87,10 +86,7 @@ def train(
     eval_every_steps, evals_per_epoch = options.eval_every_steps, options.evals_per_epoch
     warmup_steps = options.warmup_steps
     train_loader, val_loader = loaders(plan, options.seed)
-    try:
-        result.val_samples = len(plan.workload.val_data)  # type: ignore[arg-type]
-    except TypeError:
-        pass
+    result.val_samples = dataset_size(plan.workload.val_data)
     # several processes must take the same decisions at the same step: each stops on its own
     # only for what they all see alike (step counts, epoch ends, the summed validation)
     comm = Collective(dev) if plan.rank is not None else None
@@ -125,11 +121,14 @@ def train(
     )
     non_blocking = bool(plan.loader.get("pin_memory"))
 
-    def prepare(batch: Any) -> Any:
-        batch = batches.to_device(batch, dev, non_blocking)
+    def transformed(batch: Any) -> Any:
+        """A batch on the device with every knob's input transform applied to its tensors."""
         for fn in plan.input_transforms:
             batch = batches.map_tensors(batch, fn)
         return batch
+
+    def prepare(batch: Any) -> Any:
+        return transformed(batches.to_device(batch, dev, non_blocking))
 
     timed_samples = 0
     data_times: list[float] = []
@@ -210,10 +209,8 @@ def train(
                     state.emit(Event.EPOCH_END)
                     break
                 batch = batches.to_device(batch, dev, non_blocking)
-                t1 = time.perf_counter()
-                for fn in plan.input_transforms:
-                    batch = batches.map_tensors(batch, fn)
-                loss = one_step(batch)
+                t1 = time.perf_counter()  # the transforms are compute, the move is data loading
+                loss = one_step(transformed(batch))
                 state.step += 1
                 state.loss = None if loss is None else _float(loss)  # .item() waits for the device
                 state.emit(Event.AFTER_STEP, state.loss)
@@ -268,17 +265,10 @@ def train(
     result.samples = state.samples
     result.epochs = state.step / steps_per_epoch
     result.train_time = state.train_time
-    timed = sum(data_times) + sum(compute_times)
-    if timed > 0:
-        result.throughput = timed_samples / timed
-        result.data_wait_fraction = sum(data_times) / timed
-    elif state.train_time > 0:
-        result.throughput = state.samples / state.train_time
+    step_figures(result, data_times, compute_times, timed_samples, state.samples, state.train_time)
     if result.throughput is not None:
         units = plan.workload.units_per_sample
         result.rates = {f"{unit}_per_s": result.throughput * count for unit, count in units.items()}
-    result.step_time_p50 = quantile(compute_times, 0.5)
-    result.step_time_p95 = quantile(compute_times, 0.95)
     return state.model, optimizer
 
 

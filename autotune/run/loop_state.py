@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from autotune.run import batches
+from autotune.run.loop_events import Event
 
 if TYPE_CHECKING:
     from autotune.run.plan import TrainingPlan
@@ -95,14 +96,12 @@ class LoopState:
     def batch_size(batch: Any) -> int:
         return batches.batch_size(batch)
 
-    def emit(self, event: Any, *args: Any) -> None:
+    def emit(self, event: Event, *args: Any) -> None:
         for handler in self.plan.handlers.get(event, ()):
             handler(self, *args)
 
     def step_chain(self) -> Callable[[Any], torch.Tensor]:
         """One training step through the STEP handlers, the first registered outermost."""
-        from autotune.run.loop_events import Event
-
         chain: Callable[[Any], torch.Tensor] = self.default_step
         for handler in reversed(self.plan.handlers.get(Event.STEP, [])):
             chain = _link(self, handler, chain)

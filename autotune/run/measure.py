@@ -7,8 +7,12 @@ import math
 import random
 import resource
 import sys
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from autotune.run.types import RunResult
 
 
 def quantile(values: list[float], q: float) -> float | None:
@@ -18,6 +22,22 @@ def quantile(values: list[float], q: float) -> float | None:
     pos = (len(ordered) - 1) * q
     lo, hi = math.floor(pos), math.ceil(pos)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def step_figures(
+    result: "RunResult", data_times: list[float], compute_times: list[float], timed_samples: int,
+    samples: int, train_time: float,
+) -> None:
+    """Throughput, data wait and step times of a run from its timed (post-warm-up) steps, the
+    one rule the engine's loop and a script's session both measure by (autotune.run.engine)."""
+    timed = sum(data_times) + sum(compute_times)
+    if timed > 0:
+        result.throughput = timed_samples / timed
+        result.data_wait_fraction = sum(data_times) / timed
+    elif train_time > 0:
+        result.throughput = samples / train_time
+    result.step_time_p50 = quantile(compute_times, 0.5)
+    result.step_time_p95 = quantile(compute_times, 0.95)
 
 
 def sync(device: torch.device) -> None:
