@@ -22,6 +22,8 @@ DIRECTION_WORDS = {
 # mse, char_error_rate ...); every other name is taken as higher-is-better, like accuracy.
 LOWER_WORDS = ("loss", "perplexity", "ppl", "error", "err", "mse", "mae", "rmse", "wer", "cer", "bpc", "nll")
 DEFAULT_METRIC = "accuracy"
+# What a user's own script (the session API) is judged by unless --metric names another.
+SCRIPT_METRIC = "val_loss"
 # A target derived from the baseline gives it this much slack, so the baseline itself reaches
 # it and a trial is not asked to beat it, only to match it: 0.5 points for a fraction such as
 # accuracy, 1% of the value for anything else; for a fraction measured on a known number of
@@ -71,6 +73,10 @@ class Metric:
     @property
     def operator(self) -> str:
         return ">=" if self.higher_is_better else "<="
+
+    def bound(self, target: float) -> str:
+        """A target in this metric, as every message writes it: `val_loss<=2.251`."""
+        return f"{self.name}{self.operator}{target:.4g}"
 
     def describe(self) -> str:
         return f"{self.name} ({'higher' if self.higher_is_better else 'lower'} is better)"

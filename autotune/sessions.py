@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from autotune.api import Tuned, plan_for
 from autotune.budget import Budget
 from autotune.errors import RunError, Unsupported
-from autotune.metrics import Metric
+from autotune.metrics import SCRIPT_METRIC, Metric
 from autotune.run import batches
 from autotune.run.evaluation import checked
 from autotune.run.local import plain
@@ -281,10 +281,10 @@ def session() -> Session:
         from autotune.settings import baseline_settings
         from autotune.workloads import script_workload
 
-        registry, hardware = load_registry(), detect()
+        registry, hardware, script = load_registry(), detect(), Metric.named(SCRIPT_METRIC)
         settings = baseline_settings(registry, hardware, script_workload("standalone"))
         _current = Session(settings, registry=registry, hardware=hardware,
-                           options=RunOptions(metric="val_loss", direction="minimize"))
+                           options=RunOptions(metric=script.name, direction=script.direction))
     return _current
 
 

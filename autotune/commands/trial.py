@@ -90,7 +90,7 @@ def run_cmd(
     Settings not given keep the workload's baseline recipe (batch 64, SGD lr=0.01 momentum 0.9,
     fp32, no workers, no pruning for the built-ins). Exit code 1 when the run fails.
     """
-    from autotune.metrics import Metric, Target, study_metric
+    from autotune.metrics import SCRIPT_METRIC, Metric, Target, study_metric
     from autotune.run import engine
     from autotune.settings import load_config_file, parse_assignments, resolve_settings
     from autotune.workloads import DEFAULT_WORKLOAD, load_workload, script_workload
@@ -127,7 +127,7 @@ def run_cmd(
     if script is not None:
         spec = f"script:{script}"
         wl = script_workload(spec)
-        judged = study_metric(Metric.named("val_loss"), goal, override)
+        judged = study_metric(Metric.named(SCRIPT_METRIC), goal, override)
     else:
         spec = workload or DEFAULT_WORKLOAD
         wl = load_workload(spec, registry, data_dir=data_dir, download=download)
@@ -199,9 +199,10 @@ def _print_result(d: dict[str, Any]) -> None:
     ]
     rows[3:3] = [(rate.replace("_per_s", "/s"), _fmt(d[rate], digits=5)) for rate in d if rate.endswith("_per_s")]
     if d.get("target") is not None:
-        metric = d["metric"]
-        op = ">=" if metric["direction"] == "maximize" else "<="
-        rows.append((f"time to {metric['name']}{op}{d['target']:.4g}", _fmt(d["time_to_target"], " s")))
+        from autotune.metrics import Metric
+
+        metric = Metric.from_dict(d["metric"])
+        rows.append((f"time to {metric.bound(d['target'])}", _fmt(d["time_to_target"], " s")))
     for knob, note in d.get("notes", {}).items():
         rows.append((f"note {knob}", str(note)))
     for label, value in rows:

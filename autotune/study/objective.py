@@ -271,7 +271,7 @@ class TrialObjective:
             assert r.study is not None
             r.study.set_user_attr("target", r.target)
             r.events.emit(
-                "target", f"target set from the baseline: {metric.name}{metric.operator}{r.target:.4g}", number,
+                "target", f"target set from the baseline: {metric.bound(r.target)}", number,
                 target=r.target, metric=metric.name,
             )
         if is_baseline and r.target is not None and result.get("time_to_target") is None:
@@ -298,7 +298,7 @@ class TrialObjective:
         if values is None:
             shown = "nothing" if reached is None else f"{reached:.4g}"
             reason = (
-                f"did not reach the target {metric.name}{metric.operator}{r.target:.4g} within "
+                f"did not reach the target {metric.bound(r.target)} within "
                 f"{r.spec.budget_text} (reached {shown})"
             )
             trial.set_user_attr("autotune_status", RunStatus.PRUNED.value)

@@ -11,15 +11,13 @@ import optuna
 
 from autotune.errors import UsageError
 from autotune.hardware import Hardware, available_device_types, detect
-from autotune.metrics import Metric
+from autotune.metrics import SCRIPT_METRIC, Metric
 from autotune.objectives import Objective, get_objective
 from autotune.registry import Registry, load_registry
 from autotune.space import load_space
 from autotune.spec import StudySpec
 from autotune.storage.rdb import default_storage_url, open_storage, sqlalchemy_url
 from autotune.workloads import Workload, load_workload, script_workload
-
-SCRIPT_METRIC = "val_loss"
 
 if TYPE_CHECKING:
     from autotune.devices import DevicePool

@@ -31,7 +31,7 @@ class StudyHeader(TextPane):
         # the metric and which way is better: accuracy>=0.9 with a target, val_loss ↓ before one
         metric = Metric.from_dict(summary.get("metric_info"))
         if target is not None:
-            first.append(f"  {metric.name}{metric.operator}{target:.4g}", style="cyan")
+            first.append(f"  {metric.bound(target)}", style="cyan")
         else:
             first.append(f"  {metric.name} {'↑' if metric.higher_is_better else '↓'}", style="cyan")
         first.append(f"  budget {summary.get('budget') or '?'}")
