@@ -17,6 +17,10 @@ class Objective:
     directions: tuple[str, ...]
     help: str
     needs_target: bool = False
+    # Whether Optuna's pruner (--pruner) is asked after each validation. Time-to-accuracy is
+    # not: its reports are seconds trained so far, and a pruner comparing those at equal
+    # validation counts would prune by throughput alone; it prunes by its lower bound instead
+    # (autotune.study.objective.beyond).
     prunable: bool = False
     stop_at_target: bool = False
     evals_per_epoch: int = 1  # time-to-target is only as fine as validation is frequent
@@ -46,8 +50,14 @@ class Objective:
         }[self.name]
 
     def intermediate(self, point: dict[str, Any]) -> float:
-        """Value reported after a validation (the metric), oriented like the study's first
-        direction so that pruners compare it the right way round."""
+        """Value reported to Optuna after a validation, in the objective's own units, so that
+        Optuna's pruners, optuna-dashboard and `trials_dataframe()` read one scale (a pruned
+        trial's value is its last report). For time-to-accuracy: the projected seconds trained
+        so far, a lower bound on the trial's value; otherwise the metric, oriented like the
+        study's first direction."""
+        if self.name == "time-to-accuracy":
+            projected = point.get("projected")
+            return float(point["train_time"] if projected is None else projected)
         value = float(point["value"])
         if (self.directions[0] == MINIMIZE) == (self.metric.direction == MINIMIZE):
             return value
@@ -56,7 +66,8 @@ class Objective:
     def values(self, metrics: dict[str, Any]) -> float | tuple[float, ...] | None:
         """The trial's objective value(s); None when the run did not earn one (target missed)."""
         if self.name == "time-to-accuracy":
-            return metrics.get("time_to_target")
+            projected = metrics.get("projected_time_to_target")
+            return metrics.get("time_to_target") if projected is None else projected
         if self.name == "throughput":
             return metrics.get("throughput")
         if self.name == "accuracy":
@@ -79,8 +90,9 @@ OBJECTIVES: dict[str, Objective] = {
     for o in (
         Objective(
             "time-to-accuracy", ("minimize",),
-            "training seconds to reach the target value of the metric (trials that cannot are pruned)",
-            needs_target=True, prunable=True, stop_at_target=True, evals_per_epoch=4,
+            "projected training seconds to reach the target value of the metric: steps x the steady "
+            "step time + one-time costs (trials already slower than the best are pruned)",
+            needs_target=True, stop_at_target=True, evals_per_epoch=4,
         ),
         Objective(
             "throughput", ("maximize",),

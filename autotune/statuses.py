@@ -66,4 +66,5 @@ TRIAL_METRICS: tuple[str, ...] = (
     "throughput", "step_time_p50", "step_time_p95", "data_wait_fraction", "peak_memory_bytes",
     "val_loss", "val_accuracy", "nonzero_fraction", "wall_time", "train_time", "val_time", "time_to_target",
     "steps", "epochs", "metric_value", "metrics", "notes", "rates", "val_samples",
+    "projected_time_to_target", "setup_time", "one_time", "step_time", "machine",
 )

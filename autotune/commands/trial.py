@@ -196,6 +196,8 @@ def _print_result(d: dict[str, Any]) -> None:
         *((name, _fmt(value)) for name, value in d["metrics"].items()),
         ("nonzero weights", _fmt(d["nonzero_fraction"])),
         ("train / wall time", f"{_fmt(d['train_time'], ' s')} / {_fmt(d['wall_time'], ' s')}"),
+        ("steady step", _fmt(d.get("step_time"), " ms", 1000)),
+        ("one-time costs", ", ".join(f"{k} {_fmt(v, ' s')}" for k, v in (d.get("one_time") or {}).items()) or "-"),
     ]
     rows[3:3] = [(rate.replace("_per_s", "/s"), _fmt(d[rate], digits=5)) for rate in d if rate.endswith("_per_s")]
     if d.get("target") is not None:
@@ -203,6 +205,7 @@ def _print_result(d: dict[str, Any]) -> None:
 
         metric = Metric.from_dict(d["metric"])
         rows.append((f"time to {metric.bound(d['target'])}", _fmt(d["time_to_target"], " s")))
+        rows.append(("projected", _fmt(d.get("projected_time_to_target"), " s")))
     for knob, note in d.get("notes", {}).items():
         rows.append((f"note {knob}", str(note)))
     for label, value in rows:

@@ -21,6 +21,10 @@ What is measured, and how:
   the pause, so workers are credited only for the overlap they give during training. What they
   are charged is taken off the validation's time (never more than it lasted): train_time +
   val_time never exceeds the time that passed.
+- projected_time_to_target: time to target as measured factors, steps x the steady (median)
+  step + one-time costs (autotune.run.projection); setup_time, one_time and step_time are its
+  parts. The time-to-accuracy objective minimizes it.
+- machine: the load average at the end and the CPU steal during the run, to judge its noise by.
 - peak_memory_bytes: the CUDA allocator peak on GPU; the process peak RSS elsewhere (a fresh
   process per trial gives a clean figure; within one process it is the lifetime peak).
 - data-parallel runs (several processes, autotune.run.distributed): samples and throughput count every
@@ -35,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from autotune.budget import Budget
 from autotune.run.distributed import run_in_processes
 from autotune.run.local import build_plan, run_here
-from autotune.run.measure import nonzero_fraction, seed_everything
+from autotune.run.measure import MachineLoad, nonzero_fraction, seed_everything
 from autotune.run.types import EvalPoint, Progress, RunOptions, RunResult
 
 if TYPE_CHECKING:
@@ -76,7 +80,10 @@ def run(
         return run_in_processes(processes, workload, settings, registry, hardware, budget, options, on_eval,
                                 on_progress)
 
-    return run_here(
+    load = MachineLoad()
+    result = run_here(
         workload, settings, registry, hardware, budget, options, device=device, on_eval=on_eval,
         on_progress=on_progress, spread=spread,
     )
+    result.machine = load.finish()
+    return result

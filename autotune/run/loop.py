@@ -24,6 +24,7 @@ from autotune.run.loop_events import Event
 from autotune.run.loop_state import LoopState
 from autotune.run.measure import peak_memory, step_figures, sync, worker_init
 from autotune.run.plan import TrainingPlan
+from autotune.run.projection import StepClock
 from autotune.run.types import EvalPoint, Progress, RunOptions, RunResult
 from autotune.workloads import dataset_size
 
@@ -85,6 +86,7 @@ def train(
     metric = Metric(options.metric, options.direction)
     eval_every_steps, evals_per_epoch = options.eval_every_steps, options.evals_per_epoch
     warmup_steps = options.warmup_steps
+    set_up = time.perf_counter()
     train_loader, val_loader = loaders(plan, options.seed)
     result.val_samples = dataset_size(plan.workload.val_data)
     # several processes must take the same decisions at the same step: each stops on its own
@@ -120,6 +122,7 @@ def train(
         total_steps=total_steps, budget_seconds=budget.seconds, steps_per_epoch=steps_per_epoch,
     )
     non_blocking = bool(plan.loader.get("pin_memory"))
+    clock = StepClock(warmup_steps, scale=options.run_scale, setup=time.perf_counter() - set_up)
 
     def transformed(batch: Any) -> Any:
         """A batch on the device with every knob's input transform applied to its tensors."""
@@ -157,11 +160,12 @@ def train(
         point = EvalPoint(
             index=len(result.curve), step=state.step, epoch=state.step / steps_per_epoch,
             train_time=state.train_time, value=value, metrics=dict(state.metrics),
-            val_loss=result.val_loss, val_accuracy=result.val_accuracy,
+            val_loss=result.val_loss, val_accuracy=result.val_accuracy, projected=clock.projected(state.step),
         )
         result.curve.append(point)
         if target is not None and result.time_to_target is None and metric.reached(value, target):
             result.time_to_target = state.train_time
+            result.projected_time_to_target = point.projected
             if stop_at_target:
                 raise Stop("ok")
         prune = on_eval is not None and bool(on_eval(point))
@@ -205,7 +209,9 @@ def train(
                 try:
                     batch = next(iterator)
                 except StopIteration:
-                    state.train_time += pending_data + time.perf_counter() - t0
+                    ended = pending_data + time.perf_counter() - t0
+                    state.train_time += ended
+                    clock.epoch_boundary(ended)
                     state.emit(Event.EPOCH_END)
                     break
                 batch = batches.to_device(batch, dev, non_blocking)
@@ -216,8 +222,9 @@ def train(
                 state.emit(Event.AFTER_STEP, state.loss)
                 sync(dev)
                 t2 = time.perf_counter()
-                data_time = pending_data + (t1 - t0)
-                pending_data = 0.0
+                epoch_start, pending_data = pending_data, 0.0
+                data_time = epoch_start + (t1 - t0)
+                clock.epoch_boundary(epoch_start)
                 if catch_up:
                     catch_up -= 1
                     charge = min(max(0.0, typical_wait - data_time), credit)
@@ -229,6 +236,7 @@ def train(
                 size = batches.batch_size(batch) * world  # the shards are equal: DistributedSampler pads
                 state.samples += size
                 state.train_time += data_time + (t2 - t1)
+                clock.step(data_time - epoch_start + (t2 - t1))
                 if state.step > warmup_steps:
                     data_times.append(data_time)
                     compute_times.append(t2 - t1)
@@ -265,6 +273,9 @@ def train(
     result.samples = state.samples
     result.epochs = state.step / steps_per_epoch
     result.train_time = state.train_time
+    result.setup_time = clock.setup
+    result.one_time = clock.one_time()
+    result.step_time = clock.step_time
     step_figures(result, data_times, compute_times, timed_samples, state.samples, state.train_time)
     if result.throughput is not None:
         units = plan.workload.units_per_sample

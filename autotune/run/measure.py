@@ -4,6 +4,7 @@ quantiles, seeding."""
 from __future__ import annotations
 
 import math
+import os
 import random
 import resource
 import sys
@@ -38,6 +39,29 @@ def step_figures(
         result.throughput = samples / train_time
     result.step_time_p50 = quantile(compute_times, 0.5)
     result.step_time_p95 = quantile(compute_times, 0.95)
+
+
+class MachineLoad:
+    """How busy the machine was during a run: the 1-minute load average at its end, and the
+    share of CPU time the hypervisor gave to other guests (steal, Linux), from psutil."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._start = psutil.cpu_times()
+
+    def finish(self) -> dict[str, float]:
+        end = self._psutil.cpu_times()
+        figures: dict[str, float] = {}
+        try:
+            figures["load_avg"] = os.getloadavg()[0]
+        except (AttributeError, OSError):  # Windows
+            pass
+        total = sum(end) - sum(self._start)
+        if hasattr(end, "steal") and total > 0:
+            figures["steal"] = max(0.0, (end.steal - self._start.steal) / total)
+        return figures
 
 
 def sync(device: torch.device) -> None:

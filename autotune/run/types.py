@@ -24,6 +24,9 @@ class RunOptions:
     eval_every_steps: int | None = None
     evals_per_epoch: int = 1
     warmup_steps: int = 3
+    # the user's real run length over the budget (--run-epochs): what projected times scale by
+    # (autotune.run.projection)
+    run_scale: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,6 +44,9 @@ class EvalPoint:
     metrics: dict[str, float] = field(default_factory=dict)
     val_loss: float | None = None
     val_accuracy: float | None = None
+    # projected seconds to have trained this far (autotune.run.projection): the objective's
+    # units for time-to-accuracy, so a pruned trial's last report reads as a lower bound
+    projected: float | None = None
 
 
 @dataclass
@@ -78,8 +84,14 @@ class RunResult:
     wall_time: float | None = None
     train_time: float | None = None
     val_time: float | None = None
-    time_to_target: float | None = None
+    time_to_target: float | None = None  # training seconds until the target was first reached
+    # time to target as measured factors (autotune.run.projection): the time-to-accuracy value
+    projected_time_to_target: float | None = None
+    setup_time: float | None = None  # model build, knob transforms, optimizer, loaders
+    one_time: dict[str, float] = field(default_factory=dict)  # {"setup", "warmup"} seconds
+    step_time: float | None = None  # the steady median step, data wait included
     target: float | None = None
+    machine: dict[str, float] = field(default_factory=dict)  # {"load_avg", "steal"} (MachineLoad)
     steps: int = 0
     samples: int = 0
     epochs: float = 0.0

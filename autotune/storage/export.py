@@ -60,7 +60,7 @@ def config_dict(study: StudyLike, row: TrialRow) -> dict[str, Any]:
         data["run"] = run
     data["settings"] = {k: v for k, v in row.settings.items() if v is not None}
     # flat: the validation metrics beside the measured ones (notes and rates are nested)
-    measured = {k: v for k, v in row.metrics.items() if v is not None and not isinstance(v, dict)}
+    measured = {k: v for k, v in row.metrics.items() if v is not None and not isinstance(v, (dict, list))}
     data["metrics"] = {**(row.metrics.get("metrics") or {}), **(row.metrics.get("rates") or {}), **measured}
     return data
 

@@ -93,7 +93,9 @@ def make_row(
         autotune_status=user_attrs.get("autotune_status"),
         params=params,
         settings=dict(settings) if isinstance(settings, dict) else dict(params),
-        metrics={k: user_attrs[k] for k in TRIAL_METRICS if k in user_attrs},
+        # with the metric at each validation ("curve"): Optuna's intermediate values are in the
+        # objective's units, seconds for time-to-accuracy
+        metrics={k: user_attrs[k] for k in (*TRIAL_METRICS, "curve") if k in user_attrs},
         reason=user_attrs.get("reason") or _unrecorded(state, user_attrs),
         duration=end - start if start is not None and end is not None else None,
         baseline=bool(user_attrs.get("baseline", False)),

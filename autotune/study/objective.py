@@ -81,7 +81,7 @@ class TrialObjective:
             self._surplus(trial, "not run: interrupted while waiting for a slot", requeue=True)
             raise
         suggested = r.p.space.suggest(trial)
-        overrides = dict(r.baseline) if is_baseline else suggested
+        overrides = dict(r.baseline) if is_baseline else r.fit_threads(suggested)
         settings = resolve_settings(r.p.registry, r.p.hardware, r.p.workload, overrides)
         trial.set_user_attr("settings", settings)
         trial.set_user_attr("baseline", is_baseline)
@@ -97,6 +97,7 @@ class TrialObjective:
 
         best = r.best_value()
         margin = noise_margin(r.baseline_trial())
+        metric = r.p.metric
         prune_reason: list[str] = []
 
         def on_eval(point: dict[str, Any]) -> bool:
@@ -111,10 +112,11 @@ class TrialObjective:
                     f"({r.p.metric.name} {point['value']:.4g})"
                 )
                 return True
-            if r.objective.name == "time-to-accuracy" and beyond(point["train_time"], best, margin):
+            if r.objective.name == "time-to-accuracy" and beyond(value, best, margin):
                 prune_reason.append(
-                    f"pruned: {point['train_time']:.2f} s of training without reaching the target, "
-                    f"already slower than the best ({best:.2f} s) by more than the noise margin (+{margin:.0%})"
+                    f"pruned: {value:.2f} s (projected) of training without reaching the target "
+                    f"{metric.bound(r.target)}, already slower than the best ({best:.2f} s) by more "
+                    f"than the noise margin (+{margin:.0%})"
                 )
                 return True
             return False
@@ -250,6 +252,11 @@ class TrialObjective:
             if result.get(key) is not None:
                 trial.set_user_attr(key, result[key])
         trial.set_user_attr("log_tail", outcome.log_tail[-4000:])
+        # The metric at each validation (Optuna's intermediate values are in the objective's
+        # units, seconds for time-to-accuracy): [epoch, value, projected seconds]
+        trial.set_user_attr("curve", [
+            [p.get("epoch"), p.get("value"), p.get("projected")] for p in result.get("curve", [])
+        ])
         trial.set_user_attr("autotune_status", outcome.status)
         # Every finished trial carries the constraint (set once: Optuna ignores a second value).
         trial.set_constraint("memory", 1.0 if outcome.status == RunStatus.OOM else 0.0)
@@ -278,7 +285,10 @@ class TrialObjective:
             hit = [p for p in result.get("curve", []) if metric.reached(p.get("value"), r.target)]
             if hit:
                 result["time_to_target"] = hit[0]["train_time"]
-                trial.set_user_attr("time_to_target", result["time_to_target"])
+                result["projected_time_to_target"] = hit[0].get("projected")
+                for key in ("time_to_target", "projected_time_to_target"):
+                    if result[key] is not None:
+                        trial.set_user_attr(key, result[key])
 
         if outcome.status == RunStatus.PRUNED:
             reason = prune_reason[0] if prune_reason else "pruned"
@@ -303,5 +313,9 @@ class TrialObjective:
             )
             trial.set_user_attr("autotune_status", RunStatus.PRUNED.value)
             trial.set_user_attr("reason", reason)
+            if r.objective.name == "time-to-accuracy" and not r.objective.multi:
+                # It never reached the target: its time to it is unbounded, and Optuna takes a
+                # pruned trial's last report as its value, which must not read as a win
+                trial.report(math.inf, len(result.get("curve", [])))
             raise optuna.TrialPruned(reason)
         return values

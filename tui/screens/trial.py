@@ -59,8 +59,8 @@ class TrialScreen(Screen):
                 yield Static(_table({k: v if isinstance(v, (int, float)) else str(v) for k, v in notes.items()}, {},
                                     {k: str for k in notes}), id="trial-notes")
             with Vertical(id="trial-right"):
-                yield BraillePlot(id="trial-curve", empty="no intermediate values",
-                                  x_format=lambda x: f"eval {x:.0f}")
+                yield BraillePlot(id="trial-curve", empty="no validation yet",
+                                  x_format=lambda x: f"{x:.2g}")
                 with VerticalScroll(id="trial-log"):
                     yield Static(Text(row.log_tail or "(no log)"), id="trial-log-text")
         yield Footer()
@@ -71,15 +71,22 @@ class TrialScreen(Screen):
         self.query_one("#trial-metrics").border_title = "metrics"
         self.query_one("#trial-notes").border_title = "knob notes (what each knob did)"
         curve = self.query_one(BraillePlot)
-        curve.border_title = "intermediate values"
-        points = [(float(step), v) for step, v in sorted(self.row.intermediate.items()) if math.isfinite(v)]
+        measured = self.row.metrics.get("curve")
+        if measured:  # the metric at each validation, by epoch
+            name = (self.summary.get("metric_info") or {}).get("name", "metric")
+            curve.border_title = f"{name} at each validation (x: epoch)"
+            points = [(float(p[0]), float(p[1])) for p in measured
+                      if p[0] is not None and p[1] is not None and math.isfinite(p[1])]
+        else:  # a study from before the curve was recorded: what Optuna holds
+            curve.border_title = "intermediate values (x: validation)"
+            points = [(float(step), v) for step, v in sorted(self.row.intermediate.items()) if math.isfinite(v)]
         curve.set_series([Series(points, "cyan", "line")])
         self.query_one("#trial-log").border_title = "log tail"
 
 
 def _measured(metrics: dict[str, Any]) -> dict[str, Any]:
     """What a trial measured, flat: validation metrics and rates (tokens_per_s) beside the rest."""
-    flat = {k: metrics[k] for k in TRIAL_METRICS if k in metrics and not isinstance(metrics[k], dict)}
+    flat = {k: metrics[k] for k in TRIAL_METRICS if k in metrics and not isinstance(metrics[k], (dict, list))}
     return {**(metrics.get("metrics") or {}), **(metrics.get("rates") or {}), **flat}
 
 

@@ -1,0 +1,62 @@
+"""Time to target as measured factors (autotune.run.projection): the steady step is a median, so
+a load spike is not the configuration's cost; one-time costs are measured apart and do not
+scale with the run's length; and for the built-in workloads the projection matches the real,
+end-to-end time to target of the run it came from within 25%."""
+
+from __future__ import annotations
+
+import pytest
+
+from autotune.budget import Budget
+from autotune.hardware import detect
+from autotune.plugins.workloads import digits, tinylm
+from autotune.registry import load_registry
+from autotune.run import engine
+from autotune.run.projection import StepClock, measured_time
+from autotune.settings import baseline_settings
+
+
+def test_the_steady_step_is_a_median_and_one_time_costs_do_not_scale() -> None:
+    clock = StepClock(warmup_steps=2, setup=0.5)
+    for seconds in (1.0, 0.8):  # the warm-up: first-iteration set-up
+        clock.step(seconds)
+    for seconds in [0.1] * 9 + [2.0]:  # one step caught by a load spike
+        clock.step(seconds)
+    clock.epoch_boundary(0.3)
+    assert clock.step_time == pytest.approx(0.1)
+    assert clock.one_time() == {"setup": 0.5, "warmup": pytest.approx(1.8 - 2 * 0.1)}
+    # 12 steps at 0.1 s, the epoch start, and the one-time costs once; the spike is left out
+    assert clock.projected(12) == pytest.approx(0.5 + 1.6 + 12 * 0.1 + 0.3)
+    longer = StepClock(warmup_steps=2, setup=0.5, scale=10.0)
+    for seconds in (1.0, 0.8, *[0.1] * 9, 2.0):
+        longer.step(seconds)
+    longer.epoch_boundary(0.3)
+    assert longer.projected(12) == pytest.approx(0.5 + 1.6 + 10 * (12 * 0.1 + 0.3))
+
+
+def test_warmup_faster_than_steady_steps_costs_nothing_once() -> None:
+    clock = StepClock(warmup_steps=1)
+    clock.step(0.01)
+    clock.step(0.2)
+    assert clock.one_time()["warmup"] == 0.0 and clock.projected(2) == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize(("factory", "target", "metric", "direction", "budget"), [
+    (digits, 0.5, "accuracy", "maximize", Budget(epochs=2)),
+    (tinylm, 3.6, "val_loss", "minimize", Budget(steps=60)),
+], ids=["digits", "tinylm"])
+def test_the_projection_matches_the_measured_time_to_target(factory, target, metric, direction, budget) -> None:  # noqa: ANN001
+    workload = factory()
+    registry, hardware = load_registry(), detect("cpu")
+    settings = baseline_settings(registry, hardware, workload)
+    options = engine.RunOptions(target=target, metric=metric, direction=direction, stop_at_target=True,
+                                evals_per_epoch=4, eval_every_steps=None if budget.epochs else 10)
+    result = engine.run(workload, settings, registry, hardware, budget, device="cpu", options=options)
+    assert result.status == "ok", result.error
+    measured = measured_time(result.to_dict())
+    assert measured is not None and result.projected_time_to_target is not None, "the target was not reached"
+    assert result.projected_time_to_target == pytest.approx(measured, rel=0.25)
+    assert set(result.one_time) == {"setup", "warmup"} and result.step_time > 0
+    # every validation reports the projection so far, growing with the steps trained
+    projections = [p.projected for p in result.curve]
+    assert projections == sorted(projections) and projections[-1] == result.projected_time_to_target
