@@ -3,6 +3,7 @@ without paying for `import torch`; the daemon does the rest."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,8 @@ class StudySpec:
     n_trials: int = 20
     timeout: float | None = None
     budget: dict[str, Any] = field(default_factory=lambda: {"epochs": 5})
+    # How long the user's real run trains (--run-epochs): projected times scale to it
+    run_epochs: float | None = None
     target: float | None = None
     # --target NAME<=V names the metric and the direction the target is in; --metric NAME[:min|max]
     # judges the study by a metric other than the workload's primary one (a --script's)
@@ -50,6 +53,9 @@ class StudySpec:
     seed: int | None = None
     pruner: str = "median"
     confirm: int = 3
+    # after a confirmed speedup, measure the path from the baseline to the best one knob at a
+    # time (autotune.study.ablation)
+    explain: bool = True
     device: str | None = None
     data_dir: str | None = None
     plugin_paths: tuple[str, ...] = ()
@@ -88,6 +94,11 @@ class StudySpec:
         if not self.stall_timeout >= 0:  # nan fails this too
             raise UsageError(f"--stall-timeout must be 0 (off) or a number of seconds, got {self.stall_timeout}")
         Budget(**self.budget)
+        if self.run_epochs is not None:
+            if not math.isfinite(self.run_epochs) or self.run_epochs <= 0:
+                raise UsageError(f"--run-epochs must be a positive number of epochs, got {self.run_epochs}")
+            if "epochs" not in self.budget:
+                raise UsageError("--run-epochs needs an epochs budget (--budget-epochs) to scale from")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -119,6 +130,13 @@ class StudySpec:
         if target is not None and metric.name == "accuracy" and not 0.0 < target.value <= 1.0:
             raise UsageError(f"--target is a validation accuracy between 0 and 1, got {target.value}")
         return metric
+
+    @property
+    def run_scale(self) -> float:
+        """The real run's length over the budget's: what projected times scale by."""
+        if self.run_epochs is None or "epochs" not in self.budget:
+            return 1.0
+        return self.run_epochs / self.budget["epochs"]
 
     @property
     def budget_text(self) -> str:

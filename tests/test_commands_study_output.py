@@ -99,12 +99,16 @@ def test_a_baseline_still_improving_is_called_a_weak_target(capsys: pytest.Captu
 
     from autotune.study.confirm import still_improving
 
+    from autotune.metrics import Metric
+
     def trial(curve: list[float]):  # noqa: ANN202
         return create_trial(state=TrialState.COMPLETE, value=1.0, params={"b": 1}, distributions={"b": IntDistribution(1, 2)},
-                            intermediate_values=dict(enumerate(curve)))
+                            user_attrs={"curve": [[i, v, None] for i, v in enumerate(curve)]})
 
-    assert still_improving(trial([0.5, 0.3, 0.2])) and not still_improving(trial([0.5, 0.2, 0.25]))
-    assert not still_improving(trial([0.5]))
+    loss, accuracy = Metric.named("val_loss"), Metric.named("accuracy")
+    assert still_improving(trial([0.5, 0.3, 0.2]), loss) and not still_improving(trial([0.5, 0.2, 0.25]), loss)
+    assert still_improving(trial([0.5, 0.7, 0.8]), accuracy) and not still_improving(trial([0.5, 0.3, 0.2]), accuracy)
+    assert not still_improving(trial([0.5]), loss)
     data = report([])
     data["baseline_still_improving"] = True
     print_report(data)

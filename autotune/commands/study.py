@@ -28,12 +28,15 @@ def _store() -> Any:
 @click.option("--workload", "-w", default="digits", show_default=True, metavar="NAME|MODULE:FUNC",
               help="What to train: a registered workload or an import path.")
 @click.option("--space", default=None, metavar="NAME|PATH",
-              help="Search space: bundled name (default, cpu, gpu, quick) or a TOML file. Default: cpu or gpu by hardware.")
+              help="Search space: bundled name (default, cpu, gpu, quick, demo) or a TOML file. Default: cpu or gpu by hardware.")
 @click.option("--objective", default="time-to-accuracy", show_default=True, metavar="NAME",
               help="time-to-accuracy, throughput, accuracy or pareto.")
 @click.option("--n-trials", type=int, default=20, show_default=True, help="Trials to finish, the baseline included.")
 @click.option("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
 @budget_options
+@click.option("--run-epochs", type=float, default=None, metavar="EPOCHS",
+              help="How long your real training runs: time to target is projected for a run this long "
+                   "(one-time costs weigh less in a long run). Needs --budget-epochs; default: the budget.")
 @click.option("--target", default=None, metavar="VALUE|NAME<=VALUE",
               help="Target of the workload's metric (accuracy 0..1, or val_loss<=1.9 style). Default: the "
                    "baseline's final value, less 0.5 points of accuracy (or 1% of any other metric).")
@@ -47,9 +50,13 @@ def _store() -> Any:
               help="Optuna storage URL. Default: sqlite:///$AUTOTUNE_HOME/studies.db")
 @click.option("--seed", type=int, default=None, help="Make the sequence of proposed configurations repeat.")
 @click.option("--pruner", default="median", show_default=True, type=click.Choice(["median", "hyperband", "none"]),
-              help="How hopeless trials are stopped early.")
+              help="How hopeless trials of the accuracy objective are stopped early (time-to-accuracy prunes "
+                   "a trial once it is slower than the best by more than the noise).")
 @click.option("--confirm", type=int, default=3, show_default=True,
               help="Re-runs of best and baseline at the end, to confirm the speedup.")
+@click.option("--explain/--no-explain", default=True, show_default=True,
+              help="After a confirmed speedup, measure why: the path from the baseline to the best, one knob "
+                   "at a time (one run per step).")
 @click.option("--device", default=None, help="cuda, mps or cpu (default: best available).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where cifar10/mnist data lives.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
@@ -65,9 +72,10 @@ def _store() -> Any:
 def start(**kwargs: Any) -> None:
     """Start (or resume) a study and report the best configuration against the baseline.
 
-    Trial 0 is always the workload's baseline recipe. The default objective minimizes training
-    time to the baseline's accuracy (minus 0.5 points); at the end the best and the baseline are
-    re-run side by side and the confirmed speedup is reported as median (min-max).
+    Trial 0 is always the workload's baseline recipe. The default objective minimizes the
+    projected training time to the baseline's value of the metric (less its noise): steps x the
+    steady step time + one-time costs. At the end the best and the baseline are re-run side by
+    side with fresh seeds, and the speedup is confirmed when its interval stays above 1.
     """
     from autotune.spec import StudySpec
 
@@ -82,8 +90,8 @@ def start(**kwargs: Any) -> None:
         name=kwargs["name"], workload=f"script:{script}" if script else kwargs["workload"], space=kwargs["space"],
         script=os.path.abspath(script) if script else None, script_args=script_args,
         objective=kwargs["objective"], n_trials=kwargs["n_trials"], timeout=kwargs["timeout"],
-        budget=budget, **target_fields(kwargs["target"]), metric=kwargs["metric"], storage=kwargs["storage"], seed=kwargs["seed"],
-        pruner=kwargs["pruner"], confirm=kwargs["confirm"], device=kwargs["device"],
+        budget=budget, run_epochs=kwargs["run_epochs"], **target_fields(kwargs["target"]), metric=kwargs["metric"], storage=kwargs["storage"], seed=kwargs["seed"],
+        pruner=kwargs["pruner"], confirm=kwargs["confirm"], explain=kwargs["explain"], device=kwargs["device"],
         data_dir=kwargs["data_dir"], plugin_paths=tuple(kwargs["plugin_paths"]),
         disabled_knobs=tuple(kwargs["disabled_knobs"]), workers=kwargs["workers"] or 1,
         workdir=os.getcwd(), stall_timeout=kwargs["stall_timeout"],

@@ -14,6 +14,7 @@ from autotune.metrics import Metric, metric_value
 from autotune.intervals import MIN_COVERAGE
 from autotune.storage.results import confirmed
 from autotune.formatting import settings_text as _settings
+from autotune.formatting import why_faster_text
 from autotune.study.events import TRIAL_FINISHED, StudyEvent
 
 STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
@@ -52,6 +53,8 @@ class LineReporter:
             )
         elif event.kind == "confirming":
             self.console.print(f"[dim]confirming: {data['which']} run {data['run']}/{data['of']}[/]")
+        elif event.kind == "explaining":
+            self.console.print(f"[dim]{escape(event.message)}[/]")
         elif event.kind == "study_paused":
             self.console.print("[yellow]paused[/] (autotune study resume NAME)")
         elif event.kind == "study_resumed":
@@ -92,6 +95,35 @@ def print_notes(console: Console, notes: dict[str, Any] | None, title: str = "kn
         console.print(f"[bold]{title}[/]: " + escape("; ".join(f"{k}: {v}" for k, v in notes.items())))
 
 
+def print_why_faster(console: Console, path: dict[str, Any] | None) -> None:
+    lines = why_faster_text(path)
+    if lines:
+        console.print("[bold]why it is faster[/] (the path from the baseline, one knob at a time, each measured):")
+        for line in lines:
+            console.print("  " + escape(line))
+
+
+def print_noise(console: Console, report: dict[str, Any], conf: dict[str, Any] | None) -> None:
+    """The machine's noise as the study measured it, and a warning when it hides differences the
+    study is looking for (a speedup that is not confirmed, or one near the noise)."""
+    noise = report.get("noise")
+    if not noise:
+        return
+    margin = noise["margin"]
+    load = noise.get("load_avg")
+    where = f" (load average {load:.1f} on {report.get('cpu_count')} cores)" if load is not None else ""
+    if noise.get("noisy"):
+        shown = conf.get("speedup_median") if conf else None
+        console.print(
+            f"[yellow]noisy machine[/]: run-to-run noise +/-{margin:.0%}{where} hides differences below "
+            f"{1 + margin:.2f}x" + (f" (the speedup found is {shown:.2f}x)" if shown else "")
+            + "; run it on an idle machine, or with more re-runs (--confirm 5)"
+        )
+    else:
+        how = "the baseline's re-runs" if noise.get("source") == "re-runs" else "the baseline's steps"
+        console.print(f"[dim]noise: +/-{margin:.0%} ({how}){where}[/]")
+
+
 _KEYS = ["batch_size", "optimizer", "learning_rate", "precision", "workers", "channels_last",
          "torch_compile", "pruning", "threads"]
 
@@ -128,7 +160,9 @@ def print_report(report: dict[str, Any]) -> None:
                   title="baseline vs best")
     table.add_row("objective", _v(base["value"]) if base else "-", _v(best["value"]))
     for key, label, scale in (
-        ("time_to_target", "time to target (s)", 1.0), ("throughput", "throughput (samples/s)", 1.0),
+        ("projected_time_to_target", "projected to target (s)", 1.0),
+        ("time_to_target", "trained to target (s)", 1.0), ("step_time", "steady step (ms)", 1000.0),
+        ("setup_time", "set-up (s)", 1.0), ("throughput", "throughput (samples/s)", 1.0),
         ("metric_value", metric.describe(), 1.0), ("step_time_p50", "step p50 (ms)", 1000.0),
         ("data_wait_fraction", "data wait", 1.0), ("peak_memory_bytes", "peak memory (MiB)", 1 / 2**20),
     ):
@@ -137,6 +171,14 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_row(label, _v(b * scale if b is not None else None), _v(t * scale if t is not None else None))
     console.print(table)
     console.print("[bold]best configuration[/]: " + _settings(best["settings"]))
+    playoff = report.get("playoff")
+    if playoff:
+        console.print(
+            f"chosen by re-running the {len(playoff['contenders'])} trials within the noise (+{playoff['margin']:.0%}) "
+            "of the best once each: " + "; ".join(
+                f"trial {c['number']} {_v(c['search_value'])} then {_v(c['rerun_value'])}" for c in playoff["contenders"]
+            ) + f" -> trial {playoff['number']}"
+        )
     crowded = oversubscribed(best["settings"], report.get("cpu_count"))
     if crowded:
         console.print(f"[yellow]oversubscribed[/]: {crowded}; a speedup from it may not survive other work "
@@ -181,6 +223,13 @@ def print_report(report: dict[str, Any]) -> None:
                 f"the best gave none in {missed['best']} and the baseline in {missed['baseline']} ({why}); "
                 f"{hint}"
             )
+    if conf and conf.get("projection"):
+        console.print("projected vs measured in the re-runs: " + "; ".join(
+            f"{label} {_v(p['projected'])} s vs {_v(p['measured'])} s ({p['error']:+.0%})"
+            for label, p in conf["projection"].items()
+        ))
+    print_why_faster(console, report.get("why_faster"))
+    print_noise(console, report, conf)
     console.print(f"export it: autotune study export {report['study']} > best.toml; "
                   f"autotune trial run --config best.toml")
 

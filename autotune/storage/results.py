@@ -200,7 +200,8 @@ def best_row(
 ) -> TrialRow | None:
     """The trial to recommend.
 
-    Single objective: the best COMPLETE value (feasible trials only). Pareto: on the front, the highest throughput among
+    Single objective: the best COMPLETE value (feasible trials only), or the one a re-run chose
+    among those tied with it within the noise (study user attr "chosen_best"). Pareto: on the front, the highest throughput among
     trials at least as accurate as the baseline (the most accurate when none is).
     """
     rows = rows if rows is not None else trial_rows(study)
@@ -210,7 +211,16 @@ def best_row(
             r for r in rows
             if r.state == "COMPLETE" and r.feasible and r.value is not None and math.isfinite(r.value)
         ]
-        return max(ok, key=lambda r: (sign * r.value, -r.number)) if ok else None  # type: ignore[operator]
+        if not ok:
+            return None
+        top = max(ok, key=lambda r: (sign * r.value, -r.number))  # type: ignore[operator]
+        # A re-run among trials tied within the noise (autotune.study.confirm.playoff) may have
+        # chosen another; it stands while no later trial beats the value it was chosen against.
+        attrs = user_attrs if user_attrs is not None else (getattr(study, "user_attrs", None) or {})
+        chosen = attrs.get("chosen_best") or {}
+        if chosen.get("against") == top.value:
+            return next((r for r in ok if r.number == chosen.get("number")), top)
+        return top
     front = pareto_front(study, rows)
     if not front:
         return None
@@ -303,6 +313,8 @@ def summary(
             tuple(confirmation.get("interval") or (confirmation["speedup_min"], confirmation["speedup_max"]))
             if confirmed(confirmation) and "speedup_min" in confirmation else None
         ),
+        "why_faster": user_attrs.get("why_faster"),
+        "noise": user_attrs.get("noise"),
         "elapsed": max(end - started, 0.0) if started else None,
         "eta": eta,
         "mean_trial_seconds": mean,

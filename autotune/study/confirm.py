@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.study.ablation import ablation_path
 from autotune.intervals import MIN_COVERAGE, median_interval
+from autotune.metrics import Metric
+from autotune.run.projection import measured_time
 from autotune.run.trial_process import launch
 from autotune.statuses import TRIAL_METRICS, RunStatus
 from autotune.storage.results import trial_counts
@@ -38,9 +41,10 @@ def confirm_best(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial
             result = outcome.result or {}
             value = None
             if outcome.status == RunStatus.OK and not objective.multi:
-                value = objective.values(result)
-            pair[label] = {"status": outcome.status, "value": value,
-                           **{k: result.get(k) for k in ("throughput", "metric_value", "val_accuracy", "time_to_target", "peak_memory_bytes")}}
+                value = measured_time(result) if objective.name == "time-to-accuracy" else objective.values(result)
+            pair[label] = {"status": outcome.status, "value": value, **{k: result.get(k) for k in (
+                "throughput", "metric_value", "val_accuracy", "time_to_target", "projected_time_to_target",
+                "setup_time", "peak_memory_bytes")}}
         if pair["best"]["value"] and pair["baseline"]["value"]:
             pair["speedup"] = objective.speedup(pair["best"]["value"], pair["baseline"]["value"])
         runs.append(pair)
@@ -57,12 +61,73 @@ def confirm_best(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial
             # a speedup is confirmed only when its interval leaves out "no faster at all"
             confirmed=interval.low > 1.0 and interval.coverage >= MIN_COVERAGE,
         )
-    for label in ("best", "baseline"):
+    for label, trial in (("best", best), ("baseline", baseline)):
         values = [r[label]["value"] for r in runs if r[label]["value"] is not None]
         confirmation[f"{label}_value_median"] = statistics.median(values) if values else None
+        if objective.name == "time-to-accuracy" and spec.run_scale == 1.0 and values and trial.value:
+            # the search's projection against the time measured here, end to end, fresh seeds
+            confirmation.setdefault("projection", {})[label] = {
+                "projected": trial.value, "measured": statistics.median(values),
+                "error": statistics.median(values) / trial.value - 1.0,
+            }
     assert runner.study is not None
     runner.study.set_user_attr("confirmation", confirmation)
     return confirmation
+
+
+# At most this many trials tied with the best within the noise are re-run to choose among them
+PLAYOFF = 3
+
+
+def playoff(runner: "StudyRunner", best: FrozenTrial, report: dict[str, Any]) -> FrozenTrial:
+    """Choose among the trials whose values lie within the noise margin of the best: each is
+    re-run once with a fresh seed and the one with the best mean of its two values wins. The
+    best of a search is partly the luckiest (a seed that reached the target at an early
+    validation); a tie within the noise is not a win. Recorded as the study's "chosen_best"."""
+    from autotune.study.objective import noise_margin
+
+    assert runner.study is not None
+    objective, spec = runner.objective, runner.spec
+    if objective.multi or best.value is None:
+        return best
+    margin = noise_margin(runner.baseline_trial())
+    complete = [t for t in runner.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if not t.user_attrs.get("baseline") and t.value is not None and t.user_attrs.get("feasible", True)]
+    if objective.directions[0] == "minimize":
+        tied = sorted((t for t in complete if t.value <= best.value * (1 + margin)), key=lambda t: t.value)
+    else:
+        tied = sorted((t for t in complete if t.value >= best.value / (1 + margin)), key=lambda t: -t.value)
+    tied = tied[:PLAYOFF]
+    if len(tied) < 2:
+        return best
+    rows = []
+    for i, trial in enumerate(tied):
+        runner.events.emit("confirming", f"choosing among trials tied within the noise: trial {trial.number}",
+                           which=f"trial {trial.number}", run=i + 1, of=len(tied))
+        request = runner.request(trial.user_attrs["settings"], False, str(runner.logs_dir / f"playoff-{trial.number}.log"))
+        request.options = dataclasses.replace(
+            request.options, seed=(spec.seed or 0) + 500 + i, target=runner.target, stop_at_target=objective.stop_at_target,
+        )
+        with runner.lease() as gpus:
+            runner.use_gpus(request, gpus)
+            outcome = launch(request)
+        result = outcome.result or {}
+        value = None
+        if outcome.status == RunStatus.OK:
+            value = objective.values(result)
+        rows.append({"number": trial.number, "search_value": trial.value, "rerun_value": value})
+    sign = 1.0 if objective.directions[0] == "minimize" else -1.0
+
+    def score(row: dict[str, Any]) -> float:
+        if row["rerun_value"] is None:  # it did not reach the target again
+            return float("inf")
+        return sign * (row["search_value"] + row["rerun_value"]) / 2
+
+    winner = min(rows, key=score)
+    choice = {"number": winner["number"], "against": best.value, "contenders": rows, "margin": margin}
+    runner.study.set_user_attr("chosen_best", choice)
+    report["playoff"] = choice
+    return next(t for t in tied if t.number == winner["number"])
 
 
 def build_report(runner: "StudyRunner", confirm: bool = True) -> dict[str, Any]:
@@ -85,10 +150,11 @@ def build_report(runner: "StudyRunner", confirm: bool = True) -> dict[str, Any]:
     baseline = runner.baseline_trial()
     if baseline is not None:
         report["baseline"] = trial_summary(baseline)
-        report["baseline_still_improving"] = still_improving(baseline)
+        report["baseline_still_improving"] = still_improving(baseline, runner.p.metric)
     if objective.multi:
         report["pareto_front"] = [trial_summary(t) for t in study.best_trials]
         return report
+    report["noise"] = noise(runner, trials, baseline, None)
     best = runner.best_trial()
     if best is None:
         report["best"] = None
@@ -97,18 +163,56 @@ def build_report(runner: "StudyRunner", confirm: bool = True) -> dict[str, Any]:
     if baseline is not None and baseline.state == TrialState.COMPLETE and baseline.value:
         report["speedup_in_search"] = objective.speedup(best.value, baseline.value)
     if confirm and spec.confirm > 0 and baseline is not None and best.number != baseline.number:
+        best = playoff(runner, best, report)
+        report["best"] = trial_summary(best)
         report["confirmation"] = confirm_best(runner, best, baseline)
+        if spec.explain and report["confirmation"].get("confirmed"):
+            path = ablation_path(runner, best, baseline, report["confirmation"])
+            if path is not None:
+                study.set_user_attr("why_faster", path)
     elif "confirmation" in study.user_attrs:
         report["confirmation"] = study.user_attrs["confirmation"]
+    if "why_faster" in study.user_attrs:
+        report["why_faster"] = study.user_attrs["why_faster"]
+    report["noise"] = noise(runner, trials, baseline, report.get("confirmation"))
+    study.set_user_attr("noise", report["noise"])
     return report
 
 
-def still_improving(trial: FrozenTrial) -> bool:
-    """Whether a trial's last validation was its best so far (Optuna's intermediate values are
-    oriented so that lower is better): a baseline still improving when its budget ran out sets a
-    weak target, one an under-trained model reaches."""
-    values = [v for _, v in sorted(trial.intermediate_values.items())]
-    return len(values) >= 2 and values[-1] < min(values[:-1])
+# Noise above this, or a load average above the cores, hides the differences a study looks for
+NOISY = 0.3
+
+
+def noise(
+    runner: "StudyRunner", trials: list[FrozenTrial], baseline: FrozenTrial | None, conf: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The machine's noise as this study measured it, and the load average its trials ended
+    with. Run to run: how far the baseline's re-runs in confirmation spread about their median
+    (the same configuration, fresh seeds, so this is what a speedup must stand out of); before
+    there are two, the spread of the baseline's own steps (pruning's margin)."""
+    from autotune.study.objective import noise_margin
+
+    margin, source = noise_margin(baseline), "steps"
+    runs = [r["baseline"]["value"] for r in (conf or {}).get("runs", []) if r["baseline"]["value"]]
+    if len(runs) >= 2:
+        margin, source = (max(runs) - min(runs)) / statistics.median(runs), "re-runs"
+    loads = [t.user_attrs["machine"]["load_avg"] for t in trials
+             if "load_avg" in (t.user_attrs.get("machine") or {})]
+    load = statistics.median(loads) if loads else None
+    cores = runner.p.hardware.cpu_count
+    return {"margin": margin, "source": source, "load_avg": load,
+            "noisy": margin > NOISY or (load is not None and bool(cores) and load > cores)}
+
+
+def still_improving(trial: FrozenTrial, metric: Metric) -> bool:
+    """Whether a trial's last validation was its best so far (its "curve" user attr): a
+    baseline still improving when its budget ran out sets a weak target, one an under-trained
+    model reaches."""
+    values = [point[1] for point in trial.user_attrs.get("curve", []) if point[1] is not None]
+    if len(values) < 2:
+        return False
+    earlier = values[:-1]
+    return values[-1] > max(earlier) if metric.higher_is_better else values[-1] < min(earlier)
 
 
 def trial_summary(t: FrozenTrial) -> dict[str, Any]:

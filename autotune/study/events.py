@@ -16,6 +16,8 @@ Kinds, each with the `data` keys listeners may read:
 - trial_retried: number (a trial whose runner died; it runs again).
 - new_best: number, value.
 - confirming: which (baseline or best), run, of. Not stored: progress only.
+- explaining: step, of, knob (the path from the baseline to the best, autotune.study.ablation).
+  Not stored: progress only.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 TRIAL_FINISHED = ("trial_complete", "trial_pruned", "trial_failed")
 # Progress, not history: listeners see them, the Store does not keep them.
-TRANSIENT = ("confirming", "trial_progress")
+TRANSIENT = ("confirming", "explaining", "trial_progress")
 
 
 @dataclass(frozen=True)
@@ -89,5 +91,7 @@ class LogReporter:
                           data.get("done"), data.get("total"))
         elif event.kind == "confirming":
             self.log.info("study %s: confirming, %s run %d of %d", name, data["which"], data["run"], data["of"])
+        elif event.kind == "explaining":
+            self.log.info("study %s: %s", name, event.message)
         elif event.kind in ("study_paused", "study_resumed"):
             self.log.info("study %s: %s", name, event.kind.removeprefix("study_"))

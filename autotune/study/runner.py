@@ -98,7 +98,10 @@ class StudyRunner:
         """
         storage = self.p.storage
         directions = list(self.objective.directions)
-        sampler = optuna.samplers.TPESampler(seed=self.sampler_seed)
+        # Fewer random start-up trials than Optuna's 10 in a short study, so that TPE guides
+        # most of a dozen trials instead of none.
+        startup = min(10, max(4, self.spec.n_trials // 3))
+        sampler = optuna.samplers.TPESampler(seed=self.sampler_seed, n_startup_trials=startup)
         pruner = make_pruner(self.spec.pruner, self.objective.evals_per_epoch, self.spec.budget.get("epochs") or 5)
         existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
         created = lost_race = False
@@ -200,6 +203,18 @@ class StudyRunner:
             request.env.update(gpus)
             request.device = "cuda"
 
+    def fit_threads(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """A searched trial's settings with threads that fit it, where the search does not set
+        them: its share of the cores (trials running side by side split them) less its
+        DataLoader workers, so that no speedup comes from oversubscription the study made. The
+        baseline keeps its recipe (torch's default: every core)."""
+        if self.p.hardware.device_type != "cpu" or "threads" not in self.p.registry.knobs or "threads" in overrides:
+            return overrides
+        parallel = max(self.spec.workers, self.devices.capacity if self.devices is not None else 1)
+        share = max(1, self.p.hardware.cpu_count // parallel)
+        workers = int(overrides.get("workers", self.baseline.get("workers", 0)) or 0)
+        return {**overrides, "threads": max(1, share - workers)}
+
     def request(self, overrides: dict[str, Any], is_baseline: bool, log_path: str) -> TrialRequest:
         threads = None
         parallel = max(self.spec.workers, self.devices.capacity if self.devices is not None else 1)
@@ -213,7 +228,7 @@ class StudyRunner:
             target=None if is_baseline and self.target is None else self.target,
             stop_at_target=self.objective.stop_at_target and not is_baseline,
             evals_per_epoch=self.objective.evals_per_epoch,
-            metric=self.p.metric.name, direction=self.p.metric.direction,
+            metric=self.p.metric.name, direction=self.p.metric.direction, run_scale=self.spec.run_scale,
         )
         return TrialRequest(
             workload=self.spec.workload, overrides=overrides, budget=dict(self.spec.budget), options=options,

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.text import Text
 
+from autotune.formatting import why_faster_text
 from autotune.metrics import Metric
 from autotune.tui import format as fmt
 from autotune.daemon.queue import QueuePlace
@@ -15,7 +16,7 @@ from autotune.tui.widgets.text_pane import TextPane
 
 class StudyHeader(TextPane):
     DEFAULT_CSS = """
-    StudyHeader { height: 2; padding: 0 1; background: $panel; }
+    StudyHeader { height: auto; max-height: 3; padding: 0 1; background: $panel; }
     """
 
     def show(self, summary: dict[str, Any], queue: QueuePlace | None = None, waiting: str | None = None) -> None:
@@ -59,4 +60,17 @@ class StudyHeader(TextPane):
         second.append(f"  elapsed {fmt.seconds(summary.get('elapsed'))}")
         if summary.get("eta") is not None:
             second.append(f"  ETA {fmt.seconds(summary['eta'])}")
-        self.set(Text("\n", no_wrap=True, overflow="ellipsis").join([first, second]))
+        lines = [first, second]
+        third = Text()
+        noise = summary.get("noise") or {}
+        if noise.get("margin") is not None:
+            third.append(f"noise ±{noise['margin']:.0%}", style="yellow" if noise.get("noisy") else "dim")
+            if noise.get("noisy"):
+                third.append(f" hides differences below {fmt.ratio(1 + noise['margin'])}", style="yellow")
+        why = why_faster_text(summary.get("why_faster"))
+        if why:
+            third.append(("  " if third else "") + "why faster: ", style="bold")
+            third.append(" · ".join(why))
+        if third:
+            lines.append(third)
+        self.set(Text("\n", no_wrap=True, overflow="ellipsis").join(lines))

@@ -1,0 +1,56 @@
+"""What a study decides around its trials: threads that fit a trial, the real run's length the
+projection scales to, and the path "why it is faster" walks from the baseline to the best."""
+
+from __future__ import annotations
+
+import pytest
+
+from autotune.errors import UsageError
+from autotune.spec import StudySpec
+from autotune.storage.local import Store
+from autotune.study.ablation import knob_steps
+from autotune.study.prepare import prepare
+from autotune.study.runner import StudyRunner
+
+
+@pytest.fixture
+def runner() -> StudyRunner:
+    return StudyRunner(prepare(StudySpec(name="choices", workload="digits", device="cpu", confirm=0)), Store())
+
+
+def test_threads_the_search_does_not_set_fit_the_trial(runner: StudyRunner) -> None:
+    cores = runner.p.hardware.cpu_count
+    # DataLoader workers need cores too: a trial's threads are its share less its workers
+    assert runner.fit_threads({"workers": 1})["threads"] == max(1, cores - 1)
+    assert runner.fit_threads({"workers": cores + 3})["threads"] == 1
+    assert runner.fit_threads({"batch_size": 128})["threads"] == cores  # the baseline's 0 workers
+    # threads the search sets are its own
+    assert runner.fit_threads({"threads": 2, "workers": 1}) == {"threads": 2, "workers": 1}
+    runner.spec.workers = 2  # two trials side by side split the cores
+    assert runner.fit_threads({"workers": 0})["threads"] == max(1, cores // 2)
+
+
+def test_the_projection_scales_to_the_real_run_length() -> None:
+    assert StudySpec(name="s", budget={"epochs": 5}, run_epochs=90).run_scale == 18.0
+    assert StudySpec(name="s", budget={"epochs": 5}).run_scale == 1.0
+    with pytest.raises(UsageError, match="--run-epochs needs an epochs budget"):
+        StudySpec(name="s", budget={"steps": 100}, run_epochs=90).validate()
+    with pytest.raises(UsageError, match="positive number of epochs"):
+        StudySpec(name="s", run_epochs=0).validate()
+
+
+def test_the_path_changes_one_knob_at_a_time_in_apply_order(runner: StudyRunner) -> None:
+    start = dict(runner.baseline)
+    end = {**start, "batch_size": 256, "optimizer": "adam", "beta2": 0.99, "weight_decay": 1e-4,
+           "learning_rate": 0.003, "workers": 1}
+    end.pop("momentum", None)  # inactive with adam
+    steps = knob_steps(runner, start, end)
+    names = [knob for knob, _ in steps]
+    assert set(names) == {"batch_size", "optimizer", "learning_rate", "workers"}
+    order = list(runner.p.registry.knobs)
+    assert names == sorted(names, key=order.index)  # the order knobs are applied in
+    changes = dict(steps)
+    # a knob moves with its sub-settings; what the best leaves out (momentum) is not a step
+    assert changes["optimizer"] == {"optimizer": "adam", "beta2": 0.99, "weight_decay": 1e-4}
+    assert changes["batch_size"] == {"batch_size": 256}
+    assert knob_steps(runner, start, dict(start)) == []
