@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/autotune study start --name "${1:-demo}" --space quick --n-trials 12 --no-tui
+.venv/bin/autotune study start --name "${1:-demo}" --workload tinylm --space demo --budget-epochs 1 --n-trials 12 --no-tui "${@:2}"

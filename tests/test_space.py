@@ -68,10 +68,10 @@ def sample(space, n_trials: int = 30) -> list[dict]:
 
 
 def test_bundled_names():
-    assert bundled_names() == ["cpu", "default", "gpu", "quick"]
+    assert bundled_names() == ["cpu", "default", "demo", "gpu", "quick"]
 
 
-@pytest.mark.parametrize("name", ["default", "cpu", "gpu", "quick"])
+@pytest.mark.parametrize("name", ["default", "cpu", "gpu", "quick", "demo"])
 def test_bundled_space_loads_and_resolves_on_cpu(name, registry, hardware, digits_workload):
     space = load_space(name, registry, hardware)
     assert space.source == f"bundled:{name}"
@@ -177,7 +177,7 @@ def test_missing_file_and_unknown_bundled_name(tmp_path, registry, hardware):
     missing = str(tmp_path / "nope.toml")
     assert space_error(missing, registry, hardware) == f"search space {missing}: file not found"
     message = space_error("fastest", registry, hardware)
-    assert message.startswith("unknown search space 'fastest' (bundled: cpu, default, gpu, quick;")
+    assert message.startswith("unknown search space 'fastest' (bundled: cpu, default, demo, gpu, quick;")
 
 
 def test_unavailable_knob_in_space_is_excluded_not_an_error(tmp_path, registry, hardware):
