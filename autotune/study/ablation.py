@@ -13,15 +13,13 @@ not alone.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial
 
-from autotune.run.projection import measured_time
-from autotune.run.trial_process import launch
 from autotune.settings import settings_index
 from autotune.statuses import RunStatus
+from autotune.study.reruns import real_value, rerun
 
 if TYPE_CHECKING:
     from autotune.study.runner import StudyRunner
@@ -31,18 +29,20 @@ def knob_steps(runner: "StudyRunner", start: dict[str, Any], end: dict[str, Any]
     """The knobs whose settings differ between `start` and `end`, in apply order, each with the
     settings it takes from `end`."""
     index = settings_index(runner.p.registry, runner.p.hardware)
-    steps: dict[str, dict[str, Any]] = {}
-    for key in sorted(set(start) | set(end), key=lambda k: _order(runner, index, k)):
-        if key in end and start.get(key) != end[key]:
-            knob = index[key][0].name if key in index else key
-            steps.setdefault(knob, {})[key] = end[key]
-    return list(steps.items())
-
-
-def _order(runner: "StudyRunner", index: dict[str, Any], key: str) -> tuple[int, str]:
     names = list(runner.p.registry.knobs)
-    knob = index[key][0].name if key in index else key
-    return (names.index(knob) if knob in names else len(names), key)
+
+    def knob_of(key: str) -> str:
+        return index[key][0].name if key in index else key
+
+    def order(key: str) -> tuple[int, str]:
+        knob = knob_of(key)
+        return (names.index(knob) if knob in names else len(names), key)
+
+    steps: dict[str, dict[str, Any]] = {}
+    for key in sorted(set(start) | set(end), key=order):
+        if key in end and start.get(key) != end[key]:
+            steps.setdefault(knob_of(key), {})[key] = end[key]
+    return list(steps.items())
 
 
 def ablation_path(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial, confirmation: dict[str, Any]) -> dict[str, Any] | None:
@@ -64,19 +64,8 @@ def ablation_path(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTria
         else:
             runner.events.emit("explaining", f"why it is faster: step {i + 1}/{len(steps) - 1} ({knob})",
                                step=i + 1, of=len(steps) - 1, knob=knob)
-            request = runner.request(dict(current), False, str(runner.logs_dir / f"ablation-{i}.log"))
-            request.options = dataclasses.replace(
-                request.options, seed=(spec.seed or 0) + 2000 + i, target=runner.target,
-                stop_at_target=objective.stop_at_target,
-            )
-            with runner.lease() as gpus:
-                runner.use_gpus(request, gpus)
-                outcome = launch(request)
-            result = outcome.result or {}
-            status = outcome.status
-            value = None
-            if status == RunStatus.OK:
-                value = measured_time(result) if objective.name == "time-to-accuracy" else objective.values(result)
+            outcome, result = rerun(runner, current, (spec.seed or 0) + 2000 + i, f"ablation-{i}.log")
+            value, status = real_value(runner, outcome, result), outcome.status
         ratio = objective.speedup(value, previous) if value and previous else None
         path.append({"knob": knob, "from": {k: start.get(k) for k in changes}, "to": changes, "value": value,
                      "status": status, "ratio": ratio})

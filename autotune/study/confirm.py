@@ -3,17 +3,15 @@ confirmation), and the report `study start` prints and returns."""
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.study.ablation import ablation_path
+from autotune.study.reruns import real_value, rerun
 from autotune.intervals import MIN_COVERAGE, median_interval
 from autotune.metrics import Metric
-from autotune.run.projection import measured_time
-from autotune.run.trial_process import launch
 from autotune.statuses import TRIAL_METRICS, RunStatus
 from autotune.storage.results import trial_counts
 from autotune.storage.trial_row import row_from_frozen
@@ -31,17 +29,8 @@ def confirm_best(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial
         for label, trial in (("baseline", baseline), ("best", best)):
             runner.events.emit("confirming", f"confirming: {label} run {i + 1}/{spec.confirm}",
                                which=label, run=i + 1, of=spec.confirm)
-            request = runner.request(trial.user_attrs["settings"], False, str(runner.logs_dir / f"confirm-{label}-{i}.log"))
-            request.options = dataclasses.replace(
-                request.options, seed=pair["seed"], target=runner.target, stop_at_target=objective.stop_at_target,
-            )
-            with runner.lease() as gpus:
-                runner.use_gpus(request, gpus)
-                outcome = launch(request)
-            result = outcome.result or {}
-            value = None
-            if outcome.status == RunStatus.OK and not objective.multi:
-                value = measured_time(result) if objective.name == "time-to-accuracy" else objective.values(result)
+            outcome, result = rerun(runner, trial.user_attrs["settings"], pair["seed"], f"confirm-{label}-{i}.log")
+            value = real_value(runner, outcome, result)
             pair[label] = {"status": outcome.status, "value": value, **{k: result.get(k) for k in (
                 "throughput", "metric_value", "val_accuracy", "time_to_target", "projected_time_to_target",
                 "setup_time", "peak_memory_bytes")}}
@@ -104,17 +93,10 @@ def playoff(runner: "StudyRunner", best: FrozenTrial, report: dict[str, Any]) ->
     for i, trial in enumerate(tied):
         runner.events.emit("confirming", f"choosing among trials tied within the noise: trial {trial.number}",
                            which=f"trial {trial.number}", run=i + 1, of=len(tied))
-        request = runner.request(trial.user_attrs["settings"], False, str(runner.logs_dir / f"playoff-{trial.number}.log"))
-        request.options = dataclasses.replace(
-            request.options, seed=(spec.seed or 0) + 500 + i, target=runner.target, stop_at_target=objective.stop_at_target,
-        )
-        with runner.lease() as gpus:
-            runner.use_gpus(request, gpus)
-            outcome = launch(request)
-        result = outcome.result or {}
-        value = None
-        if outcome.status == RunStatus.OK:
-            value = objective.values(result)
+        outcome, result = rerun(runner, trial.user_attrs["settings"], (spec.seed or 0) + 500 + i,
+                                f"playoff-{trial.number}.log")
+        # projected, like the search values it is averaged with
+        value = objective.values(result) if outcome.status == RunStatus.OK else None
         rows.append({"number": trial.number, "search_value": trial.value, "rerun_value": value})
     sign = 1.0 if objective.directions[0] == "minimize" else -1.0
 
@@ -154,10 +136,10 @@ def build_report(runner: "StudyRunner", confirm: bool = True) -> dict[str, Any]:
     if objective.multi:
         report["pareto_front"] = [trial_summary(t) for t in study.best_trials]
         return report
-    report["noise"] = noise(runner, trials, baseline, None)
     best = runner.best_trial()
     if best is None:
         report["best"] = None
+        report["noise"] = noise(runner, trials, baseline, None)
         return report
     report["best"] = trial_summary(best)
     if baseline is not None and baseline.state == TrialState.COMPLETE and baseline.value:

@@ -203,6 +203,11 @@ class StudyRunner:
             request.env.update(gpus)
             request.device = "cuda"
 
+    @property
+    def parallel(self) -> int:
+        """How many trials run side by side."""
+        return max(self.spec.workers, self.devices.capacity if self.devices is not None else 1)
+
     def fit_threads(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """A searched trial's settings with threads that fit it, where the search does not set
         them: its share of the cores (trials running side by side split them) less its
@@ -210,17 +215,15 @@ class StudyRunner:
         baseline keeps its recipe (torch's default: every core)."""
         if self.p.hardware.device_type != "cpu" or "threads" not in self.p.registry.knobs or "threads" in overrides:
             return overrides
-        parallel = max(self.spec.workers, self.devices.capacity if self.devices is not None else 1)
-        share = max(1, self.p.hardware.cpu_count // parallel)
+        share = max(1, self.p.hardware.cpu_count // self.parallel)
         workers = int(overrides.get("workers", self.baseline.get("workers", 0)) or 0)
         return {**overrides, "threads": max(1, share - workers)}
 
     def request(self, overrides: dict[str, Any], is_baseline: bool, log_path: str) -> TrialRequest:
         threads = None
-        parallel = max(self.spec.workers, self.devices.capacity if self.devices is not None else 1)
-        if parallel > 1 and self.p.hardware.device_type == "cpu":
+        if self.parallel > 1 and self.p.hardware.device_type == "cpu":
             # Trials running side by side split the cores instead of each taking them all.
-            threads = max(1, self.p.hardware.cpu_count // parallel)
+            threads = max(1, self.p.hardware.cpu_count // self.parallel)
             if "threads" in self.p.registry.knobs:
                 overrides = {**overrides, "threads": min(int(overrides.get("threads", threads)), threads)}
         options = RunOptions(

@@ -1,0 +1,37 @@
+"""One configuration trained again after the search, with a fresh seed, to the study's target:
+the run that confirmation, the playoff among tied leaders and the "why it is faster" path are
+made of."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from autotune.run.projection import measured_time
+from autotune.run.trial_process import TrialOutcome, launch
+from autotune.statuses import RunStatus
+
+if TYPE_CHECKING:
+    from autotune.study.runner import StudyRunner
+
+
+def rerun(runner: "StudyRunner", settings: dict[str, Any], seed: int, log_name: str) -> tuple[TrialOutcome, dict[str, Any]]:
+    """Train `settings` once with `seed`, stopping at the target as trials do; the outcome and
+    its result (empty when the run gave none)."""
+    request = runner.request(dict(settings), False, str(runner.logs_dir / log_name))
+    request.options = dataclasses.replace(
+        request.options, seed=seed, target=runner.target, stop_at_target=runner.objective.stop_at_target,
+    )
+    with runner.lease() as gpus:
+        runner.use_gpus(request, gpus)
+        outcome = launch(request)
+    return outcome, outcome.result or {}
+
+
+def real_value(runner: "StudyRunner", outcome: TrialOutcome, result: dict[str, Any]) -> float | None:
+    """A re-run's value as measured, not projected: for time-to-accuracy the real time to target
+    end to end (autotune.run.projection.measured_time); None when it failed or missed."""
+    objective = runner.objective
+    if outcome.status != RunStatus.OK or objective.multi:
+        return None
+    return measured_time(result) if objective.name == "time-to-accuracy" else objective.values(result)
