@@ -42,7 +42,9 @@ def test_warmup_faster_than_steady_steps_costs_nothing_once() -> None:
 
 
 @pytest.mark.parametrize(("factory", "target", "metric", "direction", "budget"), [
-    (digits, 0.5, "accuracy", "maximize", Budget(epochs=2)),
+    # targets some dozens of steps away: a projection from three steady steps is at the mercy
+    # of one scheduler hiccup on a shared machine, which is noise, not the model being wrong
+    (digits, 0.9, "accuracy", "maximize", Budget(epochs=4)),
     (tinylm, 3.6, "val_loss", "minimize", Budget(steps=60)),
 ], ids=["digits", "tinylm"])
 def test_the_projection_matches_the_measured_time_to_target(factory, target, metric, direction, budget) -> None:  # noqa: ANN001
@@ -55,6 +57,7 @@ def test_the_projection_matches_the_measured_time_to_target(factory, target, met
     assert result.status == "ok", result.error
     measured = measured_time(result.to_dict())
     assert measured is not None and result.projected_time_to_target is not None, "the target was not reached"
+    assert len(result.curve) >= 3, "too few validations to test a projection"
     assert result.projected_time_to_target == pytest.approx(measured, rel=0.25)
     assert set(result.one_time) == {"setup", "warmup"} and result.step_time > 0
     # every validation reports the projection so far, growing with the steps trained
