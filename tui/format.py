@@ -1,4 +1,5 @@
-"""The UI's formats: colours and short labels on top of autotune.formatting (numbers and units)."""
+"""The UI's formats: colours and short labels on top of autotune.formatting (numbers and units,
+shared with the CLI). Nothing here decides digits or units."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ from typing import Any
 
 from rich.text import Text
 
-from autotune.formatting import nbytes, number, ratio, seconds
+from autotune.formatting import (
+    metric, metric_label, nbytes, number, objective_unit, objective_value, objective_values, percent, rate,
+    ratio, seconds, setting,
+)
 
-__all__ = ["compact_settings", "nbytes", "number", "objective_value", "objective_values", "ratio", "seconds",
-           "state", "study_state"]
+__all__ = ["compact_settings", "metric", "metric_label", "nbytes", "number", "objective_unit", "objective_value",
+           "objective_values", "percent", "rate", "ratio", "seconds", "setting", "state", "study_state"]
 
 STATE_STYLES = {
     "COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "bold cyan", "WAITING": "dim",
 }
 STUDY_STATE_STYLES = {
-    "running": "bold cyan", "paused": "yellow", "stopping": "yellow", "queued": "dim",
+    "running": "bold cyan", "paused": "yellow", "stopping": "yellow", "queued": "bold yellow",
     "finished": "green", "stopped": "dim", "failed": "red",
 }
 # Short labels for settings in the trials table; unknown settings keep their name.
@@ -35,7 +39,8 @@ def study_state(name: str | None) -> Text:
 
 
 def compact_settings(params: dict[str, Any]) -> str:
-    """bs=256 adamw lr=0.003 bf16 w=2 cl: the searched settings, short (true flags by name)."""
+    """bs=256 adamw lr=0.003 bf16 w=2 cl b2=0.999: the searched settings, short (true flags by
+    name), each value with the digits that tell it apart (autotune.formatting.setting)."""
     parts = []
     for key, value in params.items():
         label = SHORT.get(key, key)
@@ -43,27 +48,6 @@ def compact_settings(params: dict[str, Any]) -> str:
             if value:
                 parts.append(label or key)
             continue
-        shown = number(value, 2) if isinstance(value, float) else str(value)
+        shown = setting(value)
         parts.append(f"{label}={shown}" if label else shown)
     return " ".join(parts)
-
-
-def objective_value(objective: str | None, value: float | None) -> str:
-    if value is None:
-        return "-"
-    if objective == "time-to-accuracy":
-        return seconds(value)
-    if objective == "throughput":
-        return f"{number(value)}/s"
-    return number(value)
-
-
-def objective_values(objective: str | None, values: list[float] | None) -> str:
-    """One trial's objective value(s): 3.1s, 5,120/s, or acc 0.97 · 5,120/s · 143 MiB."""
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return objective_value(objective, values[0])
-    if objective == "pareto" and len(values) == 3:
-        return f"acc {number(values[0], 3)} · {number(values[1])}/s · {nbytes(values[2])}"
-    return " / ".join(number(v, 3) for v in values)
