@@ -142,7 +142,7 @@ def test_no_tui_studies_show_the_running_trial_on_a_terminal(tmp_path) -> None: 
     assert proc.wait(timeout=300) == 0
     os.close(master)
     screen = b"".join(chunks).decode("utf-8", "replace")
-    assert re.search(r"\r\x1b\[K  trial 0: \d+%, step \d+/23, [\d,]+ samples/s, [\d.]+ s of training", screen), screen[-2000:]
+    assert re.search(r"\r\x1b\[K  trial 0: [\d.]+%, step \d+/23, [\d,.]+ samples/s, [\dms.]+ of training", screen), screen[-2000:]
     assert re.search(r"\r\x1b\[K\[  1/1\] trial 0 ", screen)  # the finished line replaces it
     # piped (not a terminal), progress writes nothing
     import io

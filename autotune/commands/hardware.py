@@ -21,12 +21,13 @@ def hardware(as_json: bool, device: str | None) -> None:
     if as_json:
         echo_json(hw.to_dict())
         return
-    gib = 1024**3
+    from autotune.formatting import nbytes
+
     click.echo(f"device      {hw.device_type} ({hw.device_name}) x{hw.device_count}")
     if hw.gpu_memory_bytes:
-        click.echo(f"gpu memory  {hw.gpu_memory_bytes / gib:.1f} GiB")
+        click.echo(f"gpu memory  {nbytes(hw.gpu_memory_bytes)}")
     click.echo(f"cpu         {hw.cpu_name}, {hw.cpu_count} cores")
-    click.echo(f"memory      {hw.memory_bytes / gib:.1f} GiB")
+    click.echo(f"memory      {nbytes(hw.memory_bytes)}")
     click.echo(f"torch       {hw.torch_version}")
     click.echo(f"precisions  {', '.join(hw.precisions)}")
     for key, note in hw.notes.items():

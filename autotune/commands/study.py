@@ -147,7 +147,8 @@ def _run_foreground(
                 click.echo(note, err=True)
             return
     spec.workers = fitted["workers"]  # not before: a study handed to the daemon keeps the asked count
-    runner = StudyRunner(prepared, store, listeners=[LineReporter(quiet=as_json)], devices=fitted["pool"])
+    runner = StudyRunner(prepared, store, listeners=[LineReporter(quiet=as_json, objective=spec.objective)],
+                         devices=fitted["pool"])
     install_signal_handlers()
     try:
         runner.open()
@@ -255,13 +256,14 @@ def list_cmd(storage: str | None, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from autotune.formatting import plain
+    from autotune.formatting import objective_value
 
     table = Table("NAME", "STATUS", "TRIALS", "OBJECTIVE", "BEST", "WORKLOAD", box=None, pad_edge=False)
     table.columns[2].justify = table.columns[4].justify = "right"
     for o in out:
         table.add_row(o["name"], o["status"], f"{o['done']}/{o['n_trials'] or '?'}", o["objective"] or "-",
-                      plain(o["best"]) if isinstance(o["best"], (int, float)) else "-", o["workload"] or "-")
+                      objective_value(o["objective"], o["best"]) if isinstance(o["best"], (int, float)) else "-",
+                      o["workload"] or "-")
     Console(highlight=False, soft_wrap=True).print(table)
 
 
@@ -314,10 +316,13 @@ def best(name: str, storage: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(out[0] if len(out) == 1 else out)
         return
+    from autotune.formatting import objective_values
+
+    objective = (st.user_attrs.get("autotune") or {}).get("objective")
     for o in out:
-        click.echo(f"trial {o['number']}: {', '.join(f'{v:.4g}' for v in o['values'])}")
+        click.echo(f"trial {o['number']}: {objective_values(objective, o['values'])}")
         for k, v in o["settings"].items():
-            click.echo(f"  {k} = {v}")
+            click.echo(f"  {k} = {v}")  # exact: this is what a user copies
 
 
 @study.command("export")

@@ -9,12 +9,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from autotune.formatting import plain as _v
+from autotune.formatting import (
+    load, metric as _metric, metric_label, nbytes, objective_value, objective_values, percent, plain as _v, rate,
+    ratio, ratio_range, seconds, validation, why_faster_text,
+)
+from autotune.formatting import settings_text as _settings
 from autotune.metrics import Metric, metric_value
 from autotune.intervals import MIN_COVERAGE
 from autotune.storage.results import confirmed
-from autotune.formatting import settings_text as _settings
-from autotune.formatting import why_faster_text
 from autotune.study.events import TRIAL_FINISHED, StudyEvent
 
 STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
@@ -23,9 +25,11 @@ STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
 class LineReporter:
     """A study listener (autotune.study.events): one line per finished trial, to stderr."""
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, objective: str | None = None) -> None:
+        """`objective`: the study's, so values are shown in its units (3.2s, 5,120 samples/s)."""
         self.console = Console(stderr=True, highlight=False)
         self.quiet = quiet
+        self.objective = objective
         self.live_line = False  # a progress line is on screen, to be overwritten
 
     def __call__(self, event: StudyEvent) -> None:
@@ -43,8 +47,8 @@ class LineReporter:
             style = STATE_STYLE.get(state, "white")
             tag = " baseline" if data.get("baseline") else ""
             best = " [bold]new best[/]" if data.get("new_best") else ""
-            value = _v(data["value"]) if state == "COMPLETE" else (data.get("reason") or "")
-            duration = f"{data['duration']:.1f}s" if data.get("duration") else "-"
+            value = _value(self.objective, data["value"]) if state == "COMPLETE" else (data.get("reason") or "")
+            duration = seconds(data.get("duration"))
             settings = _settings(data["settings"], data.get("searched") or _KEYS)
             # reasons and settings are text, not markup: "[enforce fail at ...]" must stay
             self.console.print(
@@ -65,11 +69,33 @@ class LineReporter:
         if not self.console.is_terminal:
             return
         steps = f"step {data['step']}" + (f"/{data['total_steps']}" if data.get("total_steps") else "")
-        line = (f"  trial {data['number']}: {data['fraction']:.0%}, {steps}, {data['samples_per_s']:,.0f} samples/s, "
-                f"{data['train_time']:.1f} s of training")
+        line = (f"  trial {data['number']}: {percent(data['fraction'])}, {steps}, {rate(data['samples_per_s'])}, "
+                f"{seconds(data['train_time'])} of training")
         self.console.file.write("\r\x1b[K" + line[: max(10, self.console.width - 1)])
         self.console.file.flush()
         self.live_line = True
+
+
+def _value(objective: str | None, value: Any) -> str:
+    """An objective value (or a Pareto trial's values) in the objective's units."""
+    if isinstance(value, (list, tuple)):
+        return objective_values(objective, value)
+    return objective_value(objective, value) if isinstance(value, (int, float)) else _v(value)
+
+
+def _summary_value(summary: dict[str, Any], key: str, value: Any) -> str:
+    """A `study show` summary field in its unit: times in seconds, speedups as ratios."""
+    if value is None:
+        return "-"
+    if key in ("elapsed", "eta", "mean_trial_seconds"):
+        return seconds(value)
+    if key in ("speedup", "confirmed_speedup"):
+        return ratio(value)
+    if key == "confirmed_range":
+        return ratio_range(*value)
+    if key in ("best_value", "best_values"):
+        return _value(summary.get("objective"), value)
+    return _v(value)
 
 
 def oversubscribed(settings: dict[str, Any], cores: int | None) -> str | None:
@@ -86,13 +112,13 @@ def interval_text(conf: dict[str, Any]) -> str:
     low, high = conf["interval"]
     if conf["coverage"] < MIN_COVERAGE:
         return f"{conf['valid_pairs']} paired re-run(s): too few to bound it"
-    return f"its {conf['coverage']:.0%} interval {low:.2f}-{high:.2f}x"
+    return f"its {percent(conf['coverage'])} interval {ratio_range(low, high)}"
 
 
 def print_notes(console: Console, notes: dict[str, Any] | None, title: str = "knob notes") -> None:
     """What the knobs recorded of what they did (TrainingPlan.notes)."""
     if notes:
-        console.print(f"[bold]{title}[/]: " + escape("; ".join(f"{k}: {v}" for k, v in notes.items())))
+        console.print(f"[bold]{title}[/]: " + escape("; ".join(f"{k}: {_v(v)}" for k, v in notes.items())))
 
 
 def print_why_faster(console: Console, path: dict[str, Any] | None) -> None:
@@ -110,18 +136,18 @@ def print_noise(console: Console, report: dict[str, Any], conf: dict[str, Any] |
     if not noise:
         return
     margin = noise["margin"]
-    load = noise.get("load_avg")
-    where = f" (load average {load:.1f} on {report.get('cpu_count')} cores)" if load is not None else ""
+    load_avg = noise.get("load_avg")
+    where = f" (load average {load(load_avg)} on {report.get('cpu_count')} cores)" if load_avg is not None else ""
     if noise.get("noisy"):
         shown = conf.get("speedup_median") if conf else None
         console.print(
-            f"[yellow]noisy machine[/]: run-to-run noise +/-{margin:.0%}{where} hides differences below "
-            f"{1 + margin:.2f}x" + (f" (the speedup found is {shown:.2f}x)" if shown else "")
+            f"[yellow]noisy machine[/]: run-to-run noise +/-{percent(margin)}{where} hides differences below "
+            f"{ratio(1 + margin)}" + (f" (the speedup found is {ratio(shown)})" if shown else "")
             + "; run it on an idle machine, or with more re-runs (--confirm 5)"
         )
     else:
         how = "the baseline's re-runs" if noise.get("source") == "re-runs" else "the baseline's steps"
-        console.print(f"[dim]noise: +/-{margin:.0%} ({how}){where}[/]")
+        console.print(f"[dim]noise: +/-{percent(margin)} ({how}){where}[/]")
 
 
 _KEYS = ["batch_size", "optimizer", "learning_rate", "precision", "workers", "channels_last",
@@ -146,10 +172,10 @@ def print_report(report: dict[str, Any]) -> None:
             f"stronger one"
         )
     if "pareto_front" in report:
-        table = Table("trial", metric.name, "throughput", "peak memory MiB", "settings", title="Pareto front")
+        table = Table("trial", metric.name, "throughput", "peak memory", "settings", title="Pareto front")
         for t in report["pareto_front"]:
             acc, thr, mem = t["value"]
-            table.add_row(str(t["number"]), _v(acc), _v(thr, 5), _v(mem / 2**20, 5), _settings(t["settings"], _KEYS))
+            table.add_row(str(t["number"]), validation(acc), rate(thr), nbytes(mem), _settings(t["settings"], _KEYS))
         console.print(table)
         return
     best, base = report.get("best"), report.get("baseline")
@@ -158,25 +184,23 @@ def print_report(report: dict[str, Any]) -> None:
         return
     table = Table("", "baseline" + (f" (trial {base['number']})" if base else ""), f"best (trial {best['number']})",
                   title="baseline vs best")
-    table.add_row("objective", _v(base["value"]) if base else "-", _v(best["value"]))
-    for key, label, scale in (
-        ("projected_time_to_target", "projected to target (s)", 1.0),
-        ("time_to_target", "trained to target (s)", 1.0), ("step_time", "steady step (ms)", 1000.0),
-        ("setup_time", "set-up (s)", 1.0), ("throughput", "throughput (samples/s)", 1.0),
-        ("metric_value", metric.describe(), 1.0), ("step_time_p50", "step p50 (ms)", 1000.0),
-        ("data_wait_fraction", "data wait", 1.0), ("peak_memory_bytes", "peak memory (MiB)", 1 / 2**20),
-    ):
+    objective = report.get("objective")
+    table.add_row("objective", _value(objective, base["value"]) if base else "-", _value(objective, best["value"]))
+    for key in ("projected_time_to_target", "time_to_target", "step_time", "setup_time", "throughput",
+                "metric_value", "step_time_p50", "data_wait_fraction", "peak_memory_bytes"):
+        label = metric.describe() if key == "metric_value" else metric_label(key)
         b = base["metrics"].get(key) if base else None
         t = best["metrics"].get(key)
-        table.add_row(label, _v(b * scale if b is not None else None), _v(t * scale if t is not None else None))
+        table.add_row(label, _metric(key, b), _metric(key, t))
     console.print(table)
     console.print("[bold]best configuration[/]: " + _settings(best["settings"]))
     playoff = report.get("playoff")
     if playoff:
         console.print(
-            f"chosen by re-running the {len(playoff['contenders'])} trials within the noise (+{playoff['margin']:.0%}) "
+            f"chosen by re-running the {len(playoff['contenders'])} trials within the noise (+{percent(playoff['margin'])}) "
             "of the best once each: " + "; ".join(
-                f"trial {c['number']} {_v(c['search_value'])} then {_v(c['rerun_value'])}" for c in playoff["contenders"]
+                f"trial {c['number']} {_value(objective, c['search_value'])} then {_value(objective, c['rerun_value'])}"
+                for c in playoff["contenders"]
             ) + f" -> trial {playoff['number']}"
         )
     crowded = oversubscribed(best["settings"], report.get("cpu_count"))
@@ -192,7 +216,7 @@ def print_report(report: dict[str, Any]) -> None:
            if report.get("objective") == "time-to-accuracy" else "the run gave no value")
     if conf and conf.get("speedup_median") is not None and not confirmed(conf):
         console.print(
-            f"[yellow]speedup {conf['speedup_median']:.2f}x not confirmed[/]: "
+            f"[yellow]speedup {ratio(conf['speedup_median'])} not confirmed[/]: "
             + (f"{interval_text(conf)} includes 1.00x over {conf['valid_pairs']} of {conf['repeats']} paired "
                f"re-runs of best and baseline" if conf["coverage"] >= MIN_COVERAGE else
                f"{conf['valid_pairs']} of {conf['repeats']} paired re-runs gave a ratio, too few to bound it "
@@ -201,8 +225,8 @@ def print_report(report: dict[str, Any]) -> None:
         )
     elif conf and conf.get("speedup_median") is not None:
         console.print(
-            f"[bold green]confirmed speedup {conf['speedup_median']:.2f}x[/] "
-            f"(min {conf['speedup_min']:.2f}x, max {conf['speedup_max']:.2f}x over "
+            f"[bold green]confirmed speedup {ratio(conf['speedup_median'])}[/] "
+            f"(min {ratio(conf['speedup_min'])}, max {ratio(conf['speedup_max'])} over "
             f"{conf['valid_pairs']} of {conf['repeats']} paired re-runs of best and baseline"
             + (f"; {interval_text(conf)})" if conf.get("interval") else ")")
         )
@@ -213,7 +237,7 @@ def print_report(report: dict[str, Any]) -> None:
                 f"of {conf['repeats']} each ({why})"
             )
     elif report.get("speedup_in_search"):
-        console.print(f"speedup during the search: {report['speedup_in_search']:.2f}x (not confirmed)")
+        console.print(f"speedup during the search: {ratio(report['speedup_in_search'])} (not confirmed)")
         if missed:
             # confirmation ran, yet no pair had a value on both sides: say so, it is the finding
             hint = ("the best may have been a lucky seed: try `--confirm 5`, or a budget with more epochs"
@@ -225,7 +249,7 @@ def print_report(report: dict[str, Any]) -> None:
             )
     if conf and conf.get("projection"):
         console.print("projected vs measured in the re-runs: " + "; ".join(
-            f"{label} {_v(p['projected'])} s vs {_v(p['measured'])} s ({p['error']:+.0%})"
+            f"{label} {seconds(p['projected'])} vs {seconds(p['measured'])} ({'+' if p['error'] >= 0 else ''}{percent(p['error'])})"
             for label, p in conf["projection"].items()
         ))
     print_why_faster(console, report.get("why_faster"))
@@ -237,7 +261,8 @@ def print_report(report: dict[str, Any]) -> None:
 def print_show(data: dict[str, Any]) -> None:
     console = Console(highlight=False)
     s = data["summary"]
-    console.print(" ".join(f"[bold]{k}[/]={escape(_v(v))}" for k, v in s.items() if not isinstance(v, dict)))
+    console.print(" ".join(f"[bold]{k}[/]={escape(_summary_value(s, k, v))}" for k, v in s.items()
+                           if not isinstance(v, dict)))
     metric = Metric.from_dict(s.get("metric_info"))
     table = Table("#", "state", "value", "throughput", metric.name, "duration", "reason / settings")
     for t in data["trials"]:
@@ -246,16 +271,16 @@ def print_show(data: dict[str, Any]) -> None:
         table.add_row(
             # Optuna gives pruned trials their last intermediate value; it is not a result.
             str(t["number"]), t.get("state", "?"),
-            _v(t.get("value", t.get("values"))) if t.get("state") == "COMPLETE" else "-",
-            _v(metrics.get("throughput"), 5), _v(metric_value(metrics, metric.name), 4),
-            f"{dur:.1f}s" if isinstance(dur, (int, float)) else "-",
+            objective_values(s.get("objective"), t.get("values")) if t.get("state") == "COMPLETE" else "-",
+            _metric("throughput", metrics.get("throughput")), validation(metric_value(metrics, metric.name)),
+            seconds(dur) if isinstance(dur, (int, float)) else "-",
             Text(t.get("reason") or _settings(t.get("settings", {}), _KEYS)),  # text, not markup
         )
     console.print(table)
     if data.get("importances"):
         console.print("[bold]parameter importances[/]")
         for name, value in data["importances"].items():
-            console.print(f"  {name:<16} {'#' * int(round(value * 40)):<40} {value:.2f}")
+            console.print(f"  {name:<16} {'#' * int(round(value * 40)):<40} {percent(value)}")
     if data.get("pareto_front"):
         console.print(f"Pareto front: trials {', '.join(map(str, data['pareto_front']))}")
     best = next((t for t in data["trials"] if t["number"] == s.get("best_number")), None)
@@ -264,6 +289,6 @@ def print_show(data: dict[str, Any]) -> None:
     conf = data.get("confirmation")
     if conf and conf.get("speedup_median") is not None:
         verdict = "confirmed speedup" if confirmed(conf) else "speedup not confirmed:"
-        console.print(f"{verdict} {conf['speedup_median']:.2f}x "
-                      f"(min {conf['speedup_min']:.2f}x, max {conf['speedup_max']:.2f}x"
+        console.print(f"{verdict} {ratio(conf['speedup_median'])} "
+                      f"(min {ratio(conf['speedup_min'])}, max {ratio(conf['speedup_max'])}"
                       + (f"; {interval_text(conf)})" if conf.get("interval") else ")"))

@@ -68,8 +68,10 @@ def _best(report: dict[str, Any]) -> str:
     best = report.get("best")
     if not best:
         return "-"
+    from autotune.formatting import objective_value, plain
+
     value = best["value"]
-    shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+    shown = objective_value(report.get("objective"), value) if isinstance(value, float) else plain(value)
     return f"trial {best['number']} = {shown}"
 
 
