@@ -22,6 +22,7 @@ from autotune.storage.trial_row import row_from_frozen
 from autotune.settings import load_config_file
 from autotune.storage.export import run_table
 from autotune.storage.local import Store
+from autotune.tui import format as fmt
 from autotune.tui.app import AutotuneApp
 from autotune.tui.data import Snapshot
 from autotune.tui.demo import DISTRIBUTIONS, build_demo_home, bulk_add_trials, create_demo_study, make_trials
@@ -115,7 +116,7 @@ async def test_enter_opens_study_with_trial_rows(home: Path) -> None:
         assert cells(table, "2")[1] == "pruned" and "error rate" in cells(table, "2")[-1]
         header = str(app.screen.query_one(StudyHeader).content)
         assert "14/40 trials" in header and "time-to-accuracy" in header and "speedup" in header
-        assert "#14" in str(app.screen.query_one("#running-14 Label").content)
+        assert "trial 14:" in str(app.screen.query_one("#running-14 Label").content)
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, StudiesScreen)
@@ -148,11 +149,15 @@ async def test_kill_requests_the_running_trial(home: Path) -> None:
 
 
 async def test_export_writes_best_config(home: Path, tmp_path: Path) -> None:
+    """`e` writes to $AUTOTUNE_HOME/exports/ (not wherever the UI was started) and says where."""
     app = AutotuneApp(study="demo", interval=0.1)
     async with app.run_test(size=SIZE) as pilot:
         await polled(app, pilot)
         await pilot.press("e")
-    path = tmp_path / "demo-best.toml"
+        path = home / "exports" / "demo-best.toml"
+        assert app.screen.exported == path
+        assert any(str(path) in str(n.message) for n in app._notifications)
+    assert not (tmp_path / "demo-best.toml").exists()
     config = load_config_file(path)
     study = reading.open_study(f"sqlite:///{home / 'studies.db'}", "demo")
     best = results.best_row(study)
@@ -171,7 +176,7 @@ async def test_enter_on_trial_opens_details(home: Path) -> None:
         assert row.number == 13
         settings = text(app.screen.query_one("#trial-settings").content)
         for key, value in row.settings.items():
-            assert re.search(rf"{key}( \*)?\s+{re.escape(str(value))}", settings), (key, settings)
+            assert re.search(rf"{key}( \*)?\s+{re.escape(fmt.setting(value))}", settings), (key, settings)
         assert "log tail" in app.screen.query_one("#trial-log").border_title
         await pilot.press("escape")
         await pilot.pause()
@@ -380,7 +385,7 @@ def test_watcher_tells_queued_from_unknown(home: Path) -> None:
         assert snap.errors == {}
         update = snap.study
         assert update.queue is not None and update.queue.describe() == (
-            "2nd in the daemon's queue, behind 'demo' (running)")
+            "2nd in the daemon's queue, behind 'demo' (running), 'second' (queued)")
         assert update.waiting == "waiting for the daemon to start this study"
         assert update.new_rows == [] and update.total_rows == 0 and update.reset
         demo = reading.open_view(f"sqlite:///{home / 'studies.db'}", "demo")
@@ -418,3 +423,101 @@ def test_study_start_says_a_study_is_still_queued(home: Path) -> None:
         assert still_queued_note(store, "later") is None
     finally:
         store.close()
+
+
+async def test_running_trial_details_are_live(home: Path) -> None:
+    """The detail view of the running trial shows its live figures and its log file's tail, and
+    follows them poll by poll."""
+    from autotune.home import study_folder
+
+    logs = home / "logs" / "trials" / study_folder("demo")
+    logs.mkdir(parents=True)
+    (logs / "14.log").write_text("epoch 1/5 loss 0.912\n")
+    app = AutotuneApp(study="demo", interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        await pilot.press("enter")  # the cursor follows the newest trial: the running 14
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, TrialScreen) and screen.row.number == 14
+        live = screen.query_one("#trial-metrics")
+        assert live.border_title == "live (this trial is running)"
+        shown = text(live.content)
+        assert re.search(r"throughput\s+3,120 samples/s", shown) and re.search(r"fraction\s+60%", shown), shown
+        assert re.search(r"peak memory\s+202 MiB", shown), shown
+        assert "epoch 1/5 loss 0.912" in text(screen.query_one("#trial-log-text").content)
+
+        Store().trial_progress("demo", 14, step=112, fraction=0.8, samples_per_s=2950.0)
+        with open(logs / "14.log", "a") as log:
+            log.write("epoch 2/5 loss 0.402\n")
+        await polled(app, pilot, polls=2)
+        shown = text(screen.query_one("#trial-metrics").content)
+        assert re.search(r"step\s+112", shown) and re.search(r"throughput\s+2,950 samples/s", shown), shown
+        assert "epoch 2/5 loss 0.402" in text(screen.query_one("#trial-log-text").content)
+
+
+async def test_finished_study_shows_its_verdict_in_full(home: Path) -> None:
+    """The header names the metric and its direction, the noise and the confirmation; the
+    verdict panel gives the interval, the noise warning and the steps of why it is faster; a
+    finished study never promises importances "after N more" trials."""
+    url = f"sqlite:///{home / 'studies.db'}"
+    study = optuna.load_study(study_name="demo", storage=url)
+    study.set_user_attr("confirmation", {
+        "speedup_median": 2.1, "speedup_min": 1.8, "speedup_max": 2.4, "interval": [1.8, 2.4], "coverage": 0.75,
+        "confirmed": True, "valid_pairs": 3, "repeats": 3, "runs": [{"seed": 1000}]})
+    study.set_user_attr("noise", {"margin": 0.12, "noisy": True, "source": "re-runs", "load_avg": 6.2})
+    study.set_user_attr("why_faster", {"steps": [
+        {"from": {"batch_size": 64}, "to": {"batch_size": 512}, "ratio": 1.6},
+        {"from": {"beta2": 0.9999}, "to": {"beta2": 0.999}, "ratio": 1.3}]})
+    store = Store()
+    store.set_study_status("demo", "finished")
+    store.close()
+    app = AutotuneApp(study="demo", interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        header = str(app.screen.query_one(StudyHeader).content)
+        assert "metric accuracy ↑ (higher is better), target accuracy>=0.94" in header
+        assert "confirmed speedup 2.10x" in header and "noise ±12%: hides differences below 1.12x" in header
+        verdict = app.screen.query_one("#verdict")
+        assert verdict.display
+        shown = " ".join(text(verdict.content).split())
+        assert "confirmation confirmed 2.10x: 75% interval 1.80-2.40x over 3 of 3 paired re-runs" in shown
+        assert "1. batch_size 64 -> 512: 1.60x" in shown and "2. beta2 0.9999 -> 0.999: 1.30x" in shown
+        assert "--confirm 5" in shown  # what to do about the noise
+        assert "{" not in shown and "[" not in shown
+
+    # a finished study with fewer than 3 complete trials: why there are no importances, not a promise
+    pareto = optuna.load_study(study_name="pareto-demo", storage=url)
+    assert pareto.trials  # the demo's finished study, which has plenty: use a fresh one with one trial
+    one = create_demo_study(url, "one", n_trials=1)
+    one.add_trials(make_trials(1, seed=5))
+    store = Store()
+    store.put_study("one", storage=url, workload="digits", space="quick", objective="time-to-accuracy",
+                    n_trials=1, spec={"name": "one"}, status="finished")
+    store.close()
+    app = AutotuneApp(study="one", interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        bars = str(app.screen.query_one("#importances").content)
+        assert "more complete trial" not in bars and "finished with 1 complete trial(s), it takes 3" in bars
+
+
+async def test_a_whole_reason_is_shown_for_the_trial_under_the_cursor(home: Path) -> None:
+    """The reason pane wraps the highlighted trial's reason whole; off a trial without one, it
+    shows the latest trial that has one; the events pane wraps instead of cutting."""
+    app = AutotuneApp(study="demo", interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(app, pilot)
+        pane = app.screen.query_one("#reason")
+        table = app.screen.query_one(TrialsTable)
+        assert pane.display and pane.border_title == "why trial 11 was pruned (the latest with a reason)"
+        table.move_cursor(row=table.get_row_index("6"))
+        await pilot.pause()
+        assert pane.border_title == "why trial 6 failed"
+        assert text(pane.content).split() == table.rows_by_number[6].reason.split()
+        log = app.screen.query_one("#events")
+        width = log.scrollable_content_region.width
+        assert all(len(line.rstrip()) <= width for line in event_lines(log))
+        lines = event_lines(log)
+        assert any("loss became NaN at step 212 (learning_rate 0.29 too high?)" in " ".join(" ".join(lines[i:i + 2]).split())
+                   for i in range(len(lines)))

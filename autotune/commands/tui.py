@@ -13,8 +13,9 @@ def tui(study: str | None, interval: float) -> None:
     """Watch studies live: trials, best so far, importances, running trial, events.
 
     Opens STUDY directly when given. Keys: p pause/resume, s stop, k kill the running trial,
-    e export the best config to ./STUDY-best.toml, tab or [ ] switch studies, enter shows a
-    trial, q quits (studies keep running). Reads $AUTOTUNE_HOME/autotune.db.
+    e export the best config to $AUTOTUNE_HOME/exports/STUDY-best.toml (the UI says the path),
+    tab or [ ] switch studies, enter shows a trial, q quits (studies keep running). Reads
+    $AUTOTUNE_HOME/autotune.db.
     """
     open_tui(study, interval=interval, must_exist=True)
 

@@ -2,8 +2,8 @@
 
 The daemon starts queued studies oldest first (the store lists its rows by creation time) as its
 workers free up, so a queued study's place is one plus the queued rows before it, and what holds
-it back is every study the daemon is working on: running, stopping, or paused (a paused study
-keeps its workers). Neither Textual nor Optuna here: `autotune study start` and the terminal UI both read it.
+it back is every study the daemon is working on (running, stopping, or paused: a paused study
+keeps its workers) and every study queued before it. Neither Textual nor Optuna here: `autotune study start` and the terminal UI both read it.
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ BUSY = (StudyStatus.RUNNING, StudyStatus.STOPPING, StudyStatus.PAUSED)
 @dataclass(frozen=True)
 class QueuePlace:
     """A queued study's place: `position` 1 is the next study the daemon starts; `ahead` holds
-    (name, status) of the studies the daemon works on now, oldest first."""
+    (name, status) of the studies the daemon works on now, then those queued before it, oldest
+    first."""
 
     position: int
     ahead: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
-        """"1st in the daemon's queue, behind 'other' (running)"; "..., next to start" when the
-        daemon works on nothing else."""
+        """"1st in the daemon's queue, behind 'other' (running)"; "2nd ..., behind 'a' (running),
+        'b' (queued)"; "..., next to start" when nothing is ahead of it."""
         where = f"{ordinal(self.position)} in the daemon's queue"
         if not self.ahead:
             return f"{where}, next to start"
@@ -44,7 +45,8 @@ def queue_places(rows: Iterable[dict[str, Any]]) -> dict[str, QueuePlace]:
     rows = list(rows)
     busy = tuple((row["name"], row["status"]) for row in rows if row["status"] in BUSY)
     queued = [row["name"] for row in rows if row["status"] == StudyStatus.QUEUED]
-    return {name: QueuePlace(i, busy) for i, name in enumerate(queued, start=1)}
+    return {name: QueuePlace(i, busy + tuple((q, StudyStatus.QUEUED.value) for q in queued[:i - 1]))
+            for i, name in enumerate(queued, start=1)}
 
 
 def ordinal(n: int) -> str:

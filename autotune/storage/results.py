@@ -313,12 +313,19 @@ def summary(
             tuple(confirmation.get("interval") or (confirmation["speedup_min"], confirmation["speedup_max"]))
             if confirmed(confirmation) and "speedup_min" in confirmation else None
         ),
+        # the re-runs' verdict, whether or not it confirmed (formatting.confirmation_text)
+        "confirmation": {k: confirmation[k] for k in CONFIRMATION_KEYS if k in confirmation} or None,
         "why_faster": user_attrs.get("why_faster"),
         "noise": user_attrs.get("noise"),
         "elapsed": max(end - started, 0.0) if started else None,
         "eta": eta,
         "mean_trial_seconds": mean,
     }
+
+
+# What a summary keeps of a study's confirmation (autotune.study.confirm): enough to say it.
+CONFIRMATION_KEYS = ("speedup_median", "speedup_min", "speedup_max", "interval", "coverage", "confirmed",
+                     "valid_pairs", "repeats")
 
 
 def confirmed(confirmation: dict[str, Any]) -> bool:

@@ -1,5 +1,7 @@
-"""One study, live: header, trials table, running trial, best so far or Pareto front,
-importances, hardware and events. Keys pause/resume, stop, kill a trial and export the best.
+"""One study, live: header, trials table, why the trial under the cursor was pruned or failed,
+running trial, best so far or Pareto front, the verdict (confirmation, noise, why it is faster),
+importances, hardware and events. Keys pause/resume, stop, kill a trial and export the best (to
+$AUTOTUNE_HOME/exports/, next to the store the UI reads).
 A study the daemon has not started yet (queued behind another) shows its place in the queue, and
 the panels that stay empty say why; the first poll that finds its trials starts the screen over.
 
@@ -10,6 +12,7 @@ other studies with messages (tui/messages.py).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,8 @@ from textual.widgets import DataTable, Footer, Header
 
 from autotune.storage import reading
 from autotune import control
+from autotune.formatting import objective_unit, objective_value
+from autotune.home import study_folder
 from autotune.errors import AutotuneError, UsageError
 from autotune.storage.local import Store
 from autotune.tui.data import StudyUpdate, Watcher, new_poll_key
@@ -30,9 +35,23 @@ from autotune.tui.widgets.event_log import EventLog
 from autotune.tui.widgets.hardware import HardwarePane
 from autotune.tui.widgets.importances import ImportanceBars
 from autotune.tui.widgets.plot import BraillePlot, Series
+from autotune.tui.widgets.reason import ReasonPane
 from autotune.tui.widgets.running import RunningPane
 from autotune.tui.widgets.study_header import StudyHeader
 from autotune.tui.widgets.trials_table import TrialsTable
+from autotune.tui.widgets.verdict import VerdictPane
+
+ACTIVE = ("queued", "running", "paused", "stopping")
+
+
+def exports_dir(store_path: str | Path) -> Path:
+    """Where `e` writes: exports/ beside the store (that is $AUTOTUNE_HOME/exports/)."""
+    return Path(store_path).parent / "exports"
+
+
+def export_stem(name: str) -> str:
+    """The study's name when it is a safe file name, else its folder name (home.study_folder)."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,80}", name) else study_folder(name)
 
 
 class StudyScreen(Screen):
@@ -62,6 +81,8 @@ class StudyScreen(Screen):
         self.store = store
         self._watcher = watcher
         self._table_cap = table_cap
+        self.exported: Path | None = None  # where `e` last wrote
+        self._live: list[dict[str, Any]] = []  # the last poll's live trials
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -69,9 +90,11 @@ class StudyScreen(Screen):
         with Horizontal(id="study-body"):
             with Vertical(id="study-left"):
                 yield TrialsTable(cap=self._table_cap, id="trials")
+                yield ReasonPane(id="reason")
                 yield RunningPane(id="running")
             with Vertical(id="study-right"):
-                yield BraillePlot(id="progress-plot", empty="waiting for a complete trial")
+                yield BraillePlot(id="progress-plot", empty="no complete trial yet: nothing to plot")
+                yield VerdictPane(id="verdict")
                 yield ImportanceBars(id="importances")
                 yield HardwarePane(id="hardware")
                 yield EventLog(id="events")
@@ -79,9 +102,12 @@ class StudyScreen(Screen):
 
     def on_mount(self) -> None:
         self.sub_title = self.study_name
-        self.query_one("#running").border_title = "running"
+        self.query_one("#running").border_title = "running (bar: budget done; sparkline: samples/s)"
         self.query_one("#progress-plot").border_title = "best so far"
-        self.query_one("#importances").border_title = "importance"
+        self.query_one("#verdict").border_title = "verdict"
+        self.query_one("#verdict").display = False
+        self.query_one("#reason").display = False
+        self.query_one("#importances").border_title = "importance of each knob"
         self.query_one("#hardware").border_title = "hardware"
         self.query_one("#events").border_title = "events"
         table = self.query_one(TrialsTable)
@@ -123,20 +149,42 @@ class StudyScreen(Screen):
             update.summary.get("objective"), update.summary.get("best_number"),
             update.summary.get("metric_info"),
         )
+        self._live = update.live
         self.query_one(RunningPane).show(update.live)
         self.query_one(HardwarePane).show(system, update.hardware, update.live)
         if update.events:
             self.query_one(EventLog).add(update.events)
         self._plot(update)
+        self._show_reason()
+        self.query_one(VerdictPane).show(update.summary)
         if self.importances_at < 0:
-            self.query_one(ImportanceBars).show({}, update.complete_count, pending=update.complete_count >= 3)
+            self.query_one(ImportanceBars).show({}, update.complete_count, pending=update.complete_count >= 3,
+                                                finished=update.summary.get("state") not in ACTIVE)
+        self._feed_details(update)
+
+    def _show_reason(self) -> None:
+        table = self.query_one(TrialsTable)
+        self.query_one(ReasonPane).show(table.selected(), table.latest_with_reason)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_reason()
+
+    def _feed_details(self, update: StudyUpdate) -> None:
+        """The trial screen on top of this one shows its trial live: its newest row, its live figures."""
+        from autotune.tui.screens.trial import TrialScreen
+
+        screen = self.app.screen
+        if isinstance(screen, TrialScreen) and screen.study_name == self.study_name:
+            number = screen.row.number
+            row = next((r for r in (*update.changed_rows, *update.new_rows) if r.number == number), None)
+            screen.refresh_trial(row, next((t for t in update.live if t["number"] == number), None))
 
     def _wait(self, update: StudyUpdate, reason: str, system: dict[str, Any]) -> None:
         """No Optuna study yet: the panels that would show its trials say `reason` they are empty."""
         self.query_one(TrialsTable).wait(reason)
         self.query_one(RunningPane).show([])
         self.query_one(HardwarePane).show(system, {}, [])
-        self.query_one(ImportanceBars).show({}, 0)
+        self.query_one(ImportanceBars).show({}, 0, waiting=reason)
         log = self.query_one(EventLog)
         if update.reset:
             log.note(reason)
@@ -146,11 +194,14 @@ class StudyScreen(Screen):
     def _plot(self, update: StudyUpdate) -> None:
         plot = self.query_one(BraillePlot)
         if update.best_so_far is not None:
-            plot.border_title = "best so far (by trial)"
+            objective = update.summary.get("objective")
+            name = (update.summary.get("metric_info") or {}).get("name")
+            plot.border_title = f"best so far ({objective_unit(objective, name, short=True)}) by trial"
+            plot.y_format = lambda v: objective_value(objective, v)
             plot.set_series([Series([(float(n), v) for n, v in update.best_so_far], "green", "step")])
         elif update.pareto is not None:
             front, complete = update.pareto
-            plot.border_title = f"Pareto front: {len(front)} (acc vs samples/s)"
+            plot.border_title = f"Pareto front: {len(front)} trials (y: accuracy, x: samples/s)"
             # x: throughput (objective 1), y: accuracy (objective 0); the front drawn last, bright.
             plot.set_series([
                 Series([(r.values[1], r.values[0]) for r in complete if r.values], "grey50", "points"),
@@ -159,7 +210,8 @@ class StudyScreen(Screen):
 
     def on_importances_ready(self, message: ImportancesReady) -> None:
         self.importances_at = message.complete
-        self.query_one(ImportanceBars).show(message.importances, message.complete)
+        self.query_one(ImportanceBars).show(message.importances, message.complete,
+                                            finished=self.summary.get("state") not in ACTIVE)
 
     # actions -----------------------------------------------------------------------------------
 
@@ -195,7 +247,8 @@ class StudyScreen(Screen):
     def action_export(self) -> None:
         from autotune.storage.export import export_config
 
-        path = Path.cwd() / f"{self.study_name}-best.toml"
+        folder = exports_dir(self.store.path)
+        path = folder / f"{export_stem(self.study_name)}-best.toml"
         try:
             study = self._watcher.opened(self.study_name)  # its rows are cached: fast
             if study is None:
@@ -204,11 +257,13 @@ class StudyScreen(Screen):
                     raise UsageError(f"no study '{self.study_name}' in {self.store.path}")
                 study = reading.open_view(row["storage"], self.study_name)
             text = export_config(study)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             path.write_text(text)
         except (AutotuneError, OSError) as exc:
             self.notify(str(exc), severity="error")
             return
-        self.notify(f"wrote {path}")
+        self.notify(f"exported the best configuration to {path}\n(autotune trial run --config {path})", timeout=10)
+        self.exported = path
 
     def action_switch(self, step: int) -> None:
         self.post_message(SwitchStudy(self.study_name, step))
@@ -217,8 +272,10 @@ class StudyScreen(Screen):
         self.app.pop_screen()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        from autotune.tui.screens.trial import TrialScreen
+        from autotune.tui.screens.trial import TrialScreen, trial_logs_dir
 
         row = self.query_one(TrialsTable).rows_by_number.get(int(event.row_key.value or -1))
         if row is not None:
-            self.app.push_screen(TrialScreen(self.study_name, row, self.summary))
+            live = next((t for t in self._live if t["number"] == row.number), None)
+            self.app.push_screen(TrialScreen(self.study_name, row, self.summary, live=live,
+                                             logs_dir=trial_logs_dir(self.store.path, self.study_name)))

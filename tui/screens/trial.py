@@ -1,8 +1,13 @@
-"""One trial in full: settings, metrics, why it was pruned or failed, its curve and log tail."""
+"""One trial in full: why it was pruned or failed (the whole reason, wrapped), its settings, what
+it measured in units, the knobs' notes, its validation curve and its log tail. A running trial is
+shown live: the study screen under this one hands it each poll's row and live figures
+(`refresh_trial`), and its log tail is read from the trial's log file."""
 
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -13,29 +18,81 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from autotune.formatting import objective_unit, objective_value, validation
+from autotune.home import study_folder
 from autotune.statuses import TRIAL_METRICS
 from autotune.storage.trial_row import TrialRow
 from autotune.tui import format as fmt
 from autotune.tui.widgets.plot import BraillePlot, Series
+from autotune.tui.widgets.reason import reason_of
 
-METRIC_FORMATS = {
-    "peak_memory_bytes": fmt.nbytes, "wall_time": fmt.seconds, "train_time": fmt.seconds,
-    "time_to_target": fmt.seconds,
-}
+LIVE_FIELDS = ("fraction", "step", "total_steps", "samples_per_s", "train_time", "peak_memory_bytes")
+LOG_LINES = 40
+
+
+def read_log_tail(path: Path, lines: int = LOG_LINES) -> str:
+    """The last `lines` lines of a log (from its last 16 KiB); "" when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 class TrialScreen(Screen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
 
-    def __init__(self, study_name: str, row: TrialRow, summary: dict[str, Any]) -> None:
+    def __init__(self, study_name: str, row: TrialRow, summary: dict[str, Any],
+                 live: dict[str, Any] | None = None, logs_dir: Path | None = None) -> None:
+        """`live`: the trial's live_trials row while it runs; `logs_dir`: where the study's trials
+        write their logs (its running trial's tail is read there)."""
         super().__init__()
         self.study_name = study_name
         self.row = row
         self.summary = summary
+        self.live = live
+        self.logs_dir = logs_dir
+        self._live_key: Any = None
 
     def compose(self) -> ComposeResult:
-        row = self.row
         yield Header()
+        yield Static(id="trial-title")
+        yield Static(id="trial-reason")
+        with Horizontal(id="trial-body"):
+            with VerticalScroll(id="trial-left"):
+                yield Static(id="trial-settings")
+                yield Static(id="trial-metrics")
+                yield Static(id="trial-notes")
+            with Vertical(id="trial-right"):
+                yield BraillePlot(id="trial-curve", empty="no validation yet: nothing to plot",
+                                  x_format=lambda x: f"{x:.2g}")
+                with VerticalScroll(id="trial-log"):
+                    yield Static(id="trial-log-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{self.study_name} / trial {self.row.number}"
+        self.query_one("#trial-settings").border_title = "settings (* searched)"
+        self.query_one("#trial-notes").border_title = "knob notes (what each knob did)"
+        self.query_one("#trial-log").border_title = "log tail"
+        self._show()
+
+    def refresh_trial(self, row: TrialRow | None, live: dict[str, Any] | None) -> None:
+        """A poll's news of this trial: its row when it changed, its live figures (None: not running)."""
+        key = (live or {}).get("updated_at")
+        if row is None and key == self._live_key and (live is None) == (self.live is None):
+            return
+        if row is not None:
+            self.row = row
+        self.live = live
+        self._show()
+
+    def _show(self) -> None:
+        row, live = self.row, self.live
+        self._live_key = (live or {}).get("updated_at")
         title = Text()
         title.append(f"trial {row.number}", style="bold")
         if row.baseline:
@@ -48,55 +105,95 @@ class TrialScreen(Screen):
             title.append("  value " + fmt.objective_values(self.summary.get("objective"), row.values))
         if row.duration is not None:
             title.append(f"  took {fmt.seconds(row.duration)}")
-        yield Static(title, id="trial-title")
-        if row.reason:
-            yield Static(Text(row.reason, style="yellow"), id="trial-reason")
-        with Horizontal(id="trial-body"):
-            with Vertical(id="trial-left"):
-                yield Static(_table(row.settings, row.params), id="trial-settings")
-                yield Static(_table(_measured(row.metrics), {}, METRIC_FORMATS), id="trial-metrics")
-                notes = row.metrics.get("notes") or {}
-                yield Static(_table({k: v if isinstance(v, (int, float)) else str(v) for k, v in notes.items()}, {},
-                                    {k: str for k in notes}), id="trial-notes")
-            with Vertical(id="trial-right"):
-                yield BraillePlot(id="trial-curve", empty="no validation yet",
-                                  x_format=lambda x: f"{x:.2g}")
-                with VerticalScroll(id="trial-log"):
-                    yield Static(Text(row.log_tail or "(no log)"), id="trial-log-text")
-        yield Footer()
+        self.query_one("#trial-title", Static).update(title)
+        reason = reason_of(row)
+        box = self.query_one("#trial-reason", Static)
+        box.display = bool(reason)
+        if reason:
+            box.update(Text(reason, style="yellow" if row.state == "PRUNED" else "red"))
+        self.query_one("#trial-settings", Static).update(_settings_table(row.settings, row.params))
+        metrics = self.query_one("#trial-metrics", Static)
+        if live is not None and row.state == "RUNNING":
+            metrics.border_title = "live (this trial is running)"
+            metrics.update(_metrics_table({k: live.get(k) for k in LIVE_FIELDS if live.get(k) is not None}))
+        else:
+            metrics.border_title = "measured"
+            metrics.update(_metrics_table(_measured(row.metrics)))
+        notes = row.metrics.get("notes") or {}
+        self.query_one("#trial-notes", Static).update(
+            _notes_table(notes) if notes else Text("no knob left a note" if row.finished else
+                                                   "the knobs' notes come when the trial ends", style="dim"))
+        self._curve()
+        self.query_one("#trial-log-text", Static).update(Text(self._log_tail() or "(no output yet)"))
 
-    def on_mount(self) -> None:
-        self.sub_title = f"{self.study_name} / trial {self.row.number}"
-        self.query_one("#trial-settings").border_title = "settings (* searched)"
-        self.query_one("#trial-metrics").border_title = "metrics"
-        self.query_one("#trial-notes").border_title = "knob notes (what each knob did)"
+    def _log_tail(self) -> str:
+        """The stored tail of a finished trial; the log file's tail while it runs."""
+        if self.row.log_tail and self.row.finished:
+            return self.row.log_tail
+        if self.logs_dir is not None:
+            tail = read_log_tail(self.logs_dir / f"{self.row.number}.log")
+            if tail:
+                return tail
+        return self.row.log_tail or ""
+
+    def _curve(self) -> None:
         curve = self.query_one(BraillePlot)
         measured = self.row.metrics.get("curve")
         if measured:  # the metric at each validation, by epoch
             name = (self.summary.get("metric_info") or {}).get("name", "metric")
-            curve.border_title = f"{name} at each validation (x: epoch)"
+            curve.border_title = f"{name} at each validation (y: {name}, x: epoch)"
+            curve.y_format = validation
             points = [(float(p[0]), float(p[1])) for p in measured
                       if p[0] is not None and p[1] is not None and math.isfinite(p[1])]
-        else:  # a study from before the curve was recorded: what Optuna holds
-            curve.border_title = "intermediate values (x: validation)"
+        else:  # a running trial (or a study from before the curve was recorded): what Optuna holds
+            unit = objective_unit(self.summary.get("objective"), (self.summary.get("metric_info") or {}).get("name"))
+            curve.border_title = f"intermediate values (y: {unit}, x: validation)"
+            objective = self.summary.get("objective")
+            curve.y_format = lambda v: objective_value(objective, v)
             points = [(float(step), v) for step, v in sorted(self.row.intermediate.items()) if math.isfinite(v)]
         curve.set_series([Series(points, "cyan", "line")])
-        self.query_one("#trial-log").border_title = "log tail"
+
+
+def trial_logs_dir(store_path: str | Path, study_name: str) -> Path:
+    """Where a study's trials write their logs, in the home of the store at `store_path`."""
+    return Path(store_path).parent / "logs" / "trials" / study_folder(study_name)
 
 
 def _measured(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What a trial measured, flat: validation metrics and rates (tokens_per_s) beside the rest."""
-    flat = {k: metrics[k] for k in TRIAL_METRICS if k in metrics and not isinstance(metrics[k], (dict, list))}
+    """What a trial measured, flat: validation metrics and rates (tokens_per_s) beside the rest;
+    the one-time costs and the machine's load as one line each."""
+    flat = {k: metrics[k] for k in TRIAL_METRICS
+            if k in metrics and not isinstance(metrics[k], (list,)) and k not in ("metrics", "notes", "rates")}
     return {**(metrics.get("metrics") or {}), **(metrics.get("rates") or {}), **flat}
 
 
-def _table(values: dict[str, Any], searched: dict[str, Any], formats: dict[str, Any] | None = None) -> Table:
+def _grid() -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    for key, value in values.items():
-        shown = (formats or {}).get(key, fmt.number)(value)
-        table.add_row(f"{key}{' *' if key in searched else ''}", shown)
-    if not values:
+    return table
+
+
+def _settings_table(settings: dict[str, Any], searched: dict[str, Any]) -> Table:
+    table = _grid()
+    for key, value in settings.items():
+        table.add_row(f"{key}{' *' if key in searched else ''}", fmt.setting(value))
+    if not settings:
         table.add_row("-", "")
+    return table
+
+
+def _metrics_table(values: dict[str, Any]) -> Table:
+    table = _grid()
+    for key, value in values.items():
+        table.add_row(fmt.metric_label(key), fmt.metric(key, value))
+    if not values:
+        table.add_row("nothing measured yet", "")
+    return table
+
+
+def _notes_table(notes: dict[str, Any]) -> Table:
+    table = _grid()
+    for key, value in notes.items():
+        table.add_row(key, fmt.setting(value) if isinstance(value, (bool, float)) else fmt.number(value))
     return table

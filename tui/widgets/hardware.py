@@ -24,7 +24,7 @@ class HardwarePane(TextPane):
         text = Text(no_wrap=True, overflow="crop")
         cpu = system.get("cpu_percent")
         if cpu is not None:
-            text.append(f"CPU  {_bar(cpu / 100)} {cpu:5.1f}% of {system.get('cpu_count', '?')} cores\n")
+            text.append(f"CPU  {_bar(cpu / 100)} {fmt.percent(cpu / 100):>5} of {system.get('cpu_count', '?')} cores\n")
         used, total = system.get("memory_used"), system.get("memory_total")
         if used is not None and total:
             text.append(f"RAM  {_bar(used / total)} {fmt.nbytes(used)} / {fmt.nbytes(total)}\n")

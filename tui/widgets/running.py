@@ -60,11 +60,13 @@ class RunningTrial(Vertical):
         self.query_one(ProgressBar).update(progress=min(float(row.get("fraction") or 0.0), 1.0))
         step, total = row.get("step"), row.get("total_steps")
         text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(f"#{self.number} ", style="bold cyan")
-        text.append(f"step {step if step is not None else '-'}/{total if total else '?'}  ")
-        text.append(f"{fmt.number(row.get('samples_per_s'))} samples/s  ")
-        text.append(f"mem {fmt.nbytes(row.get('peak_memory_bytes'))}  ")
-        text.append(f"train {fmt.seconds(row.get('train_time'))}")
+        text.append(f"trial {self.number}:", style="bold cyan")
+        text.append(" ")
+        text.append(f"{fmt.percent(row.get('fraction'))} of the budget, step {fmt.metric('step', step)}"
+                    f"/{fmt.metric('total_steps', total) if total else '?'}  ")
+        text.append(f"{fmt.rate(row.get('samples_per_s'))}  ")
+        text.append(f"peak memory {fmt.nbytes(row.get('peak_memory_bytes'))}  ")
+        text.append(f"trained {fmt.seconds(row.get('train_time'))}")
         if row.get("kill_requested"):
             text.append("  kill requested", style="bold red")
         self.query_one(Label).update(text)

@@ -1,7 +1,8 @@
 """The trials of one study, updated in place: new rows appended, changed rows' cells updated.
 
 Only the most recent `cap` trials are kept as rows (a 10,000-trial study would otherwise cost
-seconds to lay out); the border title says how many are hidden.
+seconds to lay out); the border title says how many are hidden. The reason column holds each
+reason whole (the table scrolls sideways); the reason pane under the table wraps it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from textual.widgets import DataTable
 
 from autotune.metrics import Metric, metric_value
 from autotune.storage.trial_row import TrialRow
+from autotune.formatting import significant, validation
 from autotune.tui import format as fmt
+from autotune.tui.widgets.reason import reason_of
 
 COLUMNS = (
     ("number", "#"), ("state", "state"), ("settings", "settings"), ("value", "value"),
@@ -21,8 +24,6 @@ COLUMNS = (
 )
 # The value column only where it is not already throughput, accuracy or their Pareto mix.
 VALUE_LABELS = {"time-to-accuracy": "to target"}
-
-WIDTHS = {"reason": 40}
 
 
 class TrialsTable(DataTable):
@@ -39,6 +40,7 @@ class TrialsTable(DataTable):
         self.total = 0
         self.columns_for: str | None = None
         self.metric = Metric()
+        self.latest_with_reason: TrialRow | None = None  # the newest row that has a reason
 
     def _add_columns(self, objective: str | None) -> None:
         self.columns_for = objective or ""
@@ -47,7 +49,7 @@ class TrialsTable(DataTable):
                 label = VALUE_LABELS.get(objective or "", label)
             elif key == "metric":  # the study's metric, with which way is better
                 label = f"{'val acc' if self.metric.name == 'accuracy' else self.metric.name} {'↑' if self.metric.higher_is_better else '↓'}"
-            self.add_column(label, key=key, width=WIDTHS.get(key))
+            self.add_column(label, key=key)
 
     def _columns(self) -> list[tuple[str, str]]:
         keep_value = self.columns_for in VALUE_LABELS or self.columns_for == ""
@@ -77,6 +79,9 @@ class TrialsTable(DataTable):
             self.rows_by_number[row.number] = row
             for (key, _), cell in zip(self._columns(), self._cells(row)):
                 self.update_cell(str(row.number), key, cell)
+        for row in (*new[-self.cap:], *changed):
+            if reason_of(row) and (self.latest_with_reason is None or row.number >= self.latest_with_reason.number):
+                self.latest_with_reason = row
         excess = len(self.rows_by_number) - self.cap
         if excess > 0:
             for number in sorted(self.rows_by_number)[:excess]:
@@ -99,6 +104,7 @@ class TrialsTable(DataTable):
         self.columns_for = None
         self.rows_by_number = {}
         self.best_number = None
+        self.latest_with_reason = None
         self.total = 0
 
     def wait(self, reason: str) -> None:
@@ -118,22 +124,18 @@ class TrialsTable(DataTable):
         metrics = row.metrics
         # Optuna gives a pruned trial its last intermediate value: not an objective value.
         value = fmt.objective_values(self.objective, row.values) if row.state == "COMPLETE" else "-"
-        reason = row.reason or (row.autotune_status if row.autotune_status not in (None, "ok") else "")
+        throughput = metrics.get("throughput")
         cells = [
             Text(f"{row.number}{star}", style="bold green" if star == "★" else ""),
             fmt.state(row.state),
             fmt.compact_settings(row.params),
             value,
-            fmt.number(metrics.get("throughput")),
-            fmt.number(metric_value(metrics, self.metric.name)),
+            significant(throughput) if isinstance(throughput, (int, float)) else "-",
+            validation(metric_value(metrics, self.metric.name)),
             fmt.seconds(row.duration),
-            Text(_clip(reason or "", WIDTHS["reason"]), style="dim"),
+            Text(reason_of(row) or "", style="dim"),
         ]
         if len(self._columns()) < len(COLUMNS):
             del cells[3]
         return cells
 
-
-def _clip(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
