@@ -408,7 +408,7 @@ def test_watcher_tells_queued_from_unknown(home: Path) -> None:
 
 def test_study_start_says_a_study_is_still_queued(home: Path) -> None:
     """The line `study start` prints when its UI closes before the daemon started the study."""
-    from autotune.commands.study import still_queued_note
+    from autotune.commands.study_start import still_queued_note
 
     _queue_behind_demo(home, "later")
     store = Store()

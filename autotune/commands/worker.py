@@ -59,7 +59,7 @@ def worker(storage: str, study_name: str, workers: int | None, gpus_per_trial: i
     if not as_json:
         click.echo(f"study {study_name}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed "
                    f"(all workers); best: {_best(report)}")
-    from autotune.commands.study import fail_if_nothing_completed
+    from autotune.commands.study_start import fail_if_nothing_completed
 
     fail_if_nothing_completed(study_name, report)
 
