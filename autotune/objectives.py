@@ -23,7 +23,11 @@ class Objective:
     # (autotune.study.objective.beyond).
     prunable: bool = False
     stop_at_target: bool = False
-    evals_per_epoch: int = 1  # time-to-target is only as fine as validation is frequent
+    # Time to target is only as fine as validation is frequent: a 1-epoch budget validated 4
+    # times can tell configurations apart only by quarters, and every good one reaches the
+    # target "at the first quarter". `evals_per_budget` sets a floor over the whole budget.
+    evals_per_epoch: int = 1
+    evals_per_budget: int = 0
     metric: Metric = Metric()  # the workload's primary metric (or --metric)
     metric_first: bool = False  # the first value is the metric itself, in its direction
 
@@ -92,7 +96,7 @@ OBJECTIVES: dict[str, Objective] = {
             "time-to-accuracy", ("minimize",),
             "projected training seconds to reach the target value of the metric: steps x the steady "
             "step time + one-time costs (trials already slower than the best are pruned)",
-            needs_target=True, stop_at_target=True, evals_per_epoch=4,
+            needs_target=True, stop_at_target=True, evals_per_epoch=4, evals_per_budget=12,
         ),
         Objective(
             "throughput", ("maximize",),

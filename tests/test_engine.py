@@ -165,6 +165,20 @@ def test_time_to_target_and_stop_at_target(
     assert early.time_to_target == early.train_time
 
 
+def test_validation_runs_at_least_evals_per_budget_times(
+    reg: Registry, cpu: Hardware, digits: workloads.Workload
+) -> None:
+    # 2 epochs of 23 steps: 4 validations an epoch resolve time to target by quarters only;
+    # a floor of 12 over the budget validates every 3 steps (the last one at the end)
+    coarse = train(digits, reg, cpu, Budget(epochs=2), evals_per_epoch=4)
+    fine = train(digits, reg, cpu, Budget(epochs=2), evals_per_epoch=4, evals_per_budget=12)
+    assert coarse.status == fine.status == "ok"
+    assert [p.step for p in coarse.curve][:4] == [5, 10, 15, 20]
+    assert len(fine.curve) >= 12 and [p.step for p in fine.curve][:3] == [3, 6, 9]
+    steps = train(digits, reg, cpu, Budget(steps=24), evals_per_budget=12)
+    assert [p.step for p in steps.curve][:2] == [2, 4]
+
+
 def test_time_to_target_is_none_when_not_reached(
     reg: Registry, cpu: Hardware, digits: workloads.Workload
 ) -> None:

@@ -137,6 +137,7 @@ def run_cmd(
         click.echo(f"training {spec} on {hardware.device_type} for {budget.describe()} ...", err=True)
     options = engine.RunOptions(
         seed=seed, target=goal.value if goal else None, evals_per_epoch=int(run.get("evals_per_epoch", 1)),
+        evals_per_budget=int(run.get("evals_per_budget", 0)),
         metric=judged.name, direction=judged.direction,
     )
     if script is not None:

@@ -101,9 +101,11 @@ def train(
         total_steps = budget.steps
     if eval_every_steps is None:
         if budget.steps is not None:
-            eval_every_steps = max(1, min(steps_per_epoch, budget.steps // 5))
+            eval_every_steps = max(1, min(steps_per_epoch, budget.steps // max(5, options.evals_per_budget)))
         else:
             eval_every_steps = max(1, steps_per_epoch // max(1, evals_per_epoch))
+            if total_steps is not None and options.evals_per_budget:
+                eval_every_steps = max(1, min(eval_every_steps, total_steps // options.evals_per_budget))
     if total_steps is not None and total_steps <= 2 * warmup_steps:
         warmup_steps = total_steps // 4
 

@@ -10,8 +10,9 @@ from typing import Any
 class RunOptions:
     """How one run is measured and when it stops early (the budget aside).
 
-    Validation runs `evals_per_epoch` times an epoch (or every `eval_every_steps` steps); it
-    bounds how finely time_to_target is resolved. `warmup_steps` are left out of throughput and
+    Validation runs `evals_per_epoch` times an epoch (or every `eval_every_steps` steps), and at
+    least `evals_per_budget` times over an epochs or steps budget; it bounds how finely
+    time_to_target is resolved. `warmup_steps` are left out of throughput and
     step times. With `stop_at_target`, the run ends at the first validation reaching `target`.
     """
 
@@ -23,6 +24,7 @@ class RunOptions:
     stop_at_target: bool = False
     eval_every_steps: int | None = None
     evals_per_epoch: int = 1
+    evals_per_budget: int = 0
     warmup_steps: int = 3
     # the user's real run length over the budget (--run-epochs): what projected times scale by
     # (autotune.run.projection)

@@ -81,6 +81,8 @@ def run_table(user_attrs: dict[str, Any]) -> dict[str, Any]:
             run["target_metric"] = metric["name"]
     if attrs.get("objective") in OBJECTIVES:
         run["evals_per_epoch"] = OBJECTIVES[attrs["objective"]].evals_per_epoch
+        if OBJECTIVES[attrs["objective"]].evals_per_budget:
+            run["evals_per_budget"] = OBJECTIVES[attrs["objective"]].evals_per_budget
     return run
 
 

@@ -230,7 +230,7 @@ class StudyRunner:
             seed=self.spec.seed or 0,
             target=None if is_baseline and self.target is None else self.target,
             stop_at_target=self.objective.stop_at_target and not is_baseline,
-            evals_per_epoch=self.objective.evals_per_epoch,
+            evals_per_epoch=self.objective.evals_per_epoch, evals_per_budget=self.objective.evals_per_budget,
             metric=self.p.metric.name, direction=self.p.metric.direction, run_scale=self.spec.run_scale,
         )
         return TrialRequest(
