@@ -1,5 +1,6 @@
 """What a study decides around its trials: threads that fit a trial, the real run's length the
-projection scales to, and the path "why it is faster" walks from the baseline to the best."""
+projection scales to, the playoff among leaders tied within the noise, and the path "why it is
+faster" walks from the baseline to the best."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 from autotune.errors import UsageError
 from autotune.spec import StudySpec
 from autotune.storage.local import Store
-from autotune.study.ablation import knob_steps
+from autotune.study.ablation import knob_steps, path_configurations
+from autotune.study.confirm import playoff_winner
 from autotune.study.prepare import prepare
 from autotune.study.runner import StudyRunner
 
@@ -54,3 +56,30 @@ def test_the_path_changes_one_knob_at_a_time_in_apply_order(runner: StudyRunner)
     assert changes["optimizer"] == {"optimizer": "adam", "beta2": 0.99, "weight_decay": 1e-4}
     assert changes["batch_size"] == {"batch_size": 256}
     assert knob_steps(runner, start, dict(start)) == []
+
+
+def test_fitted_threads_follow_the_workers_step_on_the_path(runner: StudyRunner) -> None:
+    cores = runner.p.hardware.cpu_count
+    start = dict(runner.baseline)
+    end = {**start, "batch_size": 32, "workers": 1, "threads": max(1, cores - 1)}  # as the search fitted it
+    path = path_configurations(runner, start, end, fitted_threads=True)
+    assert [knob for knob, _, _ in path] == ["batch_size", "workers"]  # no step of its own
+    (_, _, after_batch), (_, _, after_workers) = path
+    # every configuration on the path is one a trial could have been: no oversubscription
+    assert after_batch["threads"] == cores and after_batch["workers"] == 0
+    assert after_workers == end
+    searched = path_configurations(runner, start, end, fitted_threads=False)
+    if cores > 1:  # on one core the best's threads are the baseline's
+        assert [knob for knob, _, _ in searched] == ["batch_size", "workers", "threads"]
+
+
+def test_the_playoff_picks_the_best_mean_and_a_miss_loses() -> None:
+    rows = [
+        {"number": 4, "search_value": 0.9, "rerun_value": 2.4},  # lucky once: mean 1.65
+        {"number": 7, "search_value": 1.2, "rerun_value": 1.3},  # steady: mean 1.25
+        {"number": 9, "search_value": 1.0, "rerun_value": None},  # missed the target again
+    ]
+    assert playoff_winner(rows, "minimize")["number"] == 7
+    assert playoff_winner([rows[0], rows[2]], "minimize")["number"] == 4
+    assert playoff_winner([{"number": 1, "search_value": 0.9, "rerun_value": 0.8},
+                           {"number": 2, "search_value": 0.95, "rerun_value": 0.9}], "maximize")["number"] == 2

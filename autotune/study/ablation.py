@@ -8,7 +8,9 @@ and the best is trained once with a fresh seed, like a confirmation run; the two
 confirmation's medians. A step's ratio is the time before it over the time after it, so the
 ratios multiply to the baseline's time over the best's. Knobs interact (a learning rate means
 something else with another optimizer), so a step's ratio is that knob's effect on this path,
-not alone.
+not alone. Threads the study fitted rather than searched (autotune.study.runner.fit_threads)
+follow the step that changes what they were fitted to (the DataLoader workers), as they did in
+the search: a step of its own would measure an oversubscribed configuration no trial ran.
 """
 
 from __future__ import annotations
@@ -45,6 +47,21 @@ def knob_steps(runner: "StudyRunner", start: dict[str, Any], end: dict[str, Any]
     return list(steps.items())
 
 
+def path_configurations(
+    runner: "StudyRunner", start: dict[str, Any], end: dict[str, Any], fitted_threads: bool,
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """The path from `start` to `end`: each step's knob, its changes and the whole configuration
+    after it. With `fitted_threads`, threads are no step of their own but refitted after each."""
+    steps = [(k, c) for k, c in knob_steps(runner, start, end) if not (fitted_threads and k == "threads")]
+    current, path = dict(start), []
+    for knob, changes in steps:
+        current = {**current, **changes}
+        if fitted_threads:
+            current = runner.fit_threads({k: v for k, v in current.items() if k != "threads"})
+        path.append((knob, changes, current))
+    return path
+
+
 def ablation_path(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial, confirmation: dict[str, Any]) -> dict[str, Any] | None:
     """Measure the path from the baseline to the best; None when there is nothing to split (one
     knob changed, or the confirmation gave no time for either end)."""
@@ -53,12 +70,11 @@ def ablation_path(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTria
     if objective.multi or not start_value or not end_value:
         return None
     start, end = baseline.user_attrs["settings"], best.user_attrs["settings"]
-    steps = knob_steps(runner, start, end)
+    steps = path_configurations(runner, start, end, "threads" in end and "threads" not in best.params)
     if len(steps) < 2:
         return None
-    current, previous, path = dict(start), start_value, []
-    for i, (knob, changes) in enumerate(steps):
-        current.update(changes)
+    previous, path = start_value, []
+    for i, (knob, changes, current) in enumerate(steps):
         if i == len(steps) - 1:
             value, status = end_value, RunStatus.OK.value
         else:

@@ -98,18 +98,24 @@ def playoff(runner: "StudyRunner", best: FrozenTrial, report: dict[str, Any]) ->
         # projected, like the search values it is averaged with
         value = objective.values(result) if outcome.status == RunStatus.OK else None
         rows.append({"number": trial.number, "search_value": trial.value, "rerun_value": value})
-    sign = 1.0 if objective.directions[0] == "minimize" else -1.0
-
-    def score(row: dict[str, Any]) -> float:
-        if row["rerun_value"] is None:  # it did not reach the target again
-            return float("inf")
-        return sign * (row["search_value"] + row["rerun_value"]) / 2
-
-    winner = min(rows, key=score)
+    winner = playoff_winner(rows, objective.directions[0])
     choice = {"number": winner["number"], "against": best.value, "contenders": rows, "margin": margin}
     runner.study.set_user_attr("chosen_best", choice)
     report["playoff"] = choice
     return next(t for t in tied if t.number == winner["number"])
+
+
+def playoff_winner(rows: list[dict[str, Any]], direction: str) -> dict[str, Any]:
+    """The contender with the best mean of its search value and its re-run; one whose re-run
+    did not reach the target again (or failed) loses to any that did."""
+    sign = 1.0 if direction == "minimize" else -1.0
+
+    def score(row: dict[str, Any]) -> float:
+        if row["rerun_value"] is None:
+            return float("inf")
+        return sign * (row["search_value"] + row["rerun_value"]) / 2
+
+    return min(rows, key=score)
 
 
 def build_report(runner: "StudyRunner", confirm: bool = True) -> dict[str, Any]:
