@@ -92,6 +92,8 @@ class BraillePlot(Widget):
 
         for s in self.series:
             pts = [to_px(x, y) for x, y in s.points if math.isfinite(x) and math.isfinite(y)]
+            # 10,000 trials on 80 dot columns: consecutive points on the same dot draw nothing new
+            pts = [p for i, p in enumerate(pts) if i == 0 or p != pts[i - 1]]
             if s.mode == "points" or len(pts) == 1:
                 for px, py in pts:
                     plot(px, py, s.style)
