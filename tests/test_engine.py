@@ -61,6 +61,17 @@ def train(
     return engine.run(workload, resolved, reg, cpu, budget, device="cpu", options=RunOptions(**kwargs), **callbacks)
 
 
+def test_a_knob_that_raises_in_apply_leaves_no_process_wide_change_behind(cpu: Hardware, digits) -> None:
+    import torch
+
+    reg = load_registry([ROOT / "tests" / "plugin_files" / "raises_in_apply.py"], entry_points=False)
+    before = torch.get_num_threads()
+    # threads (a built-in) applies before the plugin's knob raises: its change must be undone
+    result = train(digits, reg, cpu, Budget(steps=2), {"threads": 1 if before > 1 else 2, "exploding": True})
+    assert result.status == "failed" and "raised in apply" in (result.error or "")
+    assert torch.get_num_threads() == before
+
+
 # --- timings respond to reality ------------------------------------------------------------
 
 

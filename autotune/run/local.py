@@ -45,19 +45,26 @@ def build_plan(
         device=device, hardware=hardware, workload=workload, loss_fn=workload.loss_fn, rank=rank
     )
     traits = workload.traits()
-    for knob in apply_order(list(registry.knobs.values())):
-        if exclusion(knob, hardware, traits) is not None:
-            continue
-        mine = {p.name: settings[p.name] for p in knob.params(hardware) if p.name in settings}
-        try:
-            knob.apply(mine, plan)
-        except Unsupported:
-            raise
-        except Exception as exc:
-            plugin = registry.knob_plugins.get(knob.name, "?")
-            raise RunError(
-                f"knob '{knob.name}' (plugin '{plugin}') raised in apply: {type(exc).__name__}: {exc}"
-            ) from exc
+    try:
+        for knob in apply_order(list(registry.knobs.values())):
+            if exclusion(knob, hardware, traits) is not None:
+                continue
+            mine = {p.name: settings[p.name] for p in knob.params(hardware) if p.name in settings}
+            try:
+                knob.apply(mine, plan)
+            except Unsupported:
+                raise
+            except Exception as exc:
+                plugin = registry.knob_plugins.get(knob.name, "?")
+                raise RunError(
+                    f"knob '{knob.name}' (plugin '{plugin}') raised in apply: {type(exc).__name__}: {exc}"
+                ) from exc
+    except BaseException:
+        # The caller never gets this plan to clean up: undo the process-wide changes (threads,
+        # matmul precision) of the knobs that did apply, or they leak into the next run here.
+        for cleanup in plan.cleanups:
+            cleanup()
+        raise
     if plan.optimizer_factory is None:
         plan.optimizer_factory = torch.optim.SGD
         plan.optimizer_kwargs.setdefault("lr", 0.01)
