@@ -83,3 +83,20 @@ def test_the_playoff_picks_the_best_mean_and_a_miss_loses() -> None:
     assert playoff_winner([rows[0], rows[2]], "minimize")["number"] == 4
     assert playoff_winner([{"number": 1, "search_value": 0.9, "rerun_value": 0.8},
                            {"number": 2, "search_value": 0.95, "rerun_value": 0.9}], "maximize")["number"] == 2
+
+
+def test_a_baseline_rerun_that_missed_the_target_counts_at_a_lower_bound() -> None:
+    from autotune.intervals import median_interval
+    from autotune.objectives import OBJECTIVES
+    from autotune.study.confirm import pair_speedup
+
+    tta = OBJECTIVES["time-to-accuracy"]
+    assert pair_speedup(tta, {"value": 2.0}, {"value": 8.0}) == (4.0, False)
+    # the baseline trained its whole 7 s without reaching the target: at least 3.5x
+    assert pair_speedup(tta, {"value": 2.0}, {"value": None, "missed_after": 7.0}) == (3.5, True)
+    # a best that missed bounds the ratio from above only, and a failed run gives nothing
+    assert pair_speedup(tta, {"value": None}, {"value": 8.0}) == (None, False)
+    assert pair_speedup(tta, {"value": 2.0}, {"value": None}) == (None, False)
+    # understated ratios can only lower the interval: its low end stays a lower bound
+    true, recorded = [4.0, 4.4, 5.0], [3.5, 4.4, 5.0]
+    assert median_interval(recorded).low <= median_interval(true).low

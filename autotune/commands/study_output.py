@@ -231,10 +231,17 @@ def print_report(report: dict[str, Any]) -> None:
             + (f"; {interval_text(conf)})" if conf.get("interval") else ")")
         )
         if any(missed.values()):
-            # A re-run without a value (target missed, run failed) leaves its pair out of the ratio.
+            # A re-run without a value (target missed, run failed) leaves its pair out of the ratio,
+            # except a baseline that trained its whole budget: its pair counts at a lower bound.
             console.print(
                 f"  re-runs that gave no value: baseline {missed['baseline']}, best {missed['best']} "
                 f"of {conf['repeats']} each ({why})"
+            )
+        if conf.get("lower_bound_pairs"):
+            console.print(
+                f"  {conf['lower_bound_pairs']} pair(s) at a lower bound: the baseline's re-run ended its budget "
+                f"just short of the target, so its whole run stands for its time to it (the speedup is "
+                f"at least that)"
             )
     elif report.get("speedup_in_search"):
         console.print(f"speedup during the search: {ratio(report['speedup_in_search'])} (not confirmed)")

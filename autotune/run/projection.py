@@ -71,3 +71,10 @@ def measured_time(result: dict[str, Any]) -> float | None:
     the first validation that reached it (validation itself left out: it is the measurement)."""
     reached = result.get("time_to_target")
     return None if reached is None else reached + (result.get("setup_time") or 0.0)
+
+
+def time_before_missing(result: dict[str, Any]) -> float | None:
+    """The real time of a run that trained its whole budget without reaching the target, end to
+    end as in measured_time: a lower bound on its time to target. None when it gave no time."""
+    trained = result.get("train_time")
+    return None if trained is None else trained + (result.get("setup_time") or 0.0)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.study.ablation import ablation_path
+from autotune.run.projection import time_before_missing
 from autotune.study.reruns import real_value, rerun
 from autotune.intervals import MIN_COVERAGE, median_interval
 from autotune.metrics import Metric
@@ -34,13 +35,21 @@ def confirm_best(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial
             pair[label] = {"status": outcome.status, "value": value, **{k: result.get(k) for k in (
                 "throughput", "metric_value", "val_accuracy", "time_to_target", "projected_time_to_target",
                 "setup_time", "peak_memory_bytes")}}
-        if pair["best"]["value"] and pair["baseline"]["value"]:
-            pair["speedup"] = objective.speedup(pair["best"]["value"], pair["baseline"]["value"])
+            if label == "baseline" and value is None and outcome.status == RunStatus.OK \
+                    and objective.name == "time-to-accuracy":
+                # its whole run, a lower bound on its time to the target (see below)
+                pair[label]["missed_after"] = time_before_missing(result)
+        speedup, lower_bound = pair_speedup(objective, pair["best"], pair["baseline"])
+        if speedup is not None:
+            pair["speedup"] = speedup
+        if lower_bound:
+            pair["speedup_is_lower_bound"] = True
         runs.append(pair)
     speedups = [r["speedup"] for r in runs if r.get("speedup") is not None]
     confirmation: dict[str, Any] = {
         "runs": runs, "best_number": best.number, "baseline_number": baseline.number,
         "repeats": spec.confirm, "valid_pairs": len(speedups),
+        "lower_bound_pairs": sum(1 for r in runs if r.get("speedup_is_lower_bound")),
     }
     interval = median_interval(speedups)
     if interval is not None:
@@ -62,6 +71,22 @@ def confirm_best(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial
     assert runner.study is not None
     runner.study.set_user_attr("confirmation", confirmation)
     return confirmation
+
+
+def pair_speedup(objective: Any, best: dict[str, Any], baseline: dict[str, Any]) -> tuple[float | None, bool]:
+    """One confirmation pair's speedup, and whether it is only a lower bound; None when the pair
+    gives no ratio (either run failed, or the best missed the target).
+
+    The target sits a little below the baseline's own final value, so a fresh seed of the
+    baseline can end its budget just short of it (`missed_after`: its whole run). Its time to
+    target is then at least that, and the ratio at least the one it gives: counting the pair
+    understates the speedup, so the interval's low end, which "confirmed" rests on, stays a lower
+    bound. A best that missed gives only an upper bound, which can confirm nothing: no ratio."""
+    if best.get("value") and baseline.get("value"):
+        return objective.speedup(best["value"], baseline["value"]), False
+    if best.get("value") and baseline.get("missed_after"):
+        return objective.speedup(best["value"], baseline["missed_after"]), True
+    return None, False
 
 
 # At most this many trials tied with the best within the noise are re-run to choose among them
