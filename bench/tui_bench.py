@@ -15,7 +15,8 @@ Steps:
 3. watch: the real `autotune tui NAME` under a pseudo-terminal (140x45); after a warm-up, CPU time
    of the process over --watch seconds, as % of one core: once idle, once while a simulated runner
    updates the live trial twice a second.
-Targets: open < 2 s, CPU < 5 %.
+Targets (issue 16): open < 1 s (from the app's start to the trials on screen), idle CPU < 2 % of a
+core. Watching a running trial is reported beside them.
 
 Measured 2026-11-22 on the 2-core dev machine while other jobs kept its load average at 6-8:
 generate 10,000 trials 2.7 s; open 1.45 s wall (1.26 s CPU, imports included; the first poll,
@@ -201,9 +202,9 @@ def main() -> int:
         summary.update({k: round(v, 3) if isinstance(v, float) else v
                         for k, v in measure_open(home, name).items()})
         summary.update(measure_watch(home, name, args.watch, args.warmup))
-    cpu = max(float(summary["idle_cpu_percent"]), float(summary["watching_cpu_percent"]))  # type: ignore[arg-type]
     summary["load_average_1m"] = round(os.getloadavg()[0], 2)  # other work on the machine skews open_s
-    summary["targets_met"] = float(summary["open_s"]) < 2.0 and cpu < 5.0  # type: ignore[arg-type]
+    summary["targets_met"] = (float(summary["open_s"]) < 1.0  # type: ignore[arg-type]
+                              and float(summary["idle_cpu_percent"]) < 2.0)  # type: ignore[arg-type]
     print(json.dumps(summary, indent=2))
     return 0
 
