@@ -276,7 +276,8 @@ def noise_text(noise: dict[str, Any] | None) -> str | None:
     margin = noise["margin"]
     text = f"noise ±{percent(margin)}"
     if noise.get("noisy"):
-        return f"{text}: hides differences below {ratio(1 + margin)}"
+        busy = f", other processes kept {noise['others']:.1f} cores busy" if noise.get("busy") else ""
+        return f"{text}: hides differences below {ratio(1 + margin)}{busy}"
     how = {"re-runs": "the baseline's re-runs", "steps": "the baseline's steps"}.get(noise.get("source") or "")
     return f"{text} ({how})" if how else text
 
@@ -311,5 +312,9 @@ def why_faster_text(path: dict[str, Any] | None) -> list[str]:
     for step in (path or {}).get("steps", []):
         change = ", ".join(f"{k} {setting(step['from'].get(k))} -> {setting(v)}" for k, v in step["to"].items())
         shown = ratio(step["ratio"]) if step.get("ratio") else f"no time ({step.get('status')})"
+        if step.get("ratio") and step.get("bound"):  # a step next to a run that missed the target
+            shown = f"{step['bound']} {shown}"
+        elif step.get("missed") and not step.get("ratio"):
+            shown = "no time (missed the target)"
         lines.append(f"{change}: {shown}")
     return lines

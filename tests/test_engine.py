@@ -290,3 +290,35 @@ def test_train_time_never_exceeds_the_time_that_passed(registry, hardware, digit
     assert len(result.curve) == 10
     assert result.train_time + result.val_time <= result.wall_time
     assert all(p.train_time <= result.train_time for p in result.curve)
+
+
+def test_machine_load_counts_other_processes_not_the_run_itself() -> None:
+    """`others` is the cores other processes kept busy during a run: a CPU hog beside it shows
+    as about one core; the run's own work, however hard, does not."""
+    import subprocess
+    import sys
+    import time
+
+    from autotune.run.measure import MachineLoad
+
+    def others_while(work) -> float:  # noqa: ANN001
+        load = MachineLoad()
+        work()
+        return load.finish()["others"]
+
+    def spin() -> None:  # this process, busy for a second
+        end = time.perf_counter() + 1.0
+        while time.perf_counter() < end:
+            pass
+
+    quiet = others_while(lambda: time.sleep(1.0))
+    own = others_while(spin)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # the hog's interpreter has started
+        beside = others_while(lambda: time.sleep(1.5))
+    finally:
+        hog.kill()
+        hog.wait()
+    assert own < quiet + 0.5, (quiet, own)
+    assert beside > quiet + 0.6, (quiet, beside)

@@ -128,6 +128,8 @@ def test_noise_confirmation_and_why_faster() -> None:
     assert f.noise_text(None) is None
     assert f.noise_text({"margin": 0.04, "source": "re-runs"}) == "noise ±4.0% (the baseline's re-runs)"
     assert f.noise_text({"margin": 0.12, "noisy": True}) == "noise ±12%: hides differences below 1.12x"
+    assert f.noise_text({"margin": 0.12, "noisy": True, "busy": True, "others": 1.04}) == (
+        "noise ±12%: hides differences below 1.12x, other processes kept 1.0 cores busy")
     confirmed = {"speedup_median": 2.1, "speedup_min": 1.8, "speedup_max": 2.4, "interval": [1.8, 2.4],
                  "coverage": 0.75, "confirmed": True, "valid_pairs": 3, "repeats": 3}
     assert f.confirmation_text(confirmed) == "confirmed 2.10x: 75% interval 1.80-2.40x over 3 of 3 paired re-runs"
@@ -147,3 +149,13 @@ def test_noise_confirmation_and_why_faster() -> None:
         "beta2 0.9999 -> 0.999, batch_size 64 -> 256: no time (oom)",
     ]
     assert f.why_faster_text(None) == []
+    bounded = {"steps": [
+        {"from": {"batch_size": 64}, "to": {"batch_size": 26}, "ratio": 0.8, "bound": "at most", "missed": True},
+        {"from": {"learning_rate": 0.0003}, "to": {"learning_rate": 0.003}, "ratio": 9.75, "bound": "at least"},
+        {"from": {"beta2": 0.999}, "to": {"beta2": 0.99}, "ratio": None, "missed": True, "status": "ok"},
+    ]}
+    assert f.why_faster_text(bounded) == [
+        "batch_size 64 -> 26: at most 0.80x",
+        "learning_rate 0.0003 -> 0.003: at least 9.75x",
+        "beta2 0.999 -> 0.99: no time (missed the target)",
+    ]

@@ -138,6 +138,13 @@ def print_noise(console: Console, report: dict[str, Any], conf: dict[str, Any] |
     margin = noise["margin"]
     load_avg = noise.get("load_avg")
     where = f" (load average {load(load_avg)} on {report.get('cpu_count')} cores)" if load_avg is not None else ""
+    if noise.get("busy"):
+        # what competed with the trials, not the trials themselves: the search may have found
+        # what suits a busy machine (fewer threads), which an idle one would not reward as much
+        console.print(
+            f"[yellow]busy machine[/]: other processes kept {noise['others']:.1f} of {report.get('cpu_count')} "
+            f"cores busy during the trials; the speedup holds for the machine in that state"
+        )
     if noise.get("noisy"):
         shown = conf.get("speedup_median") if conf else None
         console.print(

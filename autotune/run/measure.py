@@ -8,7 +8,8 @@ import os
 import random
 import resource
 import sys
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -42,14 +43,28 @@ def step_figures(
 
 
 class MachineLoad:
-    """How busy the machine was during a run: the 1-minute load average at its end, and the
-    share of CPU time the hypervisor gave to other guests (steal, Linux), from psutil."""
+    """How busy the machine was during a run: the 1-minute load average at its end, the share
+    of CPU time the hypervisor gave to other guests (steal, Linux), and `others`: the cores other
+    processes kept busy on average while it ran (the machine's busy CPU time less this process's
+    and its reaped children's, over the wall time), from psutil. The load average counts the run
+    itself and lags a minute; `others` is what competed with it."""
 
     def __init__(self) -> None:
         import psutil
 
         self._psutil = psutil
+        self._process = psutil.Process()
         self._start = psutil.cpu_times()
+        self._own_start = self._own()
+        self._wall_start = time.perf_counter()
+
+    def _own(self) -> float:
+        times = self._process.cpu_times()
+        return times.user + times.system + times.children_user + times.children_system
+
+    @staticmethod
+    def _busy(times: Any) -> float:
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
     def finish(self) -> dict[str, float]:
         end = self._psutil.cpu_times()
@@ -61,6 +76,10 @@ class MachineLoad:
         total = sum(end) - sum(self._start)
         if hasattr(end, "steal") and total > 0:
             figures["steal"] = max(0.0, (end.steal - self._start.steal) / total)
+        wall = time.perf_counter() - self._wall_start
+        if wall > 0:
+            others = self._busy(end) - self._busy(self._start) - (self._own() - self._own_start)
+            figures["others"] = max(0.0, others / wall)
         return figures
 
 

@@ -93,7 +93,7 @@ class RunResult:
     one_time: dict[str, float] = field(default_factory=dict)  # {"setup", "warmup"} seconds
     step_time: float | None = None  # the steady median step, data wait included
     target: float | None = None
-    machine: dict[str, float] = field(default_factory=dict)  # {"load_avg", "steal"} (MachineLoad)
+    machine: dict[str, float] = field(default_factory=dict)  # {"load_avg", "steal", "others"} (MachineLoad)
     steps: int = 0
     samples: int = 0
     epochs: float = 0.0

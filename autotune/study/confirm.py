@@ -192,8 +192,11 @@ def build_report(runner: "StudyRunner", confirm: bool = True) -> dict[str, Any]:
     return report
 
 
-# Noise above this, or a load average above the cores, hides the differences a study looks for
+# Noise above this, a load average above the cores, or other processes keeping this many cores
+# busy during the trials hides the differences a study looks for (or makes them this machine's
+# state rather than the configuration's)
 NOISY = 0.3
+BUSY_CORES = 0.5
 
 
 def noise(
@@ -209,12 +212,15 @@ def noise(
     runs = [r["baseline"]["value"] for r in (conf or {}).get("runs", []) if r["baseline"]["value"]]
     if len(runs) >= 2:
         margin, source = (max(runs) - min(runs)) / statistics.median(runs), "re-runs"
-    loads = [t.user_attrs["machine"]["load_avg"] for t in trials
-             if "load_avg" in (t.user_attrs.get("machine") or {})]
-    load = statistics.median(loads) if loads else None
+    def median_of(key: str) -> float | None:
+        values = [t.user_attrs["machine"][key] for t in trials if key in (t.user_attrs.get("machine") or {})]
+        return statistics.median(values) if values else None
+
+    load, others = median_of("load_avg"), median_of("others")
     cores = runner.p.hardware.cpu_count
-    return {"margin": margin, "source": source, "load_avg": load,
-            "noisy": margin > NOISY or (load is not None and bool(cores) and load > cores)}
+    busy = others is not None and others > BUSY_CORES
+    return {"margin": margin, "source": source, "load_avg": load, "others": others, "busy": busy,
+            "noisy": margin > NOISY or (load is not None and bool(cores) and load > cores) or busy}
 
 
 def still_improving(trial: FrozenTrial, metric: Metric) -> bool:
