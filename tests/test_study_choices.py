@@ -100,3 +100,18 @@ def test_a_baseline_rerun_that_missed_the_target_counts_at_a_lower_bound() -> No
     # understated ratios can only lower the interval: its low end stays a lower bound
     true, recorded = [4.0, 4.4, 5.0], [3.5, 4.4, 5.0]
     assert median_interval(recorded).low <= median_interval(true).low
+
+
+def test_a_path_step_next_to_a_run_that_missed_the_target_is_a_bound() -> None:
+    from autotune.objectives import OBJECTIVES
+    from autotune.study.ablation import step_ratio
+
+    tta = OBJECTIVES["time-to-accuracy"]
+    assert step_ratio(tta, (8.0, False), (4.0, False)) == {"ratio": 2.0}
+    # the step's run missed after 10 s: it took at least 10 s, so the step is at most 0.8x ...
+    assert step_ratio(tta, (8.0, False), (10.0, True)) == {"ratio": 0.8, "bound": "at most"}
+    # ... and the next one, from at least 10 s to 1 s, at least 10x
+    assert step_ratio(tta, (10.0, True), (1.0, False)) == {"ratio": 10.0, "bound": "at least"}
+    # two bounds in a row, or a run with no time, say nothing
+    assert step_ratio(tta, (10.0, True), (12.0, True)) == {"ratio": None}
+    assert step_ratio(tta, (None, False), (1.0, False)) == {"ratio": None}

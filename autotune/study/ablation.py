@@ -6,7 +6,10 @@ The path changes the knobs in the order they are applied (registry order), each 
 sub-settings (the optimizer with its betas). Every configuration strictly between the baseline
 and the best is trained once with a fresh seed, like a confirmation run; the two ends are the
 confirmation's medians. A step's ratio is the time before it over the time after it, so the
-ratios multiply to the baseline's time over the best's. Knobs interact (a learning rate means
+ratios multiply to the baseline's time over the best's. A configuration in between that trains
+its whole budget without reaching the target (a smaller batch at the baseline's learning rate
+sees fewer samples in a steps budget) took at least that long: the steps on either side of it
+are then bounds ("at most 0.8x", "at least 9.7x"), not dropped. Knobs interact (a learning rate means
 something else with another optimizer), so a step's ratio is that knob's effect on this path,
 not alone. Threads the study fitted rather than searched (autotune.study.runner.fit_threads)
 follow the step that changes what they were fitted to (the DataLoader workers), as they did in
@@ -21,6 +24,7 @@ from optuna.trial import FrozenTrial
 
 from autotune.settings import settings_index
 from autotune.statuses import RunStatus
+from autotune.run.projection import time_before_missing
 from autotune.study.reruns import real_value, rerun
 
 if TYPE_CHECKING:
@@ -73,18 +77,38 @@ def ablation_path(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTria
     steps = path_configurations(runner, start, end, "threads" in end and "threads" not in best.params)
     if len(steps) < 2:
         return None
-    previous, path = start_value, []
+    measured: list[tuple[float | None, bool, str]] = []
     for i, (knob, changes, current) in enumerate(steps):
         if i == len(steps) - 1:
-            value, status = end_value, RunStatus.OK.value
-        else:
-            runner.events.emit("explaining", f"why it is faster: step {i + 1}/{len(steps) - 1} ({knob})",
-                               step=i + 1, of=len(steps) - 1, knob=knob)
-            outcome, result = rerun(runner, current, (spec.seed or 0) + 2000 + i, f"ablation-{i}.log")
-            value, status = real_value(runner, outcome, result), outcome.status
-        ratio = objective.speedup(value, previous) if value and previous else None
-        path.append({"knob": knob, "from": {k: start.get(k) for k in changes}, "to": changes, "value": value,
-                     "status": status, "ratio": ratio})
-        if value:
-            previous = value
+            measured.append((end_value, False, RunStatus.OK.value))
+            continue
+        runner.events.emit("explaining", f"why it is faster: step {i + 1}/{len(steps) - 1} ({knob})",
+                           step=i + 1, of=len(steps) - 1, knob=knob)
+        outcome, result = rerun(runner, current, (spec.seed or 0) + 2000 + i, f"ablation-{i}.log")
+        value, missed = real_value(runner, outcome, result), False
+        if value is None and outcome.status == RunStatus.OK and objective.name == "time-to-accuracy":
+            # it trained its whole budget short of the target: its time to it is at least that
+            value, missed = time_before_missing(result), True
+        measured.append((value, missed, outcome.status))
+    path = [
+        {"knob": knob, "from": {k: start.get(k) for k in changes}, "to": changes, "value": value,
+         "status": status, **({"missed": True} if missed else {}), **step_ratio(objective, before, (value, missed))}
+        for (knob, changes, _), (value, missed, status), before
+        in zip(steps, measured, [(start_value, False), *((v, m) for v, m, _ in measured)])
+    ]
     return {"steps": path, "runs_per_step": 1, "ends": "confirmation medians"}
+
+
+def step_ratio(objective: Any, before: tuple[float | None, bool], after: tuple[float | None, bool]) -> dict[str, Any]:
+    """A step's speedup from the (time, is a lower bound) before it to the one after it. A time
+    that is only a lower bound (a run that missed the target) bounds the ratio: from it, the
+    ratio is at least the one computed; to it, at most. Both bounds, or a missing time: none."""
+    (previous, previous_bound), (value, bound) = before, after
+    if not previous or not value or (previous_bound and bound):
+        return {"ratio": None}
+    ratio = objective.speedup(value, previous)
+    if previous_bound:
+        return {"ratio": ratio, "bound": "at least"}
+    if bound:
+        return {"ratio": ratio, "bound": "at most"}
+    return {"ratio": ratio}
