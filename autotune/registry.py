@@ -39,12 +39,18 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "autotune.plugins.workers",
     "autotune.plugins.precision",
     "autotune.plugins.pruning",
+    "autotune.plugins.structured_pruning",
     "autotune.plugins.channels_last",
     "autotune.plugins.cudnn_benchmark",
     "autotune.plugins.torch_compile",
     "autotune.plugins.threads",
     "autotune.plugins.workloads",
     "autotune.plugins.data_parallel",
+    "autotune.plugins.lr_schedule",
+    "autotune.plugins.optimizer_impl",
+    "autotune.plugins.matmul_precision",
+    "autotune.plugins.activation_checkpointing",
+    "autotune.plugins.micro_batches",
 )
 
 

@@ -74,6 +74,8 @@ class Workload:
     direction: str | None = None
     # What one sample holds, for throughput in those units: {"tokens": 256} reports tokens_per_s
     units_per_sample: dict[str, int] = field(default_factory=dict)
+    # Submodules (qualified names) the activation_checkpointing knob checkpoints; () lets it find the blocks
+    checkpoint_modules: tuple[str, ...] = ()
 
     @property
     def primary_metric(self) -> Metric:

@@ -4,8 +4,11 @@ torch.nn.utils.prune), made permanent before training so no mask multiplies ever
 The zeros stay zero: the pruned weights' gradients are masked after backward, and with a zero
 gradient SGD (with momentum), Adam, AdamW and RMSprop all leave a zero weight at zero.
 
-Unstructured sparsity does not make dense kernels faster: the measured effect is usually none or
-a small slowdown. autotune measures it rather than assuming a speed-up.
+A model-size knob, not a speed knob: unstructured (masked) pruning makes the model sparse, not
+faster. The tensors keep their shapes and dense kernels multiply the zeros like any other value,
+so a step costs the same (the masking of gradients adds a little); what shrinks is the model once
+stored sparse or compressed. For fewer operations per step, remove whole channels instead:
+`structured_pruning` (plugins/structured_pruning.py).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def prune_model(model: torch.nn.Module, amount: float) -> list[tuple[torch.nn.Pa
 
 class Pruning(Knob):
     name = "pruning"
-    help = "fraction of conv/linear weights zeroed by global L1 pruning, kept at zero while training"
+    help = "fraction of conv/linear weights zeroed (global L1): sparser, not faster (dense kernels); a model-size knob"
     kind = "statistical"
 
     def params(self, hardware):

@@ -244,6 +244,21 @@ def check_pruning(case: Case) -> None:
     assert probe.first_forward["nonzero"] == pytest.approx(1 - amount, abs=0.01)
 
 
+def check_structured_pruning(case: Case) -> None:
+    assert case.base_value == 0.0
+    assert "structured_pruning" not in case.baseline.result.notes
+    reason = exclusion(case.knob, case.hardware)
+    if reason is not None:  # torch-pruning is an optional extra
+        assert "pip install 'autotune[prune]'" in reason
+        return
+    assert second_conv(transformed(case.plan())).in_channels == 16
+    assert second_conv(transformed(case.plan(structured_pruning=0.5))).in_channels == 8  # LeNet's 16 -> 8
+    probe = case.run(structured_pruning=0.5)
+    assert probe.first_forward["input_shape"] == case.baseline.first_forward["input_shape"]
+    params = probe.result.notes["structured_pruning_counts"]["parameters"]
+    assert params[1] < params[0] / 3  # tests/test_levers_pruning.py has the rest
+
+
 def check_channels_last(case: Case) -> None:
     assert case.base_value is False
     assert not second_conv(transformed(case.plan())).weight.is_contiguous(memory_format=torch.channels_last)
@@ -282,6 +297,7 @@ def check_torch_compile(case: Case) -> None:
     plan = case.plan(torch_compile=True)
     assert max(order for order, _ in plan.model_transforms) == 90  # after every other transform
     assert isinstance(transformed(plan), OptimizedModule)  # compilation itself is lazy: not run here
+    assert plan.notes["compile_mode"] == "default"
 
 
 def check_threads(case: Case) -> None:
@@ -334,6 +350,70 @@ def check_data_parallel(case: Case) -> None:
     assert torch.get_num_threads() == threads
 
 
+def check_activation_checkpointing(case: Case) -> None:
+    assert case.base_value is False
+    assert "activation_checkpointing_blocks" not in case.baseline.result.notes
+    assert [order for order, _ in case.plan(activation_checkpointing=True).model_transforms] == [30]
+    probe = case.run(activation_checkpointing=True)
+    # LeNet's largest Sequential (features, 8 layers) in 3 segments; tests/test_levers_memory.py has the rest
+    assert probe.result.notes["activation_checkpointing_blocks"] == ["features[0:3]", "features[3:6]", "features[6:8]"]
+    assert probe.result.notes["activation_checkpointing_memory"]["saved_fraction"] > 0
+    # the same numbers: its BatchNorm statistics are not updated again by the recomputation
+    assert probe.result.val_loss == pytest.approx(case.baseline.result.val_loss, rel=1e-6)
+
+
+def check_micro_batches(case: Case) -> None:
+    assert case.base_value == 1
+    assert "micro_batches" not in case.baseline.result.notes
+    probe = case.run(micro_batches=2)
+    batch = case.settings()["batch_size"]
+    assert probe.first_forward["input_shape"][0] == batch // 2
+    assert probe.result.samples == case.baseline.result.samples  # the batch stays the effective batch
+    notes = probe.result.notes
+    assert notes["micro_batches"] == 2 and notes["micro_batch_rows"] == batch // 2
+    assert "normalises each micro-batch" in notes["micro_batches_batch_norm"]  # LeNet has BatchNorm
+
+
+def check_lr_schedule(case: Case) -> None:
+    assert case.base_value == "constant"
+    assert "lr_schedule" not in case.baseline.result.notes
+    probe = case.run(lr_schedule="cosine", lr_warmup_fraction=0.0)
+    # the second of 2 steps at half the rate; tests/test_levers_training.py checks the sequences
+    assert probe.result.notes["lr_schedule"].startswith(f"cosine over {STEPS} optimizer steps, warm-up 0 steps")
+    assert probe.result.val_loss != case.baseline.result.val_loss
+
+
+def check_optimizer_impl(case: Case) -> None:
+    assert case.base_value == "default"
+    assert not {"foreach", "fused"} & case.plan().optimizer_kwargs.keys()  # torch's own choice
+    plan = case.plan(optimizer_impl="foreach")
+    built = plan.optimizer_factory(LeNet().parameters(), **plan.optimizer_kwargs)
+    assert built.defaults["foreach"] is True and plan.notes["optimizer_impl"] == "foreach SGD"
+    probe = case.run(optimizer_impl="fused")
+    assert probe.result.notes["optimizer_impl"] == "fused SGD"
+    assert probe.result.val_loss == pytest.approx(case.baseline.result.val_loss, rel=1e-4)  # the same update
+
+
+def check_matmul_precision(case: Case) -> None:
+    assert case.base_value == "highest"
+    assert "matmul_precision" not in case.baseline.result.notes
+    reason = exclusion(case.knob, case.hardware)
+    if reason is not None:
+        assert "bf16" in reason
+        with pytest.raises(UsageError, match="does not apply"):
+            case.settings(matmul_precision="medium")
+        return
+    before = torch.backends.mkldnn.matmul.fp32_precision, torch.backends.mkldnn.conv.fp32_precision
+    plan = case.plan(matmul_precision="medium")
+    assert (torch.backends.mkldnn.matmul.fp32_precision, torch.backends.mkldnn.conv.fp32_precision) == ("bf16", "bf16")
+    for cleanup in plan.cleanups:
+        cleanup()
+    plan.cleanups.clear()
+    assert (torch.backends.mkldnn.matmul.fp32_precision, torch.backends.mkldnn.conv.fp32_precision) == before
+    probe = case.run(matmul_precision="medium")
+    assert probe.result.val_loss == pytest.approx(case.baseline.result.val_loss, rel=0.02)
+
+
 CHECKS: dict[str, Callable[[Case], None]] = {
     "batch_size": check_batch_size,
     "optimizer": check_optimizer,
@@ -341,11 +421,17 @@ CHECKS: dict[str, Callable[[Case], None]] = {
     "workers": check_workers,
     "precision": check_precision,
     "pruning": check_pruning,
+    "structured_pruning": check_structured_pruning,
     "channels_last": check_channels_last,
     "cudnn_benchmark": check_cudnn_benchmark,
     "torch_compile": check_torch_compile,
     "threads": check_threads,
     "data_parallel": check_data_parallel,
+    "lr_schedule": check_lr_schedule,
+    "optimizer_impl": check_optimizer_impl,
+    "matmul_precision": check_matmul_precision,
+    "activation_checkpointing": check_activation_checkpointing,
+    "micro_batches": check_micro_batches,
 }
 
 

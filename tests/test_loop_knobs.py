@@ -1,5 +1,5 @@
 """Three plugin knobs that act during training through loop events, each checked for real:
-`lr_schedule` (tests/plugin_files/lr_schedule.py), `accumulation_steps`
+`doc_lr_schedule` (tests/plugin_files/lr_schedule.py), `accumulation_steps`
 (grad_accumulation.py) and `ema` (ema.py).
 
 The runs are real and in-process (`engine.run`) on a small MLP (no BatchNorm, no dropout), a
@@ -90,7 +90,7 @@ class LoopProbe(Knob):
     help = "test knob: records the loop"
     # after the knobs under test: its handlers run after theirs (AFTER_STEP after the scheduler
     # stepped, BEFORE_EVAL after the EMA was swapped in, FIT_END after the EMA's)
-    after = ("precision", "data_parallel", "lr_schedule", "accumulation_steps", "ema")
+    after = ("precision", "data_parallel", "doc_lr_schedule", "accumulation_steps", "ema")
 
     def params(self, hardware):
         return [Param("loop_probe", "categorical", choices=("record", "scaler"))]
@@ -233,12 +233,12 @@ def lrs_of(record: dict[str, Any]) -> list[float]:
     return [group_lrs[0] for group_lrs in record["lrs"]]
 
 
-# --- lr_schedule -----------------------------------------------------------------------------
+# --- doc_lr_schedule -------------------------------------------------------------------------
 
 
 def test_onecycle_follows_torch_onecycle_for_the_steps_budget(run: Runner) -> None:
     steps = 20
-    result, (record,) = run(Budget(steps=steps), lr_schedule="onecycle")
+    result, (record,) = run(Budget(steps=steps), doc_lr_schedule="onecycle")
     assert record["total_steps"] == steps
 
     param = torch.zeros(1, requires_grad=True)
@@ -254,13 +254,13 @@ def test_onecycle_follows_torch_onecycle_for_the_steps_budget(run: Runner) -> No
     assert lrs_of(record) == pytest.approx(expected, rel=1e-12, abs=0)
     assert lrs_of(record)[0] == pytest.approx(LR / 25)  # torch's div_factor: it is a real cycle
     assert max(lrs_of(record)) == pytest.approx(LR, rel=0.05)
-    assert result.notes["lr_schedule"] == f"onecycle over {steps} optimizer steps (peak lr {LR:g})"
+    assert result.notes["doc_lr_schedule"] == f"onecycle over {steps} optimizer steps (peak lr {LR:g})"
 
 
 def test_cosine_warmup_follows_the_closed_form_for_an_epochs_budget(run: Runner) -> None:
     per_epoch = math.ceil(TRAIN_SIZE / 32)  # 7: the short last batch is a step too
     total, warmup = 2 * per_epoch, round(0.2 * 2 * per_epoch)  # 14 steps, 3 of warm-up
-    result, (record,) = run(Budget(epochs=2), lr_schedule="cosine_warmup", lr_warmup_fraction=0.2)
+    result, (record,) = run(Budget(epochs=2), doc_lr_schedule="cosine_warmup", doc_lr_warmup_fraction=0.2)
     assert record["steps_per_epoch"] == per_epoch and record["total_steps"] == total == result.steps
 
     expected = [LR * (k + 1) / warmup if k < warmup
@@ -268,7 +268,7 @@ def test_cosine_warmup_follows_the_closed_form_for_an_epochs_budget(run: Runner)
                 for k in range(total)]
     assert lrs_of(record) == pytest.approx(expected, rel=1e-12, abs=1e-15)
     assert expected[warmup - 1] == pytest.approx(LR) and expected[-1] < 0.03 * LR
-    assert result.notes["lr_schedule"] == f"cosine_warmup over {total} optimizer steps, warm-up {warmup} steps (peak lr {LR:g})"
+    assert result.notes["doc_lr_schedule"] == f"cosine_warmup over {total} optimizer steps, warm-up {warmup} steps (peak lr {LR:g})"
 
 
 def _onecycle(fraction: float) -> float:
@@ -285,8 +285,8 @@ def _cosine(fraction: float) -> float:
 
 @pytest.mark.parametrize("schedule, curve, first", [("cosine_warmup", _cosine, LR), ("onecycle", _onecycle, LR / 25)])
 def test_a_seconds_budget_schedules_over_the_fraction_spent(run: Runner, schedule: str, curve: Any, first: float) -> None:
-    result, (record,) = run(Budget(seconds=0.6), lr_schedule=schedule,
-                            **({"lr_warmup_fraction": 0.0} if schedule == "cosine_warmup" else {}))
+    result, (record,) = run(Budget(seconds=0.6), doc_lr_schedule=schedule,
+                            **({"doc_lr_warmup_fraction": 0.0} if schedule == "cosine_warmup" else {}))
     assert record["total_steps"] is None and record["budget_seconds"] == 0.6
     lrs, after = lrs_of(record), record["after_step"]
     assert len(lrs) == result.steps >= 10
@@ -296,13 +296,13 @@ def test_a_seconds_budget_schedules_over_the_fraction_spent(run: Runner, schedul
     for lr, point in zip(lrs[1:], after):
         assert lr == pytest.approx(curve(min(point["fraction"], 1.0)), abs=0.01 * LR)
     assert lrs[-1] < 0.1 * LR and max(lrs) > 0.9 * LR
-    assert result.notes["lr_schedule"] == f"{schedule} over the seconds budget (peak lr {LR:g})"
+    assert result.notes["doc_lr_schedule"] == f"{schedule} over the seconds budget (peak lr {LR:g})"
 
 
 def test_no_schedule_keeps_the_learning_rate(run: Runner) -> None:
     result, (record,) = run(Budget(steps=5))
     assert lrs_of(record) == [LR] * 5
-    assert "lr_schedule" not in result.notes
+    assert "doc_lr_schedule" not in result.notes and "lr_schedule" not in result.notes
 
 
 # --- accumulation_steps ----------------------------------------------------------------------
@@ -444,7 +444,7 @@ def test_validation_measures_the_average_and_training_goes_on_from_the_raw_weigh
 def test_trial_run_shows_each_knobs_notes_in_its_json(tmp_path: Path) -> None:
     env = dict(os.environ, AUTOTUNE_HOME=str(tmp_path / "home"),
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-    sets = {"batch_size": 32, "threads": 1, "lr_schedule": "onecycle", "accumulation_steps": 4,
+    sets = {"batch_size": 32, "threads": 1, "doc_lr_schedule": "onecycle", "accumulation_steps": 4,
             "ema": "true", "ema_decay": 0.9}
     args = [a for key, value in sets.items() for a in ("--set", f"{key}={value}")]
     proc = subprocess.run(
@@ -458,9 +458,9 @@ def test_trial_run_shows_each_knobs_notes_in_its_json(tmp_path: Path) -> None:
     assert result["status"] == "ok", result["error"]
     assert result["steps"] == 6 and result["samples"] == 6 * 32
     notes = result["notes"]
-    assert notes["lr_schedule"] == "onecycle over 6 optimizer steps (peak lr 0.01)"
+    assert notes["doc_lr_schedule"] == "onecycle over 6 optimizer steps (peak lr 0.01)"
     assert notes["accumulation_steps"] == 4
     assert notes["accumulation_micro_batches"] == [[8, 8, 8, 8]]
     assert notes["accumulation_no_sync"] is False
     assert notes["ema"] == "decay 0.9, 6 updates; validation and the final model use the average"
-    assert result["settings"]["lr_schedule"] == "onecycle" and result["settings"]["ema_decay"] == 0.9
+    assert result["settings"]["doc_lr_schedule"] == "onecycle" and result["settings"]["ema_decay"] == 0.9

@@ -31,6 +31,9 @@ DOCS = ROOT / "docs" / "plugins.md"
 BUILTIN_KNOBS = {
     "batch_size", "optimizer", "learning_rate", "workers", "precision",
     "pruning", "channels_last", "cudnn_benchmark", "torch_compile", "threads", "data_parallel",
+    "structured_pruning",
+    "lr_schedule", "optimizer_impl", "matmul_precision",
+    "activation_checkpointing", "micro_batches",
 }
 
 

@@ -61,6 +61,51 @@ def beyond(seconds: float, best: float | None, margin: float) -> bool:
     return best is not None and seconds > best * (1.0 + margin)
 
 
+FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+# What a run notes when a micro-batch of that many samples ran out of memory and it went on with
+# smaller ones (the micro_batches knob's automatic micro-batching).
+OUT_OF_MEMORY_ROWS = "out_of_memory_rows"
+
+
+def micro_batch_rows(settings: dict[str, Any]) -> int:
+    """Samples a micro-batch holds under `settings`: what activation memory grows with."""
+    return math.ceil(settings["batch_size"] / max(1, int(settings.get("micro_batches", 1))))
+
+
+def infeasible(settings: dict[str, Any], trials: list["optuna.trial.FrozenTrial"]) -> str | None:
+    """Why `settings` would run out of memory, from finished `trials` with the same
+    memory-relevant settings: their micro-batches (batch_size / micro_batches) ran out of memory
+    at no more samples than these hold. A trial that ran out of memory counts at the smallest
+    micro-batch it noted as failing (`OUT_OF_MEMORY_ROWS`), or at its own micro-batch; one that
+    recovered with smaller micro-batches counts at the one that failed. None when none did."""
+    if settings.get("batch_size") is None:
+        return None
+    ignored = MEMORY_NEUTRAL | {"batch_size", "micro_batches"}
+    mine = {k: v for k, v in settings.items() if k not in ignored}
+    rows = micro_batch_rows(settings)
+    for t in trials:
+        other = t.user_attrs.get("settings", {})
+        failed = (t.user_attrs.get("notes") or {}).get(OUT_OF_MEMORY_ROWS)
+        if failed is None and t.user_attrs.get("autotune_status") == RunStatus.OOM and "batch_size" in other:
+            failed = micro_batch_rows(other)
+        if failed is None or rows < failed:
+            continue
+        if {k: v for k, v in other.items() if k not in ignored} != mine:
+            continue
+        whole = settings.get("micro_batches", 1) == other.get("micro_batches", 1) == 1
+        if whole and failed == other.get("batch_size"):
+            return (
+                f"infeasible: batch_size {settings['batch_size']} >= {other['batch_size']}, which ran out of "
+                f"memory in trial {t.number} with the same settings"
+            )
+        return (
+            f"infeasible: micro-batches of {rows} samples (batch_size {settings['batch_size']}, micro_batches "
+            f"{settings.get('micro_batches', 1)}) >= {failed}, which ran out of memory in trial {t.number} "
+            "with the same settings"
+        )
+    return None
+
+
 class TrialFailed(Exception):
     """Raised inside the objective so Optuna records FAIL and the study goes on."""
 
@@ -199,24 +244,9 @@ class TrialObjective:
         return optuna.TrialPruned(reason)
 
     def _infeasible(self, settings: dict[str, Any]) -> str | None:
-        """A configuration at or above a batch size that already ran out of memory."""
         study = self.runner.study
         assert study is not None
-        batch = settings.get("batch_size")
-        if batch is None:
-            return None
-        mine = {k: v for k, v in settings.items() if k not in MEMORY_NEUTRAL and k != "batch_size"}
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)):
-            if t.user_attrs.get("autotune_status") != RunStatus.OOM:
-                continue
-            other = t.user_attrs.get("settings", {})
-            theirs = {k: v for k, v in other.items() if k not in MEMORY_NEUTRAL and k != "batch_size"}
-            if theirs == mine and batch >= other.get("batch_size", math.inf):
-                return (
-                    f"infeasible: batch_size {batch} >= {other['batch_size']}, which ran out of "
-                    f"memory in trial {t.number} with the same settings"
-                )
-        return None
+        return infeasible(settings, study.get_trials(deepcopy=False, states=FINISHED_STATES))
 
     # after the run -------------------------------------------------------------------------------
 

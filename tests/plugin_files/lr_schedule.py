@@ -1,10 +1,14 @@
-"""Plugin: knob `lr_schedule`, a learning-rate schedule sized from the run's budget.
+"""Plugin: knob `doc_lr_schedule`, a learning-rate schedule sized from the run's budget.
+
+Written from docs/plugins.md alone, as a proof that the docs suffice; the built-in
+`lr_schedule` (plugins/lr_schedule.py) grew from it, so this one's names carry `doc_` to load
+beside it.
 
 - `none`: the optimizer's learning rate throughout (the baseline).
 - `onecycle`: `torch.optim.lr_scheduler.OneCycleLR` with the optimizer's learning rate as
   `max_lr` (torch's defaults: 30% of the budget rising from max_lr/25, cosine annealing down to
   max_lr/25e4), momentum not cycled (so the knob changes the learning rate and nothing else).
-- `cosine_warmup`: a linear warm-up over `lr_warmup_fraction` of the budget to the optimizer's
+- `cosine_warmup`: a linear warm-up over `doc_lr_warmup_fraction` of the budget to the optimizer's
   learning rate, then a cosine decay to 0.
 
 For step and epoch budgets (`state.total_steps` at FIT_START) the schedule is a torch scheduler
@@ -52,27 +56,27 @@ def cosine_warmup_factor_at(fraction: float, warmup: float) -> float:
 
 
 class LRSchedule(Knob):
-    name = "lr_schedule"
+    name = "doc_lr_schedule"
     help = "learning-rate schedule over the budget: none, onecycle, cosine_warmup"
     kind = "statistical"
     after = ("learning_rate", "optimizer")  # the schedule scales the lr they set
 
     def params(self, hardware):
         return [
-            Param("lr_schedule", "categorical", choices=("none", "onecycle", "cosine_warmup")),
-            Param("lr_warmup_fraction", "float", low=0.0, high=0.2, valid=(0.0, 0.5),
-                  when={"lr_schedule": ("cosine_warmup",)},
+            Param("doc_lr_schedule", "categorical", choices=("none", "onecycle", "cosine_warmup")),
+            Param("doc_lr_warmup_fraction", "float", low=0.0, high=0.2, valid=(0.0, 0.5),
+                  when={"doc_lr_schedule": ("cosine_warmup",)},
                   help="share of the budget spent warming up (cosine_warmup)"),
         ]
 
     def baseline(self, hardware):
-        return {"lr_schedule": "none", "lr_warmup_fraction": 0.1}
+        return {"doc_lr_schedule": "none", "doc_lr_warmup_fraction": 0.1}
 
     def apply(self, settings, plan):
-        kind = settings["lr_schedule"]
+        kind = settings["doc_lr_schedule"]
         if kind == "none":
             return
-        warmup_fraction = settings.get("lr_warmup_fraction", 0.1)
+        warmup_fraction = settings.get("doc_lr_warmup_fraction", 0.1)
         holder = {}
 
         def start(state):
@@ -83,8 +87,8 @@ class LRSchedule(Knob):
             if total is None:  # a seconds budget: follow the curve over state.fraction
                 holder["scheduler"] = None
                 set_from_fraction(state)
-                state.notes["lr_schedule"] = (f"{kind} over the seconds budget "
-                                              f"(peak lr {max(base):g})")
+                state.notes["doc_lr_schedule"] = (f"{kind} over the seconds budget "
+                                                  f"(peak lr {max(base):g})")
                 return
             total = max(int(total), 1)
             if kind == "onecycle" and total >= 2:
@@ -101,7 +105,7 @@ class LRSchedule(Knob):
             holder["scheduler"] = scheduler
             holder["total"] = total
             detail = f", warm-up {holder['warmup_steps']} steps" if "warmup_steps" in holder else ""
-            state.notes["lr_schedule"] = f"{kind} over {total} optimizer steps{detail} (peak lr {max(base):g})"
+            state.notes["doc_lr_schedule"] = f"{kind} over {total} optimizer steps{detail} (peak lr {max(base):g})"
 
         def set_from_fraction(state):
             done = state.fraction or 0.0
@@ -121,7 +125,7 @@ class LRSchedule(Knob):
 
         plan.on(Event.FIT_START, start)
         plan.on(Event.AFTER_STEP, after_step)
-        plan.notes["lr_schedule"] = kind  # replaced by the sized description at FIT_START
+        plan.notes["doc_lr_schedule"] = kind  # replaced by the sized description at FIT_START
 
 
 @hookimpl
