@@ -18,6 +18,8 @@ Steps:
 Targets (issue 16): open < 1 s (from the app's start to the trials on screen), idle CPU < 2 % of a
 core. Watching a running trial is reported beside them.
 
+Measured 2026-12-04 on an idle 2-core AMD EPYC (load 0.4): open 1.68 s (first poll 1.12 s,
+imports 0.63 s more), idle CPU 1.7 %, watching 4.7 %: the open target is not met (docs/benchmarks.md).
 Measured 2026-11-22 on the 2-core dev machine while other jobs kept its load average at 6-8:
 generate 10,000 trials 2.7 s; open 1.45 s wall (1.26 s CPU, imports included; the first poll,
 which reads all 10,000 trials, 1.0 s); CPU 1.6 % idle, 2.7 % watching a running trial; RSS 216 MiB.
