@@ -126,15 +126,21 @@ def home_processes(home: Path) -> list[Any]:
     return found
 
 
-def hardware_fingerprint() -> dict[str, Any]:
-    """`autotune hardware --json`, run as the command users run, plus CPU flags that matter here."""
+def autotune_json(*args: str) -> Any:
+    """`autotune ARGS --json` run as users run it (this interpreter's entry point), parsed;
+    SystemExit with the end of its stderr when it fails."""
     script = Path(sys.executable).parent / "autotune"
     cmd = [str(script)] if script.exists() else [
         sys.executable, "-c", "import sys; from autotune.cli import main; sys.exit(main())"]
-    proc = subprocess.run([*cmd, "hardware", "--json"], capture_output=True, text=True, check=False)
+    proc = subprocess.run([*cmd, *args, "--json"], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"`autotune hardware --json` failed:\n{proc.stderr[-2000:]}")
-    fingerprint = json.loads(proc.stdout)
+        raise SystemExit(f"`autotune {' '.join(args)} --json` failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def hardware_fingerprint() -> dict[str, Any]:
+    """`autotune hardware --json`, run as the command users run, plus CPU flags that matter here."""
+    fingerprint = autotune_json("hardware")
     flags = cpu_flags()
     return {
         "autotune_hardware": fingerprint,
@@ -184,6 +190,14 @@ def fmt_stats(s: dict[str, Any], digits: int = 3, unit: str = "") -> str:
     if s["n"] == 1:
         return fmt(s["median"], digits, unit)
     return f"{fmt(s['median'], digits, unit)} ({fmt(s['min'], digits)}-{fmt(s['max'], digits)}, n={s['n']})"
+
+
+def rotated(items: Sequence[Any], shift: int) -> list[Any]:
+    """`items` started at index `shift` (mod its length) and wrapped: each round of an
+    interleaved benchmark runs its configurations in a rotated order, so that a drift in the
+    machine's load does not always fall on the same one."""
+    k = shift % len(items) if items else 0
+    return list(items[k:]) + list(items[:k])
 
 
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -284,6 +298,9 @@ def run_config(
     target: float | None = None,
     stop_at_target: bool = False,
     evals_per_epoch: int = 1,
+    evals_per_budget: int = 0,
+    eval_every_steps: int | None = None,
+    metric: Any | None = None,
     device: str | None = None,
     stop_when: Callable[[dict[str, Any]], bool] | None = None,
     log_path: str | None = None,
@@ -294,7 +311,9 @@ def run_config(
     Returns the engine's RunResult as a dict plus parent-side wall clock: `launch_wall` (launch
     call to the child's exit, so process start and teardown included) and, per validation the
     child reported, `eval_walls` (seconds from the launch call to the report). `stop_when(point)`
-    returning True stops the run after that validation, as a pruner would.
+    returning True stops the run after that validation, as a pruner would. `metric` (an
+    autotune.metrics.Metric; default accuracy, higher is better) is what the run's `metric_value`,
+    curve and target are in: a workload judged by another (tinylm: val_loss) must pass its own.
     """
     from autotune.run.trial_process import TrialRequest, launch
     from autotune.run.types import RunOptions
@@ -305,7 +324,9 @@ def run_config(
         log_path = str(logs / f"run-{next(_RUN_NUMBER)}.log")
     request = TrialRequest(
         workload=workload, overrides=dict(overrides), budget=dict(budget), device=device, log_path=log_path,
-        options=RunOptions(seed=seed, target=target, stop_at_target=stop_at_target, evals_per_epoch=evals_per_epoch),
+        options=RunOptions(seed=seed, target=target, stop_at_target=stop_at_target, evals_per_epoch=evals_per_epoch,
+                           evals_per_budget=evals_per_budget, eval_every_steps=eval_every_steps,
+                           **({"metric": metric.name, "direction": metric.direction} if metric is not None else {})),
     )
     walls: list[float] = []
     started = time.perf_counter()

@@ -101,13 +101,7 @@ class Report:
 
 def listed_knobs() -> list[str]:
     """Knob names `autotune plugins --json` lists (built-ins and installed plugins)."""
-    script = Path(sys.executable).parent / "autotune"
-    cmd = [str(script)] if script.exists() else [
-        sys.executable, "-c", "import sys; from autotune.cli import main; sys.exit(main())"]
-    proc = subprocess.run([*cmd, "plugins", "--json"], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"gpu_check: `autotune plugins --json` failed: {proc.stderr.strip()[-500:]}")
-    return [k["name"] for plugin in json.loads(proc.stdout) for k in plugin["knobs"] if not k.get("disabled")]
+    return [k["name"] for plugin in common.autotune_json("plugins") for k in plugin["knobs"] if not k.get("disabled")]
 
 
 def missing(knobs: list[str], needed: tuple[str, ...]) -> str | None:
