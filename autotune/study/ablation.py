@@ -24,8 +24,7 @@ from optuna.trial import FrozenTrial
 
 from autotune.settings import settings_index
 from autotune.statuses import RunStatus
-from autotune.run.projection import time_before_missing
-from autotune.study.reruns import real_value, rerun
+from autotune.study.reruns import missed_time, real_value, rerun
 
 if TYPE_CHECKING:
     from autotune.study.runner import StudyRunner
@@ -86,9 +85,9 @@ def ablation_path(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTria
                            step=i + 1, of=len(steps) - 1, knob=knob)
         outcome, result = rerun(runner, current, (spec.seed or 0) + 2000 + i, f"ablation-{i}.log")
         value, missed = real_value(runner, outcome, result), False
-        if value is None and outcome.status == RunStatus.OK and objective.name == "time-to-accuracy":
-            # it trained its whole budget short of the target: its time to it is at least that
-            value, missed = time_before_missing(result), True
+        if value is None:
+            lower = missed_time(runner, outcome, result)  # its time to the target is at least that
+            value, missed = lower, lower is not None
         measured.append((value, missed, outcome.status))
     path = [
         {"knob": knob, "from": {k: start.get(k) for k in changes}, "to": changes, "value": value,

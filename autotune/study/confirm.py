@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.study.ablation import ablation_path
-from autotune.run.projection import time_before_missing
-from autotune.study.reruns import real_value, rerun
+from autotune.study.reruns import missed_time, real_value, rerun
 from autotune.intervals import MIN_COVERAGE, median_interval
 from autotune.metrics import Metric
 from autotune.statuses import TRIAL_METRICS, RunStatus
@@ -35,10 +34,9 @@ def confirm_best(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial
             pair[label] = {"status": outcome.status, "value": value, **{k: result.get(k) for k in (
                 "throughput", "metric_value", "val_accuracy", "time_to_target", "projected_time_to_target",
                 "setup_time", "peak_memory_bytes")}}
-            if label == "baseline" and value is None and outcome.status == RunStatus.OK \
-                    and objective.name == "time-to-accuracy":
-                # its whole run, a lower bound on its time to the target (see below)
-                pair[label]["missed_after"] = time_before_missing(result)
+            if label == "baseline" and value is None:
+                # its whole run, a lower bound on its time to the target (pair_speedup)
+                pair[label]["missed_after"] = missed_time(runner, outcome, result)
         speedup, lower_bound = pair_speedup(objective, pair["best"], pair["baseline"])
         if speedup is not None:
             pair["speedup"] = speedup

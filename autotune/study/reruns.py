@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from autotune.run.projection import measured_time
+from autotune.run.projection import measured_time, time_before_missing
 from autotune.run.trial_process import TrialOutcome, launch
 from autotune.statuses import RunStatus
 
@@ -35,3 +35,14 @@ def real_value(runner: "StudyRunner", outcome: TrialOutcome, result: dict[str, A
     if outcome.status != RunStatus.OK or objective.multi:
         return None
     return measured_time(result) if objective.name == "time-to-accuracy" else objective.values(result)
+
+
+def missed_time(runner: "StudyRunner", outcome: TrialOutcome, result: dict[str, Any]) -> float | None:
+    """For a time-to-accuracy re-run that trained its whole budget without reaching the target:
+    its whole run, end to end, a lower bound on its time to the target. None otherwise (it
+    reached the target, failed, or the objective is another)."""
+    if outcome.status != RunStatus.OK or runner.objective.name != "time-to-accuracy":
+        return None
+    if measured_time(result) is not None:
+        return None
+    return time_before_missing(result)
