@@ -25,10 +25,7 @@ import math
 from typing import Any
 
 from autotune import Event, Knob, Param, TrainingPlan, hookimpl
-
-# The notes key autotune.study.objective reads: a micro-batch of this many samples, or more, ran
-# out of memory under these settings.
-OUT_OF_MEMORY_ROWS = "out_of_memory_rows"
+from autotune.run.plan import OUT_OF_MEMORY_ROWS
 
 
 class MicroBatches(Knob):

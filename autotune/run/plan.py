@@ -7,6 +7,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from autotune.run.loop_events import Event
 
+# A note a knob leaves in `notes` when a micro-batch of that many samples, or more, ran out of
+# memory under the run's settings (the built-in micro_batches does); the study reads it to learn
+# the largest micro-batch that fits (autotune.study.objective.infeasible).
+OUT_OF_MEMORY_ROWS = "out_of_memory_rows"
+
 if TYPE_CHECKING:
     import torch
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from autotune.formatting import settings_text
+from autotune.run.plan import OUT_OF_MEMORY_ROWS
 from autotune.run.trial_process import TrialOutcome, launch
 from autotune.settings import resolve_settings
 from autotune.statuses import FAILED_RUN_STATUSES, TRIAL_METRICS, RunStatus
@@ -62,9 +63,6 @@ def beyond(seconds: float, best: float | None, margin: float) -> bool:
 
 
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-# What a run notes when a micro-batch of that many samples ran out of memory and it went on with
-# smaller ones (the micro_batches knob's automatic micro-batching).
-OUT_OF_MEMORY_ROWS = "out_of_memory_rows"
 
 
 def micro_batch_rows(settings: dict[str, Any]) -> int:
