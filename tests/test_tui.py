@@ -521,3 +521,56 @@ async def test_a_whole_reason_is_shown_for_the_trial_under_the_cursor(home: Path
         lines = event_lines(log)
         assert any("loss became NaN at step 212 (learning_rate 0.29 too high?)" in " ".join(" ".join(lines[i:i + 2]).split())
                    for i in range(len(lines)))
+
+
+def test_a_big_study_is_read_newest_page_first(home: Path) -> None:
+    """The first poll of a study with more trials than a page brings only the newest page and
+    says how many it is reading; the next starts the view over with every row; then it is
+    incremental again. Rows come without their log tails, which stored_log_tail reads."""
+    from autotune.tui.data import Watcher
+
+    watcher = Watcher(first_page=5)
+    try:
+        first = watcher.poll("pareto-demo", target="t").study
+        assert first.reading == 24 and first.total_rows == 24 and first.reset
+        assert [r.number for r in first.new_rows] == [19, 20, 21, 22, 23]
+        assert first.summary["done"] == 0 and first.best_so_far is None and first.pareto is None
+        full = watcher.poll("pareto-demo", target="t").study
+        assert full.reading is None and full.reset and full.pareto is not None
+        assert [r.number for r in full.new_rows] == list(range(24)) and full.summary["done"] == 24
+        assert not watcher.poll("pareto-demo", target="t").study.reset
+        small = Watcher(first_page=50).poll("demo", target="d").study  # fits a page: one read
+        assert small.reading is None and len(small.new_rows) == 15
+
+        study = watcher.opened("pareto-demo")
+        optuna_study = reading.open_study(f"sqlite:///{home / 'studies.db'}", "pareto-demo")
+        for row in full.new_rows:
+            stored = optuna_study.trials[row.number].user_attrs.get("log_tail")
+            assert row.log_tail is None and reading.stored_log_tail(study, row) == stored
+        assert any(optuna_study.trials[n].user_attrs.get("log_tail") for n in range(24))
+    finally:
+        watcher.close()
+
+
+async def test_a_big_study_opens_on_its_newest_trials_then_fills_in(home: Path) -> None:
+    app = AutotuneApp(study="pareto-demo", interval=30, table_cap=5)  # no timed poll: only the follow-up
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(TrialsTable)
+        seen = []
+        for _ in range(500):  # the headers the screen shows until both polls are in
+            await pilot.pause(0.01)
+            seen.append((str(app.screen.query_one(StudyHeader).content), [k.value for k in table.rows]))
+            if app.polls >= 2 and "reading" not in seen[-1][0]:
+                break
+        reading_its = [rows for header, rows in seen if "reading its 24 trials" in header]
+        assert all(rows in ([], ["19", "20", "21", "22", "23"]) for rows in reading_its)
+        header = str(app.screen.query_one(StudyHeader).content)
+        assert "24/24 trials" in header and "reading" not in header
+        assert [k.value for k in table.rows] == ["19", "20", "21", "22", "23"]
+        assert table.border_title == "trials: latest 5 of 24"
+        assert "Pareto front" in app.screen.query_one("#progress-plot").border_title
+        await pilot.press("enter")  # the newest trial, finished: its stored log tail
+        await pilot.pause()
+        assert isinstance(app.screen, TrialScreen)
+        stored = reading.open_study(f"sqlite:///{home / 'studies.db'}", "pareto-demo").trials[23].user_attrs
+        assert str(app.screen.query_one("#trial-log-text").content) == stored["log_tail"]

@@ -52,7 +52,7 @@ class AutotuneApp(App):
         # The app owns the terminal: a log line on stderr would tear the screen.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.store = Store(store_path)  # the app thread's connection: actions (pause, kill ...)
-        self.watcher = Watcher(self.store.path)  # the poll workers' connection
+        self.watcher = Watcher(self.store.path, first_page=table_cap)  # the poll workers' connection
         self.initial_study = study
         self.interval = interval
         self.table_cap = table_cap
@@ -121,6 +121,8 @@ class AutotuneApp(App):
             self.last_snapshot = message.snapshot
             self.polls += 1
             target.post_message(message)
+            if message.snapshot.study is not None and message.snapshot.study.reading is not None:
+                self._poll_again = True  # a big study's first page: the rest at once, not in a second
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Arm the next poll once the last one has finished, never while it runs."""

@@ -9,6 +9,12 @@ A study whose store row exists but whose Optuna study does not yet (queued behin
 daemon is creating it) is not an error: its update has no rows, says why (`waiting`) and where it
 is in the daemon's queue (`queue`). The first update that finds the study starts the view over
 (`reset`), so the screen drops what it showed while waiting.
+
+A big study opens in two polls: reading all of a 10,000-trial study takes most of a second, so
+the first poll of a view whose rows are not cached brings only the newest `first_page` rows
+(`reading` holds the trial count, and there is no summary yet) and the next one, which the app
+asks for at once, starts the view over with all of them. Rows are read without their log tails
+(up to 4,000 characters a trial); the trial screen reads a finished trial's when it opens.
 """
 
 from __future__ import annotations
@@ -59,6 +65,9 @@ class StudyUpdate:
     reset: bool  # first update for this target, or first since the study appeared: start from empty
     queue: QueuePlace | None = None  # set while the store row says queued
     waiting: str | None = None  # why there is nothing to show yet; None once the Optuna study exists
+    # a big study's first update: its trial count; new_rows are only the newest, the summary is the
+    # store row's, and the next poll starts the view over with every row
+    reading: int | None = None
 
 
 @dataclass
@@ -74,12 +83,15 @@ class Snapshot:
 class Watcher:
     """Reads the Store and the studies' Optuna storages for the UI."""
 
-    def __init__(self, store_path: str | Path | None = None) -> None:
+    def __init__(self, store_path: str | Path | None = None, first_page: int = 500) -> None:
+        """`first_page`: how many of a big study's newest rows its first poll brings (0: all)."""
         self.store = Store(store_path)  # this connection is only used by polls (one at a time)
+        self.first_page = first_page
         self._lock = threading.Lock()
         self._studies: dict[str, tuple[tuple[Any, Any], StudyLike]] = {}
         self._target: Hashable = None
         self._waiting = False  # the last update was for a study not in its storage yet
+        self._partial = False  # the last update was a first page (`reading`): the next starts over
         self._shown: dict[int, TrialRow] = {}
         self._last_event_id = 0
         self._finished_count = -1
@@ -98,7 +110,7 @@ class Watcher:
         key = (row["storage"], row.get("created_at"))
         cached = self._studies.get(name)
         if cached is None or cached[0] != key:
-            cached = self._studies[name] = (key, reading.open_view(row["storage"], name))
+            cached = self._studies[name] = (key, reading.open_view(row["storage"], name, with_log_tails=False))
         return cached[1]
 
     def poll(self, name: str | None, target: Hashable = None) -> Snapshot:
@@ -137,11 +149,16 @@ class Watcher:
             raise self._unknown(name)
         waiting = not self._in_storage(store_row)
         study = None if waiting else self.study(name, store_row)  # may raise: then the next poll starts over again
-        rows = reading.trial_rows(study) if study is not None else []
-        reset = target != self._target or waiting != self._waiting
+        reset = target != self._target or waiting != self._waiting or self._partial
+        # a first page only for a view's first update, never twice in a row
+        page = study is not None and reset and not self._partial and self.first_page
+        first = reading.latest_rows(study, self.first_page) if page else None
+        partial = first is not None and first[1] > self.first_page
+        rows = reading.trial_rows(study) if study is not None and not partial else []
         if reset:
             self._target = target
             self._waiting = waiting
+            self._partial = partial
             self._shown = {}
             self._last_event_id = 0
             self._finished_count = -1
@@ -151,6 +168,14 @@ class Watcher:
         if events:
             self._last_event_id = events[-1]["id"]
         queue = queue_place(studies, name)
+        if partial:
+            newest, total = first
+            return StudyUpdate(
+                name=name, summary=_waiting_summary(store_row), attrs={}, hardware={}, new_rows=newest,
+                changed_rows=[], total_rows=total, best_so_far=None, pareto=None,
+                live=self.store.live_trials(name), events=events, complete_count=0, reset=True,
+                queue=queue, reading=total,
+            )
         if study is None:
             return StudyUpdate(
                 name=name, summary=_waiting_summary(store_row), attrs={}, hardware={}, new_rows=[],

@@ -132,14 +132,18 @@ class SqliteTrials:
     """Reads one study's trials with sqlite3: only new and unfinished trials after the first read.
 
     `with_params=False` leaves `params` empty (and Optuna unimported): enough for counts, the best
-    trial and summaries, which read settings from the user attrs.
+    trial and summaries, which read settings from the user attrs. `with_log_tails=False` leaves
+    `log_tail` None (`log_tail(number)` reads one): a trial keeps up to 4,000 characters of its
+    output, which would be most of what a big study's first read parses.
     """
 
-    def __init__(self, conn: sqlite3.Connection, study_id: int, with_params: bool = True) -> None:
+    def __init__(self, conn: sqlite3.Connection, study_id: int, with_params: bool = True,
+                 with_log_tails: bool = True) -> None:
         self.conn = conn
         self.lock = threading.Lock()  # one connection, used from poll, export and importance threads
         self.study_id = study_id
         self.with_params = with_params
+        self.skip_attrs = () if with_log_tails else ("log_tail",)
         self.last_finished_id = -1
         self.unfinished: set[int] = set()
         try:  # SQLite >= 3.38 (JSON built in): one JSON object per trial, one json.loads each
@@ -149,7 +153,8 @@ class SqliteTrials:
             self.json_objects = False
 
     @classmethod
-    def open(cls, path: Path, name: str, with_params: bool = True) -> "SqliteTrials | None":
+    def open(cls, path: Path, name: str, with_params: bool = True,
+             with_log_tails: bool = True) -> "SqliteTrials | None":
         try:
             conn = connect_read_only(path)
         except sqlite3.Error:
@@ -164,7 +169,7 @@ class SqliteTrials:
         if not row or version not in KNOWN_SCHEMA_VERSIONS:
             conn.close()
             return None
-        return cls(conn, row[0], with_params)
+        return cls(conn, row[0], with_params, with_log_tails)
 
     def query(self, sql: str, args: list[Any]) -> list[tuple[Any, ...]]:
         with self.lock:
@@ -175,10 +180,22 @@ class SqliteTrials:
         with self.lock:
             return self._read_changed()
 
-    def _attrs(self, table: str, ids_sql: str, args: list[Any], keys: tuple[str, ...] = ()) -> dict[int, dict[str, Any]]:
+    def log_tail(self, number: int) -> str | None:
+        """One trial's stored log tail (its `log_tail` user attr)."""
+        found = self.query(
+            "select a.value_json from trial_user_attributes a join trials t on a.trial_id = t.trial_id "
+            "where t.study_id = ? and t.number = ? and a.key = 'log_tail'", [self.study_id, number],
+        )
+        value = json.loads(found[0][0]) if found else None
+        return value if isinstance(value, str) else None
+
+    def _attrs(self, table: str, ids_sql: str, args: list[Any], keys: tuple[str, ...] = (),
+               skip: tuple[str, ...] = ()) -> dict[int, dict[str, Any]]:
+        """{trial_id: {key: value}}: only `keys` when given; never those in `skip`."""
         conn = self.conn
         only = f" and key in ({','.join('?' * len(keys))})" if keys else ""
-        args = [*args, *keys]
+        only += f" and key not in ({','.join('?' * len(skip))})" if skip else ""
+        args = [*args, *keys, *skip]
         if self.json_objects:
             return {tid: json.loads(obj) for tid, obj in conn.execute(
                 f"select trial_id, '{{' || group_concat(json_quote(key) || ':' || value_json, ',') "
@@ -189,12 +206,35 @@ class SqliteTrials:
             f"select trial_id, key, value_json from {table} where trial_id in ({ids_sql}){only}", args,
         )).items()}
 
+    def read_latest(self, n: int) -> tuple[list[TrialRow], int]:
+        """The newest `n` trials' rows, by number, and how many trials the study has; no rows when
+        it has no more than `n` (a full read costs as little). Leaves what `read_changed` has read
+        alone: a first screen of a big study, before its full read."""
+        with self.lock:
+            (total,) = self.conn.execute("select count(*) from trials where study_id = ?", [self.study_id]).fetchone()
+            if total <= n:
+                return [], total
+            where = "study_id = ? and trial_id >= coalesce((select trial_id from trials where study_id = ? " \
+                    "order by trial_id desc limit 1 offset ?), -1)"
+            return [row for _, row in self._read(where, [self.study_id, self.study_id, max(n - 1, 0)])], total
+
     def _read_changed(self) -> list[TrialRow]:
         unfinished = sorted(self.unfinished)
         where = "study_id = ? and (trial_id > ?" + (
             f" or trial_id in ({','.join('?' * len(unfinished))}))" if unfinished else ")"
         )
-        args = [self.study_id, self.last_finished_id, *unfinished]
+        read = self._read(where, [self.study_id, self.last_finished_id, *unfinished])
+        for trial_id, row in read:
+            if row.finished:
+                self.last_finished_id = max(self.last_finished_id, trial_id)
+                self.unfinished.discard(trial_id)
+            else:
+                self.unfinished.add(trial_id)
+        return [row for _, row in read]
+
+    def _read(self, where: str, args: list[Any]) -> list[tuple[int, TrialRow]]:
+        """(trial_id, row) of the trials `where` selects (SQL on `trials`), by trial_id, in one
+        snapshot."""
         ids_sql = f"select trial_id from trials where {where}"
         conn = self.conn
         conn.execute("begin")  # one snapshot: a trial and its values, params and attrs agree
@@ -213,7 +253,7 @@ class SqliteTrials:
                 f"select trial_id, param_name, param_value, distribution_json from trial_params "
                 f"where trial_id in ({ids_sql}) order by param_id", args,
             )) if self.with_params else {}
-            attrs = self._attrs("trial_user_attributes", ids_sql, args)
+            attrs = self._attrs("trial_user_attributes", ids_sql, args, skip=self.skip_attrs)
             system = self._attrs("trial_system_attributes", ids_sql, args, SYSTEM_KEYS)
             inter = _group(conn.execute(
                 f"select trial_id, step, intermediate_value, intermediate_value_type "
@@ -231,17 +271,12 @@ class SqliteTrials:
                 dists[pname] = dist
                 ps[pname] = dist.to_external_repr(pvalue)
             vals = [_stored_float(v, t) for _, _, v, t in values.get(trial_id, ())] or None
-            rows.append(make_row(
+            rows.append((trial_id, make_row(
                 number, state, vals, ps, dists,
                 attrs.get(trial_id, {}),
                 {s: _stored_float(v, t) for _, s, v, t in inter.get(trial_id, ())},
                 _datetime(start), _datetime(complete), system.get(trial_id, {}),
-            ))
-            if state in FINISHED_TRIAL_STATES:
-                self.last_finished_id = max(self.last_finished_id, trial_id)
-                self.unfinished.discard(trial_id)
-            else:
-                self.unfinished.add(trial_id)
+            )))
         return rows
 
 

@@ -63,16 +63,18 @@ def open_study(storage_url: str, name: str) -> "optuna.Study":
     return study
 
 
-def open_view(storage_url: str, name: str, with_params: bool = True) -> "SqliteStudy | optuna.Study":
+def open_view(storage_url: str, name: str, with_params: bool = True,
+              with_log_tails: bool = True) -> "SqliteStudy | optuna.Study":
     """A read-only study: a SqliteStudy for SQLite files whose Optuna schema version we know, else
     `open_study`. Same UsageErrors as open_study. `with_params=False`: rows without parameters
-    (counts, best and summaries need none), and Optuna stays unimported."""
+    (counts, best and summaries need none), and Optuna stays unimported. `with_log_tails=False`:
+    rows without their log tail (`stored_log_tail` reads one); Optuna's API reads them anyway."""
     path = sqlite_path(storage_url)
     if path is None:
         return open_study(storage_url, name)
     if not path.is_file():
         raise UsageError(f"no study '{name}' in {storage_url} (no such file)")
-    reader = SqliteTrials.open(path, name, with_params=with_params)
+    reader = SqliteTrials.open(path, name, with_params=with_params, with_log_tails=with_log_tails)
     if reader is None:
         return open_study(storage_url, name)
     view = SqliteStudy(reader, name)
@@ -150,6 +152,25 @@ def trial_rows(study: StudyLike, since_number: int | None = None) -> list[TrialR
     if since_number is None:
         return list(rows)
     return [r for r in rows if r.number >= since_number]
+
+
+def latest_rows(study: StudyLike, n: int) -> tuple[list[TrialRow], int] | None:
+    """The newest `n` rows and the study's trial count, for a first screen of a big study (no
+    rows when it has no more than `n`); None when a full `trial_rows` is as cheap (its rows are
+    cached already, or there is no direct SQLite reader). Leaves the incremental cache alone."""
+    cache = _cache(study)
+    with cache.lock:
+        if cache.reader is None or cache.order:
+            return None
+        return cache.reader.read_latest(n)
+
+
+def stored_log_tail(study: StudyLike, row: TrialRow) -> str | None:
+    """A trial's stored log tail, also when its row was read without (open_view's with_log_tails)."""
+    reader = _cache(study).reader
+    if row.log_tail is not None or reader is None:
+        return row.log_tail
+    return reader.log_tail(row.number)
 
 
 def cached_importances(study: StudyLike) -> tuple[int, dict[str, float]] | None:

@@ -29,6 +29,7 @@ from autotune.formatting import objective_unit, objective_value
 from autotune.home import study_folder
 from autotune.errors import AutotuneError, UsageError
 from autotune.storage.local import Store
+from autotune.storage.trial_row import TrialRow
 from autotune.tui.data import StudyUpdate, Watcher, new_poll_key
 from autotune.tui.messages import ImportancesReady, ImportancesWanted, PollNow, SnapshotReady, SwitchStudy
 from autotune.tui.widgets.event_log import EventLog
@@ -140,7 +141,7 @@ class StudyScreen(Screen):
         self.summary = update.summary
         self.directions = update.summary["directions"]
         self.complete_count = update.complete_count
-        self.query_one(StudyHeader).show(update.summary, update.queue, update.waiting)
+        self.query_one(StudyHeader).show(update.summary, update.queue, update.waiting, update.reading)
         if update.waiting is not None:
             self._wait(update, update.waiting, system)
             return
@@ -149,6 +150,8 @@ class StudyScreen(Screen):
             update.summary.get("objective"), update.summary.get("best_number"),
             update.summary.get("metric_info"),
         )
+        if update.reading is not None:  # a big study's newest trials; the next poll brings the rest
+            return
         self._live = update.live
         self.query_one(RunningPane).show(update.live)
         self.query_one(HardwarePane).show(system, update.hardware, update.live)
@@ -278,4 +281,13 @@ class StudyScreen(Screen):
         if row is not None:
             live = next((t for t in self._live if t["number"] == row.number), None)
             self.app.push_screen(TrialScreen(self.study_name, row, self.summary, live=live,
-                                             logs_dir=trial_logs_dir(self.store.path, self.study_name)))
+                                             logs_dir=trial_logs_dir(self.store.path, self.study_name),
+                                             stored_tail=self._stored_tail))
+
+    def _stored_tail(self, row: TrialRow) -> str | None:
+        """A finished trial's stored log tail: polls read rows without (Watcher.study)."""
+        study = self._watcher.opened(self.study_name)
+        try:
+            return reading.stored_log_tail(study, row) if study is not None else row.log_tail
+        except Exception:  # a storage that cannot be read now: the log file is tried next
+            return row.log_tail

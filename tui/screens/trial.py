@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.table import Table
 from rich.text import Text
@@ -46,15 +46,18 @@ class TrialScreen(Screen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
 
     def __init__(self, study_name: str, row: TrialRow, summary: dict[str, Any],
-                 live: dict[str, Any] | None = None, logs_dir: Path | None = None) -> None:
+                 live: dict[str, Any] | None = None, logs_dir: Path | None = None,
+                 stored_tail: Callable[[TrialRow], str | None] | None = None) -> None:
         """`live`: the trial's live_trials row while it runs; `logs_dir`: where the study's trials
-        write their logs (its running trial's tail is read there)."""
+        write their logs (its running trial's tail is read there); `stored_tail`: a finished
+        trial's stored log tail, for rows read without it (reading.stored_log_tail)."""
         super().__init__()
         self.study_name = study_name
         self.row = row
         self.summary = summary
         self.live = live
         self.logs_dir = logs_dir
+        self._stored_tail = stored_tail or (lambda r: r.log_tail)
         self._live_key: Any = None
 
     def compose(self) -> ComposeResult:
@@ -128,13 +131,14 @@ class TrialScreen(Screen):
 
     def _log_tail(self) -> str:
         """The stored tail of a finished trial; the log file's tail while it runs."""
-        if self.row.log_tail and self.row.finished:
-            return self.row.log_tail
+        stored = self._stored_tail(self.row) if self.row.finished else self.row.log_tail
+        if stored:
+            return stored
         if self.logs_dir is not None:
             tail = read_log_tail(self.logs_dir / f"{self.row.number}.log")
             if tail:
                 return tail
-        return self.row.log_tail or ""
+        return ""
 
     def _curve(self) -> None:
         curve = self.query_one(BraillePlot)

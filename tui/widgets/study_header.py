@@ -31,9 +31,11 @@ class StudyHeader(TextPane):
                   text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
-    def show(self, summary: dict[str, Any], queue: QueuePlace | None = None, waiting: str | None = None) -> None:
+    def show(self, summary: dict[str, Any], queue: QueuePlace | None = None, waiting: str | None = None,
+             reading: int | None = None) -> None:
         """`summary` as results.summary returns it; `queue` while the study is queued; `waiting`
-        while it has no Optuna study yet (why: shown when the queue does not say it)."""
+        while it has no Optuna study yet (why: shown when the queue does not say it); `reading`:
+        how many trials a big study's first, partial screen is still reading (no counts yet)."""
         objective = summary.get("objective") or "?"
         # one line each, whatever the terminal's width: the counts on the second must stay in
         # view; what is cut at the end of a line is in full in the verdict panel. Parts are
@@ -49,6 +51,10 @@ class StudyHeader(TextPane):
             state.append(f": {queue.describe()}", style="bold")
         elif waiting is not None:
             state.append(f": {waiting}", style="bold")
+        if reading is not None:
+            state.append(f": reading its {reading:,} trials", style="bold")
+            self.set(Text("\n", no_wrap=True, overflow="ellipsis").join([first, state]))
+            return
         parts = [state, Text(
             f"{summary['done']}/{summary['total']} trials"
             f" ({summary['complete']} ok, {summary['pruned']} pruned, {summary['failed']} failed"
