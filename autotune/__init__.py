@@ -10,6 +10,7 @@ from typing import Any
 
 from autotune.errors import AutotuneError, PluginError, RunError, SpaceError, Unsupported, UsageError
 from autotune.hookspecs import hookimpl
+from autotune.inference.plan import InferencePlan
 from autotune.knob import Knob, Need, Param, Traits
 from autotune.run.loop_events import Event
 from autotune.run.plan import Rank, TrainingPlan
@@ -50,6 +51,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AutotuneError",
     "Event",
+    "InferencePlan",
     "LoopState",
     "Knob",
     "Need",

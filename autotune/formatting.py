@@ -127,6 +127,21 @@ def nbytes(value: float | None) -> str:
     return "-"  # pragma: no cover
 
 
+def drop(fraction: float | None) -> str:
+    """-0.20%, 0%, 1.3%: how much worse a metric is than a reference, relative (a negative drop
+    is an improvement); two decimals below 1%, where an accuracy guard's limit usually lies."""
+    if fraction is None or not _finite(fraction):
+        return "-"
+    value = fraction * 100
+    if value == 0:
+        return "0%"
+    if abs(value) >= 10:
+        return f"{value:.0f}%"
+    if abs(value) >= 1:
+        return f"{value:.1f}%"
+    return f"{value:.2f}%"
+
+
 def ratio(value: float | None) -> str:
     """2.10x: a speedup or any ratio."""
     return "-" if value is None or not _finite(value) else f"{value:.2f}x"
@@ -192,6 +207,8 @@ METRIC_UNITS: dict[str, Callable[[Any], str]] = {
     "steps": count, "epochs": lambda v: "-" if v is None else f"{v:.3g}", "val_samples": count,
     "samples": count, "step": count, "total_steps": count,
     "load_avg": load,
+    "latency_p50": milliseconds, "latency_p95": milliseconds, "model_bytes": nbytes, "compile_time": seconds,
+    "metric_drop": drop,
 }
 # What each quantity is called on screen, where its name is not plain enough.
 METRIC_LABELS = {
@@ -202,6 +219,8 @@ METRIC_LABELS = {
     "time_to_target": "trained to target", "projected_time_to_target": "projected to target",
     "setup_time": "set-up", "setup": "set-up", "val_samples": "validation samples", "metric_value": "metric",
     "load_avg": "load average", "steal": "CPU steal",
+    "latency_p50": "latency p50", "latency_p95": "latency p95", "model_bytes": "model size",
+    "compile_time": "compile time", "metric_drop": "metric drop",
 }
 
 
@@ -232,6 +251,8 @@ def objective_value(objective: str | None, value: float | None) -> str:
         return seconds(value)
     if objective == "throughput":
         return rate(value)
+    if objective == "latency":
+        return milliseconds(value)
     return validation(value)
 
 
@@ -254,6 +275,8 @@ def objective_unit(objective: str | None, metric_name: str | None = None, short:
         return "projected s" if short else "projected seconds to the target"
     if objective == "throughput":
         return "samples/s"
+    if objective == "latency":
+        return "latency" if short else "latency of one call at batch 1 (p50)"
     return metric_name or "value"
 
 

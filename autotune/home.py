@@ -32,6 +32,11 @@ def trial_logs(name: str) -> Path:
     return autotune_home() / "logs" / "trials" / study_folder(name)
 
 
+def study_dir(name: str) -> Path:
+    """Files study `name` keeps besides its trials' records (an inference study's trained model)."""
+    return autotune_home() / "studies" / study_folder(name)
+
+
 def private_file(path: Path) -> Path:
     """Create `path` empty and readable by the user only (0o600) unless it exists, and its folder
     (0o700) unless that exists.

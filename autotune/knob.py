@@ -17,10 +17,16 @@ from autotune.errors import UsageError
 
 if TYPE_CHECKING:
     from autotune.hardware import Hardware
+    from autotune.inference.plan import InferencePlan
     from autotune.run.plan import TrainingPlan
 
 ParamType = Literal["int", "float", "categorical", "bool"]
 KnobKind = Literal["systems", "statistical"]
+# What a knob tunes: a training run (a TrainingPlan) or serving a trained model (an
+# InferencePlan, autotune.inference). Training studies see only training knobs and inference
+# studies only inference knobs (autotune.registry.load_registry's `task`).
+KnobTask = Literal["training", "inference"]
+TASKS: tuple[str, ...] = ("training", "inference")
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,8 @@ class Knob:
       name: the knob's snake_case name, the same string in spaces, database rows and the CLI.
       help: one line for `autotune plugins` and `space show`.
       kind: "systems" (no effect on what is learned) or "statistical" (changes what is learned).
+      task: "training" (the default: `apply` edits a TrainingPlan) or "inference" (`apply` edits
+        an InferencePlan: how a trained model is served).
       needs: what it needs to do anything (Need); without it the knob is left out, with why.
       after: names of knobs whose `apply` must run before this one's (when they are loaded);
         otherwise knobs apply in registration order.
@@ -196,6 +204,7 @@ class Knob:
     name: str = ""
     help: str = ""
     kind: KnobKind = "systems"
+    task: KnobTask = "training"
     needs: frozenset[Need] | tuple[Need, ...] = ()
     after: tuple[str, ...] = ()
 
@@ -211,8 +220,9 @@ class Knob:
         """Why this knob does not apply on this hardware, or None when it does."""
         return None
 
-    def apply(self, settings: dict[str, Any], plan: "TrainingPlan") -> None:
-        """Change the run: `settings` holds this knob's active settings, already validated."""
+    def apply(self, settings: dict[str, Any], plan: "TrainingPlan | InferencePlan") -> None:
+        """Change the run: `settings` holds this knob's active settings, already validated. The
+        plan is a TrainingPlan for a training knob, an InferencePlan for an inference knob."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -102,6 +102,19 @@ class Metric:
             return round(max(0.0, baseline + sign * slack), 4)
         return float(f"{baseline + sign * RELATIVE_SLACK * abs(baseline):.4g}")
 
+    def drop(self, reference: float, value: float) -> float:
+        """How much worse `value` is than `reference`, relative to it: positive on the worse
+        side of the direction (0.02: 2% worse), negative when better. An inference study's
+        accuracy guard reads it against --max-drop."""
+        change = (reference - value) if self.higher_is_better else (value - reference)
+        return change / abs(reference) if reference else (0.0 if change == 0 else math.copysign(math.inf, change))
+
+    def guard(self, reference: float, max_drop: float) -> float:
+        """The worst value within `max_drop` (relative) of `reference`: the bound a served
+        model's metric must reach (INC's default accuracy criterion is 1% relative)."""
+        slack = abs(reference) * max_drop
+        return reference - slack if self.higher_is_better else reference + slack
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "direction": self.direction}
 

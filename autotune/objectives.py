@@ -30,6 +30,8 @@ class Objective:
     evals_per_budget: int = 0
     metric: Metric = Metric()  # the workload's primary metric (or --metric)
     metric_first: bool = False  # the first value is the metric itself, in its direction
+    # what the study tunes: training runs, or serving a trained model (autotune.inference)
+    task: str = "training"
 
     def for_metric(self, metric: Metric) -> "Objective":
         """This objective judging by `metric`: an objective whose first value is the metric
@@ -51,6 +53,7 @@ class Objective:
             "throughput": ["samples_per_s"],
             "accuracy": [self.metric.name],
             "pareto": [self.metric.name, "samples_per_s", "peak_memory_bytes"],
+            "latency": ["latency_p50_seconds"],
         }[self.name]
 
     def intermediate(self, point: dict[str, Any]) -> float:
@@ -74,6 +77,8 @@ class Objective:
             return metrics.get("time_to_target") if projected is None else projected
         if self.name == "throughput":
             return metrics.get("throughput")
+        if self.name == "latency":
+            return metrics.get("latency_p50")
         if self.name == "accuracy":
             return metrics.get("metric_value")
         return (
@@ -110,6 +115,12 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             "pareto", ("maximize", "maximize", "minimize"),
             "the metric better, throughput up, peak memory down: the Pareto front", metric_first=True,
+        ),
+        Objective(
+            "latency", ("minimize",),
+            "serving a trained model: p50 latency of one call at batch 1, subject to the accuracy guard "
+            "(a trial whose metric drops more than --max-drop below the unoptimized model's is infeasible)",
+            needs_target=True, task="inference",
         ),
     )
 }

@@ -23,7 +23,7 @@ import pluggy
 
 from autotune import hookspecs
 from autotune.errors import PluginError, UsageError
-from autotune.knob import Knob, apply_order
+from autotune.knob import TASKS, Knob, apply_order
 
 if TYPE_CHECKING:
     from autotune.workloads import Workload
@@ -51,6 +51,15 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "autotune.plugins.matmul_precision",
     "autotune.plugins.activation_checkpointing",
     "autotune.plugins.micro_batches",
+    # inference knobs (Knob.task "inference"): how a trained model is served (autotune.inference)
+    "autotune.plugins.serve_precision",
+    "autotune.plugins.int8_dynamic",
+    "autotune.plugins.int8_static",
+    "autotune.plugins.serve_channels_last",
+    "autotune.plugins.serve_batch_size",
+    "autotune.plugins.serve_threads",
+    "autotune.plugins.serve_compile",
+    "autotune.plugins.tensorrt",
 )
 
 
@@ -90,6 +99,8 @@ class Registry:
     plugin_paths: tuple[str, ...] = ()
     disabled_knobs: tuple[str, ...] = ()
     entry_points: bool = True  # how it was loaded, so another process can load the same
+    # whose knobs `knobs` holds: "training", "inference" (Knob.task), or None for every knob
+    task: str | None = "training"
 
     def knob(self, name: str) -> Knob:
         try:
@@ -150,8 +161,13 @@ def load_registry(
     plugin_paths: Iterable[str | os.PathLike[str]] = (),
     disabled_knobs: Iterable[str] = (),
     entry_points: bool = True,
+    task: str | None = "training",
 ) -> Registry:
     """Load every plugin and collect their knobs and workloads.
+
+    `knobs` holds the knobs of `task` only ("training" or "inference", Knob.task; None: all of
+    them), so that a training run never sees an inference knob and the reverse; knob names are
+    unique across both, and `--disable-knob` may name a knob of either.
 
     Raises PluginError naming the plugin when one fails to import, raises inside a hook, or
     registers a knob name another plugin already took.
@@ -237,6 +253,11 @@ def load_registry(
                 raise PluginError(
                     f"plugin '{_plugin}': register_knobs got {knob!r}, expected a Knob with a name"
                 )
+            if knob.task not in TASKS:
+                raise PluginError(
+                    f"plugin '{_plugin}': knob '{knob.name}' has task {knob.task!r} "
+                    f"(expected one of {', '.join(TASKS)})"
+                )
             if knob.name in knobs:
                 raise PluginError(
                     f"knob '{knob.name}' is registered by two plugins: "
@@ -266,11 +287,20 @@ def load_registry(
         _call(impl, "register_workloads", register=register_workload)
 
     disabled: dict[str, str] = {}
+    disabled_tasks: dict[str, str] = {}
     for name in disabled_knobs:
         if name not in knobs:
             raise UsageError(f"--disable-knob: unknown knob '{name}' (known: {', '.join(knobs)})")
         disabled[name] = "disabled by --disable-knob"
-        del knobs[name]
+        disabled_tasks[name] = knobs.pop(name).task
+    if task is not None:
+        if task not in TASKS:
+            raise UsageError(f"unknown task {task!r} (tasks: {', '.join(TASKS)})")
+        others = {name for name, knob in knobs.items() if knob.task != task}
+        others |= {name for name in disabled if disabled_tasks[name] != task}
+        knobs = {name: knob for name, knob in knobs.items() if name not in others}
+        knob_plugins = {name: plugin for name, plugin in knob_plugins.items() if name not in others}
+        disabled = {name: why for name, why in disabled.items() if name not in others}
     try:
         apply_order(list(knobs.values()))
     except ValueError as exc:
@@ -285,6 +315,7 @@ def load_registry(
         plugin_paths=plugin_paths,
         disabled_knobs=disabled_knobs,
         entry_points=entry_points,
+        task=task,
     )
 
 

@@ -15,6 +15,7 @@ from autotune.metrics import Metric, Target, study_metric
 from autotune.objectives import get_objective
 
 DEFAULT_WORKLOAD = "digits"
+TASKS = ("training", "inference")  # what a study tunes (autotune.knob.TASKS: whose knobs it searches)
 # Study names: 1 to 100 characters, letters, digits, `.`, `_` and `-`, starting with a letter or a
 # digit. They go into commands, URLs and log lines; files use autotune.home.study_folder.
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -35,7 +36,7 @@ class StudySpec:
     """What `autotune study start` was asked for; stored with the study so it can be resumed."""
 
     name: str
-    workload: str = DEFAULT_WORKLOAD
+    workload: str = DEFAULT_WORKLOAD  # None until an inference study's model names it (study.checkpoint)
     space: str | None = None
     objective: str = "time-to-accuracy"
     n_trials: int = 20
@@ -71,10 +72,21 @@ class StudySpec:
     # a workload (autotune.run.script); `workload` is then "script:PATH" as given.
     script: str | None = None
     script_args: tuple[str, ...] = ()
+    # "inference": tune how a trained model is served (autotune.inference), from a model saved
+    # by `trial run --save-model` (`checkpoint`) or the best configuration of a finished training
+    # study, trained once into this study's folder (`from_study`). A trial whose metric is worse
+    # than the unoptimized model's by more than `max_drop` (relative) is infeasible. `iterations`
+    # timed calls measure each latency and throughput.
+    task: str = "training"
+    checkpoint: str | None = None
+    from_study: str | None = None
+    max_drop: float = 0.01
+    iterations: int = 30
 
     def validate(self) -> None:
         check_name(self.name)
         get_objective(self.objective)
+        self._validate_task()
         if self.n_trials < 1:
             raise UsageError(f"--n-trials must be at least 1, got {self.n_trials}")
         if self.timeout is not None and self.timeout <= 0:
@@ -93,12 +105,42 @@ class StudySpec:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
         if not self.stall_timeout >= 0:  # nan fails this too
             raise UsageError(f"--stall-timeout must be 0 (off) or a number of seconds, got {self.stall_timeout}")
-        Budget(**self.budget)
+        if self.task == "training":
+            Budget(**self.budget)
         if self.run_epochs is not None:
             if not math.isfinite(self.run_epochs) or self.run_epochs <= 0:
                 raise UsageError(f"--run-epochs must be a positive number of epochs, got {self.run_epochs}")
             if "epochs" not in self.budget:
                 raise UsageError("--run-epochs needs an epochs budget (--budget-epochs) to scale from")
+
+    def _validate_task(self) -> None:
+        if self.task not in TASKS:
+            raise UsageError(f"--task {self.task!r}: choose {' or '.join(TASKS)}")
+        serving = get_objective(self.objective).task == "inference"
+        if self.task == "training":
+            if serving:
+                raise UsageError(f"--objective {self.objective} judges serving a model: add --task inference")
+            for option, value in (("--checkpoint", self.checkpoint), ("--from-study", self.from_study)):
+                if value is not None:
+                    raise UsageError(f"{option} gives the model an inference study serves: add --task inference")
+            return
+        if not serving:
+            raise UsageError(f"--objective {self.objective} judges training; an inference study's is latency")
+        if self.script is not None:
+            raise UsageError("--task inference serves a workload's model; a --script trains its own")
+        if self.checkpoint is None and self.from_study is None:  # (both: the model trained from the study)
+            raise UsageError("--task inference needs the model to serve: --checkpoint FILE (from `autotune trial run "
+                             "--save-model FILE`) or --from-study NAME (a finished training study)")
+        if self.checkpoint is not None and not os.path.isfile(self.checkpoint):
+            raise UsageError(f"--checkpoint {self.checkpoint}: no such file")
+        if self.from_study is not None:
+            check_name(self.from_study)
+        if not 0.0 <= self.max_drop < 1.0:
+            raise UsageError(f"--max-drop is a relative drop of the metric, 0 <= drop < 1, got {self.max_drop}")
+        if self.iterations < 1:
+            raise UsageError(f"--iterations must be at least 1, got {self.iterations}")
+        if self.target is not None:
+            raise UsageError("--target is for training; an inference study's guard is --max-drop")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -140,5 +182,7 @@ class StudySpec:
 
     @property
     def budget_text(self) -> str:
+        if self.task == "inference":
+            return f"{self.iterations} timed calls"
         (key, value), = self.budget.items()
         return f"{value} {key}"

@@ -67,4 +67,8 @@ TRIAL_METRICS: tuple[str, ...] = (
     "val_loss", "val_accuracy", "nonzero_fraction", "wall_time", "train_time", "val_time", "time_to_target",
     "steps", "epochs", "metric_value", "metrics", "notes", "rates", "val_samples",
     "projected_time_to_target", "setup_time", "one_time", "step_time", "machine",
+    # serving a trained model (inference studies, autotune.inference): latency of one call at
+    # batch 1, the served model's size, the first calls of a compiled model, and the metric's
+    # relative drop against the unoptimized model's (worse side positive)
+    "latency_p50", "latency_p95", "model_bytes", "compile_time", "metric_drop",
 )

@@ -32,6 +32,10 @@ METRICS = [
     ("load_avg", 3.14159, "3.1"),
     ("val_accuracy", 0.98051, "0.9805"), ("val_loss", 2.22912, "2.229"), ("metric_value", 0.9, "0.9"),
     ("accuracy", 1.0, "1"),
+    # serving a trained model (inference studies)
+    ("latency_p50", 0.000312, "0.312 ms"), ("latency_p95", 0.0123, "12.3 ms"), ("model_bytes", 246 * 1024, "246 KiB"),
+    ("compile_time", 21.43, "21.4s"), ("metric_drop", 0.0123, "1.2%"), ("metric_drop", -0.002, "-0.20%"),
+    ("metric_drop", 0.0, "0%"),
 ]
 
 
@@ -116,6 +120,7 @@ def test_objective_values_in_the_objectives_units() -> None:
     assert f.objective_value("time-to-accuracy", 12.3123) == "12.3s"
     assert f.objective_value("throughput", 5120.4) == "5,120 samples/s"
     assert f.objective_value("accuracy", 0.98051) == "0.9805"
+    assert f.objective_value("latency", 0.000312) == "0.312 ms"
     assert f.objective_values("pareto", [0.97, 5120.0, 143 * MIB]) == "acc 0.97 · 5,120 samples/s · 143 MiB"
     assert f.objective_values("time-to-accuracy", None) == "-"
     assert f.objective_unit("time-to-accuracy") == "projected seconds to the target"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from autotune.commands.options import echo_json, get_registry, json_option, registry_options
+from autotune.commands.options import echo_json, json_option, registry_options
+from autotune.knob import TASKS
 
 
 @click.group()
@@ -19,14 +20,17 @@ def space() -> None:
 @click.option("--workload", "-w", default=None, metavar="NAME|MODULE:FUNC",
               help="Resolve for this workload too: knobs that do nothing for it are left out, with why.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where cifar10/mnist data lives.")
+@click.option("--task", type=click.Choice(TASKS), default="training", show_default=True,
+              help="The space of a training study, or of an inference study (serving a trained model).")
 @registry_options
-def show(name: str, as_json: bool, device: str | None, workload: str | None, data_dir: str | None,
+def show(name: str, as_json: bool, device: str | None, workload: str | None, data_dir: str | None, task: str,
          plugin_paths: tuple[str, ...], disabled_knobs: tuple[str, ...]) -> None:
     """Show the resolved search space NAME (a bundled name or a TOML path; default: default)."""
     from autotune.commands.trial import resolve_device
+    from autotune.registry import load_registry
     from autotune.space import load_space
 
-    registry = get_registry(plugin_paths, disabled_knobs)
+    registry = load_registry(plugin_paths=plugin_paths, disabled_knobs=disabled_knobs, task=task)
     hardware = resolve_device(device)
     traits = None
     if workload is not None:

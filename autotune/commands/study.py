@@ -119,8 +119,17 @@ def show(name: str, storage: str | None, as_json: bool) -> None:
     }
     if len(st.directions) > 1:
         data["pareto_front"] = [r.number for r in pareto_front(st, rows)]
+    spec = st.user_attrs.get("autotune") or {}
+    serving = spec.get("task") == "inference"
+    if serving:  # the accuracy guard: the unoptimized model's metric and the drop it allows
+        data["guard"] = {"reference": st.user_attrs.get("reference_metric"), "bound": st.user_attrs.get("target"),
+                         "max_drop": spec.get("max_drop"), "checkpoint": spec.get("checkpoint")}
     if as_json:
         echo_json(data)
+    elif serving:
+        from autotune.commands.inference_output import print_inference_show
+
+        print_inference_show(data)
     else:
         print_show(data)
 

@@ -20,12 +20,26 @@ def _store() -> Any:
 
 @click.command("start")
 @click.option("--name", required=True, help="Study name; an existing name resumes that study.")
-@click.option("--workload", "-w", default="digits", show_default=True, metavar="NAME|MODULE:FUNC",
-              help="What to train: a registered workload or an import path.")
+@click.option("--workload", "-w", default=None, metavar="NAME|MODULE:FUNC",
+              help="What to train: a registered workload or an import path. Default: digits (for --task "
+                   "inference: the model's).")
+@click.option("--task", type=click.Choice(["training", "inference"]), default="training", show_default=True,
+              help="Tune training runs, or serving a trained model (--checkpoint or --from-study).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="--task inference: serve the model `autotune trial run --save-model FILE` wrote.")
+@click.option("--from-study", default=None, metavar="NAME",
+              help="--task inference: serve the best configuration of finished training study NAME, trained once "
+                   "more with its model saved into this study's folder.")
+@click.option("--max-drop", type=float, default=0.01, show_default=True, metavar="FRACTION",
+              help="--task inference: the accuracy guard, the largest relative drop of the metric against the "
+                   "unoptimized model's; trials beyond it are infeasible.")
+@click.option("--iterations", type=click.IntRange(min=1), default=30, show_default=True,
+              help="--task inference: timed calls for each latency and throughput (after warm-up).")
 @click.option("--space", default=None, metavar="NAME|PATH",
               help="Search space: bundled name (default, cpu, gpu, quick, demo) or a TOML file. Default: cpu or gpu by hardware.")
-@click.option("--objective", default="time-to-accuracy", show_default=True, metavar="NAME",
-              help="time-to-accuracy, throughput, accuracy or pareto.")
+@click.option("--objective", default=None, metavar="NAME",
+              help="time-to-accuracy (the default), throughput, accuracy or pareto; latency (the only one, and "
+                   "the default) for --task inference.")
 @click.option("--n-trials", type=int, default=20, show_default=True, help="Trials to finish, the baseline included.")
 @click.option("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
 @budget_options
@@ -81,10 +95,20 @@ def start(**kwargs: Any) -> None:
         from autotune.errors import UsageError
 
         raise UsageError(f"unexpected arguments {' '.join(script_args)!r} (arguments after -- go to a --script)")
+    inference = kwargs["task"] == "inference"
+    if kwargs["checkpoint"] and kwargs["from_study"]:
+        from autotune.errors import UsageError
+
+        raise UsageError("--checkpoint and --from-study both name the model to serve: give one")
+    workload = kwargs["workload"] or (None if inference else "digits")
     spec = StudySpec(
-        name=kwargs["name"], workload=f"script:{script}" if script else kwargs["workload"], space=kwargs["space"],
+        name=kwargs["name"], workload=f"script:{script}" if script else workload, space=kwargs["space"],
         script=os.path.abspath(script) if script else None, script_args=script_args,
-        objective=kwargs["objective"], n_trials=kwargs["n_trials"], timeout=kwargs["timeout"],
+        task=kwargs["task"], max_drop=kwargs["max_drop"], iterations=kwargs["iterations"],
+        checkpoint=os.path.abspath(kwargs["checkpoint"]) if kwargs["checkpoint"] else None,
+        from_study=kwargs["from_study"],
+        objective=kwargs["objective"] or ("latency" if inference else "time-to-accuracy"),
+        n_trials=kwargs["n_trials"], timeout=kwargs["timeout"],
         budget=budget, run_epochs=kwargs["run_epochs"], **target_fields(kwargs["target"]), metric=kwargs["metric"], storage=kwargs["storage"], seed=kwargs["seed"],
         pruner=kwargs["pruner"], confirm=kwargs["confirm"], explain=kwargs["explain"], device=kwargs["device"],
         data_dir=kwargs["data_dir"], plugin_paths=tuple(kwargs["plugin_paths"]),
@@ -156,6 +180,10 @@ def _run_foreground(
         raise SystemExit(130)
     if as_json:
         echo_json(report)
+    elif spec.task == "inference":
+        from autotune.commands.inference_output import print_inference_report
+
+        print_inference_report(report)
     else:
         print_report(report)
     fail_if_nothing_completed(spec.name, report)

@@ -76,6 +76,9 @@ def trial() -> None:
 @click.option("--script", default=None, type=click.Path(dir_okay=False, exists=True), metavar="PATH",
               help="Run your own training script (autotune.session API) instead of a workload; arguments after "
                    "-- go to it.")
+@click.option("--save-model", default=None, type=click.Path(dir_okay=False), metavar="PATH",
+              help="Write the trained model there when the run ends well (with its workload and settings), "
+                   "for `study start --task inference --checkpoint PATH`.")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @json_option
 @registry_options
@@ -83,7 +86,8 @@ def run_cmd(
     workload: str | None, data_dir: str | None, download: bool, assignments: tuple[str, ...],
     config_file: str | None, budget_epochs: int | None, budget_steps: int | None,
     budget_seconds: float | None, device: str | None, seed: int, target: str | None, metric: str | None,
-    script: str | None, script_args: tuple[str, ...], as_json: bool, plugin_paths: tuple[str, ...], disabled_knobs: tuple[str, ...],
+    script: str | None, save_model: str | None, script_args: tuple[str, ...], as_json: bool,
+    plugin_paths: tuple[str, ...], disabled_knobs: tuple[str, ...],
 ) -> None:
     """Train one configuration of a workload and print its measured metrics.
 
@@ -99,6 +103,10 @@ def run_cmd(
         from autotune.errors import UsageError
 
         raise UsageError(f"unexpected arguments {' '.join(script_args)!r} (arguments after -- go to a --script)")
+    if save_model and script is not None:
+        from autotune.errors import UsageError
+
+        raise UsageError("--save-model saves a workload's model; a --script saves its own")
 
     overrides: dict[str, Any] = {}
     run: dict[str, Any] = {}
@@ -138,7 +146,7 @@ def run_cmd(
     options = engine.RunOptions(
         seed=seed, target=goal.value if goal else None, evals_per_epoch=int(run.get("evals_per_epoch", 1)),
         evals_per_budget=int(run.get("evals_per_budget", 0)),
-        metric=judged.name, direction=judged.direction,
+        metric=judged.name, direction=judged.direction, save_model=save_model,
     )
     if script is not None:
         result = _run_script(script, script_args, settings, registry, hardware, budget, device, options)
@@ -209,8 +217,77 @@ def _print_result(d: dict[str, Any]) -> None:
         rows.append(("projected", _fmt(d.get("projected_time_to_target"), " s")))
     for knob, note in d.get("notes", {}).items():
         rows.append((f"note {knob}", str(note)))
+    if d.get("saved_model"):
+        saved = d["saved_model"]
+        rows.append(("saved model", saved["path"] + (" (the module itself: its layers changed shape)"
+                                                      if saved.get("structure") == "module" else "")))
     for label, value in rows:
         click.echo(f"{label:<18} {value}")
+
+
+@trial.command("serve")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="A model written by `autotune trial run --save-model FILE`.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="An inference setting, e.g. --set int8_dynamic=true --set serve_threads=1 (repeatable).")
+@click.option("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available).")
+@click.option("--iterations", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Timed calls for each latency and throughput (after warm-up).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where cifar10/mnist data lives.")
+@json_option
+@registry_options
+def serve_cmd(checkpoint: str, assignments: tuple[str, ...], device: str | None, iterations: int,
+              data_dir: str | None, as_json: bool, plugin_paths: tuple[str, ...],
+              disabled_knobs: tuple[str, ...]) -> None:
+    """Serve a trained model once under chosen inference settings and print what it measured.
+
+    Latency of one call at batch 1, throughput at serve_batch_size, peak memory, the model's size
+    on disk and the workload's metric on its validation set, with its drop against the metric
+    recorded in the checkpoint. Exit code 1 when serving fails.
+    """
+    from autotune.formatting import drop, metric_label
+    from autotune.formatting import metric as shown
+    from autotune.inference.serve import serve
+    from autotune.inference.types import InferenceOptions
+    from autotune.metrics import Metric
+    from autotune.registry import load_registry
+    from autotune.run.saving import read_checkpoint
+    from autotune.settings import parse_assignments, resolve_settings
+    from autotune.workloads import load_workload
+
+    registry = load_registry(plugin_paths=plugin_paths, disabled_knobs=disabled_knobs, task="inference")
+    hardware = resolve_device(device)
+    payload = read_checkpoint(checkpoint)
+    wl = load_workload(payload["workload"], registry, data_dir=data_dir or payload.get("data_dir"))
+    metric = Metric.from_dict(payload.get("metric"))
+    settings = resolve_settings(registry, hardware, wl, parse_assignments(list(assignments)))
+    options = InferenceOptions(checkpoint=checkpoint, iterations=iterations, metric=metric.name,
+                               direction=metric.direction)
+    result = serve(registry, hardware, wl, payload, settings, options, device=device)
+    data = result.to_dict()
+    tb = data.pop("traceback")
+    if click.get_current_context().find_root().params.get("debug") and tb:
+        click.echo(tb, err=True)
+    trained = (payload.get("metrics") or {}).get(metric.name)
+    data["metric"] = metric.to_dict()
+    data["trained_metric_value"] = trained
+    if trained is not None and result.metric_value is not None:
+        data["metric_drop"] = metric.drop(trained, result.metric_value)
+    if as_json:
+        echo_json(data)
+    else:
+        rows = [("status", data["status"]), ("settings", ", ".join(f"{k}={v}" for k, v in data["settings"].items()))]
+        rows += [(metric_label(key), shown(key, data[key])) for key in (
+            "latency_p50", "latency_p95", "throughput", "peak_memory_bytes", "model_bytes", "compile_time")]
+        rows += [(f"{metric.name}", shown(metric.name, data["metric_value"])),
+                 ("trained", shown(metric.name, trained)), ("metric drop", drop(data.get("metric_drop")))]
+        rows += [(f"note {k}", str(v)) for k, v in data["notes"].items()]
+        for label, value in rows:
+            click.echo(f"{label:<18} {value}")
+    if result.status in FAILED_RUN_STATUSES:
+        if not as_json:
+            click.echo(f"autotune: serving {result.status}: {result.error}", err=True)
+        raise SystemExit(1)
 
 
 def register(cli: click.Group) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import time
 import traceback
 from typing import TYPE_CHECKING, Any, Callable
@@ -20,6 +21,7 @@ from autotune.knob import apply_order, exclusion
 from autotune.run.loop import train
 from autotune.run.measure import nonzero_fraction, peak_memory, seed_everything
 from autotune.run.plan import Rank, TrainingPlan
+from autotune.run.saving import save_model
 from autotune.run.types import EvalPoint, Progress, RunOptions, RunResult
 
 if TYPE_CHECKING:
@@ -44,6 +46,19 @@ def build_plan(
     plan = TrainingPlan(
         device=device, hardware=hardware, workload=workload, loss_fn=workload.loss_fn, rank=rank
     )
+    apply_knobs(registry, hardware, workload, settings, plan)
+    if plan.optimizer_factory is None:
+        plan.optimizer_factory = torch.optim.SGD
+        plan.optimizer_kwargs.setdefault("lr", 0.01)
+    return plan
+
+
+def apply_knobs(registry: "Registry", hardware: "Hardware", workload: "Workload", settings: dict[str, Any],
+                plan: Any) -> None:
+    """Every knob of `registry` that applies here edits `plan` (a TrainingPlan, or an
+    InferencePlan for an inference registry) with its settings, in apply order. A knob that
+    raises fails the run with its name and plugin; Unsupported passes through. On any failure
+    the process-wide changes of the knobs that did apply are undone (`plan.cleanups`)."""
     traits = workload.traits()
     try:
         for knob in apply_order(list(registry.knobs.values())):
@@ -65,10 +80,6 @@ def build_plan(
         for cleanup in plan.cleanups:
             cleanup()
         raise
-    if plan.optimizer_factory is None:
-        plan.optimizer_factory = torch.optim.SGD
-        plan.optimizer_kwargs.setdefault("lr", 0.01)
-    return plan
 
 
 def plain(notes: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +128,11 @@ def run_here(
                 torch.cuda.reset_peak_memory_stats(dev)
             model, optimizer = train(plan, budget, result, options, on_eval, on_progress)
             result.nonzero_fraction = nonzero_fraction(model)
+            if options.save_model and result.status == "ok" and (rank is None or rank.is_first):
+                result.saved_model = {"path": os.path.abspath(options.save_model), **save_model(
+                    model, options.save_model, workload, result.settings,
+                    {"name": options.metric, "direction": options.direction}, result.metrics,
+                )}
     except Unsupported as exc:
         result.status, result.error = "unsupported", str(exc)
     except torch.OutOfMemoryError as exc:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from autotune.inference.types import InferenceOptions
 from autotune.run.child import describe_exit, die_with_parent, log_tail, redirect_output, relay, serve
 from autotune.run.types import RunOptions
 
@@ -65,6 +66,10 @@ class TrialRequest:
     stall_timeout: float | None = None  # the watchdog's floor in seconds (see Watchdog); None: off
     script: str | None = None  # the user's training script, run instead of a workload (autotune.run.script)
     script_args: tuple[str, ...] = ()
+    # "inference": serve a trained model and measure it (autotune.inference.serve) instead of
+    # training; `inference` says from which checkpoint and how it is measured
+    task: str = "training"
+    inference: InferenceOptions | None = None
 
 
 @dataclass
@@ -153,6 +158,10 @@ def _run(request: TrialRequest, reporter: Any) -> dict[str, Any]:
 
     if request.threads:
         torch.set_num_threads(request.threads)
+    if request.task == "inference":
+        from autotune.inference.serve import serve_request
+
+        return serve_request(request)
     registry = load_registry(plugin_paths=request.plugin_paths, disabled_knobs=request.disabled_knobs)
     hardware = detect((request.device or "").split(":")[0] or None)
     if request.script is not None:

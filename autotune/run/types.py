@@ -29,6 +29,9 @@ class RunOptions:
     # the user's real run length over the budget (--run-epochs): what projected times scale by
     # (autotune.run.projection)
     run_scale: float = 1.0
+    # Where the trained model goes when the run ends well (autotune.run.saving; the first
+    # process of a data-parallel run writes it): `trial run --save-model PATH`
+    save_model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +102,7 @@ class RunResult:
     epochs: float = 0.0
     curve: list[EvalPoint] = field(default_factory=list)
     traceback: str | None = None
+    saved_model: dict[str, Any] | None = None  # what RunOptions.save_model wrote (autotune.run.saving)
 
     @property
     def ok(self) -> bool:

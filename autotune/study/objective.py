@@ -302,13 +302,18 @@ class TrialObjective:
             if result.get("metric_value") is None:
                 r.fatal = f"the baseline measured no {metric.name}, so the study has no target"
                 raise TrialFailed(r.fatal)
-            r.target = metric.target_from(result["metric_value"], result.get("val_samples"))
             assert r.study is not None
+            if r.objective.task == "inference":
+                # the accuracy guard: the unoptimized model's own value, less --max-drop of it
+                r.target = metric.guard(result["metric_value"], r.spec.max_drop)
+                r.study.set_user_attr("reference_metric", result["metric_value"])
+                said = f"accuracy guard from the unoptimized model: {metric.bound(r.target)} (at most " \
+                       f"{r.spec.max_drop:.1%} worse than its {result['metric_value']:.4g})"
+            else:
+                r.target = metric.target_from(result["metric_value"], result.get("val_samples"))
+                said = f"target set from the baseline: {metric.bound(r.target)}"
             r.study.set_user_attr("target", r.target)
-            r.events.emit(
-                "target", f"target set from the baseline: {metric.bound(r.target)}", number,
-                target=r.target, metric=metric.name,
-            )
+            r.events.emit("target", said, number, target=r.target, metric=metric.name)
         if is_baseline and r.target is not None and result.get("time_to_target") is None:
             hit = [p for p in result.get("curve", []) if metric.reached(p.get("value"), r.target)]
             if hit:
@@ -324,7 +329,9 @@ class TrialObjective:
             raise optuna.TrialPruned(reason)
 
         reached = result.get("metric_value")
-        if r.objective.name == "throughput" and r.target is not None:
+        if r.objective.task == "inference":
+            guard(r, trial, reached)
+        elif r.objective.name == "throughput" and r.target is not None:
             # Optuna's constraint: feasible when <= 0
             if reached is None or not math.isfinite(reached):
                 shortfall = 1e9
@@ -347,3 +354,24 @@ class TrialObjective:
                 trial.report(math.inf, len(result.get("curve", [])))
             raise optuna.TrialPruned(reason)
         return values
+
+
+def guard(r: "StudyRunner", trial: optuna.Trial, reached: float | None) -> None:
+    """An inference trial against the accuracy guard: its metric's relative drop from the
+    unoptimized model's (user attr metric_drop), and infeasible (Optuna's constraint, user attr
+    feasible, a reason; never the best) when it drops more than --max-drop."""
+    assert r.study is not None
+    metric, reference = r.p.metric, r.study.user_attrs.get("reference_metric")
+    drop = None
+    if reached is not None and reference is not None and math.isfinite(reached):
+        drop = metric.drop(reference, reached)
+        trial.set_user_attr("metric_drop", drop)
+    feasible = drop is not None and drop <= r.spec.max_drop + 1e-12
+    trial.set_constraint("accuracy", 0.0 if feasible else (drop if drop is not None and drop > 0 else 1.0))
+    trial.set_user_attr("feasible", feasible)
+    if not feasible:
+        shown = "nothing" if reached is None else f"{reached:.4g}"
+        worse = f", {drop:.2%} worse" if drop is not None else ""
+        base = "-" if reference is None else f"{reference:.4g}"
+        trial.set_user_attr("reason", f"infeasible: {metric.name} {shown}{worse} than the unoptimized model's "
+                                      f"{base} (the guard allows {r.spec.max_drop:.1%})")

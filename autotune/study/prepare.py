@@ -16,6 +16,7 @@ from autotune.objectives import Objective, get_objective
 from autotune.registry import Registry, load_registry
 from autotune.space import load_space
 from autotune.spec import StudySpec
+from autotune.study.checkpoint import check_source
 from autotune.storage.rdb import default_storage_url, open_storage, sqlalchemy_url
 from autotune.workloads import Workload, load_workload, script_workload
 
@@ -47,6 +48,9 @@ class Prepared:
     storage_url: str
     storage: optuna.storages.RDBStorage
     metric: Metric = Metric()  # what the study judges by (autotune.spec.StudySpec.study_metric)
+    # an inference study's model: the checkpoint's description or the training study's best
+    # (autotune.study.checkpoint.check_source); None for a training study
+    source: dict[str, Any] | None = None
 
 
 def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None = None) -> Prepared:
@@ -56,7 +60,7 @@ def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None =
     (GPUs per trial) before the storage is opened, which creates an SQLite file.
     """
     spec.validate()
-    registry = load_registry(plugin_paths=spec.plugin_paths, disabled_knobs=spec.disabled_knobs)
+    registry = load_registry(plugin_paths=spec.plugin_paths, disabled_knobs=spec.disabled_knobs, task=spec.task)
     device_type = (spec.device or "").split(":")[0] or None
     if device_type:
         if device_type not in available_device_types():
@@ -64,22 +68,28 @@ def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None =
     hardware = detect(device_type)
     if check_hardware is not None:
         check_hardware(hardware)
+    source = None
     if spec.script is not None:
         # the script builds its own model and data, in its trials; it is judged by val_loss
         # unless --metric names what its session.report() gives
         workload = script_workload(spec.workload)
         metric = spec.study_metric(Metric.named(SCRIPT_METRIC))
     else:
+        source = check_source(spec) if spec.task == "inference" else None
         workload = load_workload(spec.workload, registry, data_dir=spec.data_dir, workdir=spec.workdir)
         metric = spec.study_metric(workload.primary_metric)
     objective = get_objective(spec.objective, metric)
-    space_name = spec.space or {"cuda": "gpu", "cpu": "cpu"}.get(hardware.device_type, "default")
+    # the bundled cpu and gpu spaces tune training knobs; an inference study's default space is
+    # every inference knob over its own range
+    space_name = spec.space or ("default" if spec.task == "inference" else
+                                {"cuda": "gpu", "cpu": "cpu"}.get(hardware.device_type, "default"))
     space = load_space(space_name, registry, hardware, workload.traits())
     spec.space = space_name
     storage_url = sqlalchemy_url(spec.storage or default_storage_url())
     return Prepared(
         spec=spec, objective=objective, registry=registry, hardware=hardware, workload=workload,
         space=space, storage_url=storage_url, storage=open_storage(storage_url), metric=metric,
+        source=source,
     )
 
 

@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.errors import RunError, UsageError
 from autotune.formatting import values_text
 from autotune.home import trial_logs
+from autotune.inference.types import InferenceOptions
 from autotune.run.trial_process import TrialRequest
 from autotune.run.types import RunOptions
 from autotune.settings import baseline_settings
@@ -35,6 +36,7 @@ from autotune.storage.rdb import display_url, sqlite_path
 from autotune.storage.results import best_row
 from autotune.storage.trial_row import row_from_frozen
 from autotune.study import retries
+from autotune.study.checkpoint import trained_model
 from autotune.study.confirm import build_report
 from autotune.study.events import Listener, StoreRecorder, StudyEvents
 from autotune.study.objective import TrialFailed, TrialObjective
@@ -104,6 +106,9 @@ class StudyRunner:
         sampler = optuna.samplers.TPESampler(seed=self.sampler_seed, n_startup_trials=startup)
         pruner = make_pruner(self.spec.pruner, self.objective.evals_per_epoch, self.spec.budget.get("epochs") or 5)
         existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+        if self.spec.task == "inference" and self.p.source is not None and create:
+            # before the study is created, so that its stored spec names the model it serves
+            self.spec.checkpoint = trained_model(self, self.p.source)
         created = lost_race = False
         if self.spec.name not in existing and not create:
             raise UsageError(
@@ -233,13 +238,21 @@ class StudyRunner:
             evals_per_epoch=self.objective.evals_per_epoch, evals_per_budget=self.objective.evals_per_budget,
             metric=self.p.metric.name, direction=self.p.metric.direction, run_scale=self.spec.run_scale,
         )
-        return TrialRequest(
+        request = TrialRequest(
             workload=self.spec.workload, overrides=overrides, budget=dict(self.spec.budget), options=options,
             device=self.spec.device, plugin_paths=self.spec.plugin_paths, disabled_knobs=self.spec.disabled_knobs,
             data_dir=self.spec.data_dir, threads=threads, log_path=log_path, workdir=self.spec.workdir,
             stall_timeout=self.spec.stall_timeout or None,
             script=self.spec.script, script_args=tuple(self.spec.script_args),
         )
+        if self.spec.task == "inference":
+            assert self.spec.checkpoint is not None
+            request.task = "inference"
+            request.inference = InferenceOptions(
+                checkpoint=self.spec.checkpoint, iterations=self.spec.iterations, seed=self.spec.seed or 0,
+                metric=self.p.metric.name, direction=self.p.metric.direction,
+            )
+        return request
 
     # running ---------------------------------------------------------------------------------
 

@@ -1,0 +1,77 @@
+"""The InferencePlan: everything one inference trial serves a trained model from, as the
+inference knobs (Knob.task "inference") leave it. Torch-free to import, like TrainingPlan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+if TYPE_CHECKING:
+    import torch
+
+    from autotune.hardware import Hardware
+    from autotune.workloads import Workload
+
+# What the model is called with: positional and keyword arguments (autotune.inference.calls)
+Call = tuple[tuple[Any, ...], dict[str, Any]]
+
+# Transforms from this order on wrap the model for execution (torch.compile at 90, TensorRT at
+# 85): the model's size on disk is measured before them, on the model they run.
+EXECUTION_ORDER = 80
+
+
+@dataclass
+class InferencePlan:
+    """How a trained model is served in one inference trial. Inference knobs edit it in
+    `Knob.apply`; the engine (autotune.inference.serve) then builds the served model and
+    measures it.
+
+    `model` is the trained model (eval mode, on `device`), `example` what it is called with for
+    a few validation samples, and `calibration(n)` what it is called with for the first `n`
+    validation batches of `batch_size` samples (static quantization observes them); both as the
+    data gives them: `inputs(call)` applies the input transforms (a cast, channels_last). Knobs do not
+    change `model` in `apply`: they register `transform_model(fn, order)`, run in `order` (lower
+    first) on the model: channels_last (5), int8 quantization (10), the serving precision (20),
+    TensorRT (85), torch.compile (90). `dtype` is the floating-point type the model's weights
+    and inputs are cast to (None: as trained, fp32); `threads` the intra-op threads
+    (None: torch's default). `notes` is what a knob wants its user to see, in the trial's
+    results. `compiled` says a transform compiles on the first call, so that call's time is
+    reported as compile time, never as latency.
+    """
+
+    device: "torch.device"
+    hardware: "Hardware"
+    workload: "Workload"
+    model: "torch.nn.Module"
+    example: Call
+    calibration: Callable[[int], Iterator[Call]]
+    batch_size: int = 1
+    threads: int | None = None
+    dtype: "torch.dtype | None" = None
+    compiled: bool = False
+    model_transforms: list[tuple[int, Callable[[Any], Any]]] = field(default_factory=list)
+    input_transforms: list[Callable[[Any], Any]] = field(default_factory=list)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def transform_model(self, fn: Callable[[Any], Any], order: int = 50) -> None:
+        """Register `fn(model) -> model`, run on the trained model before it is measured."""
+        self.model_transforms.append((order, fn))
+
+    def transform_inputs(self, fn: Callable[[Any], Any]) -> None:
+        """Register `fn(tensor) -> tensor`, run on every tensor the model is called with."""
+        self.input_transforms.append(fn)
+
+    def inputs(self, call: Call) -> Call:
+        """`call` with every input transform registered so far applied to its tensors: what the
+        served model is called with (a knob that traces or calibrates the model uses it)."""
+        from autotune.run.batches import map_tensors
+
+        args, kwargs = call
+        for fn in self.input_transforms:
+            args, kwargs = map_tensors(args, fn), map_tensors(kwargs, fn)
+        return args, kwargs
+
+    def on_cleanup(self, fn: Callable[[], None]) -> None:
+        """Register `fn()`, run when the trial ends, to undo process-wide changes."""
+        self.cleanups.append(fn)

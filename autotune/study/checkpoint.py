@@ -1,0 +1,118 @@
+"""The trained model an inference study serves: a file written by `autotune trial run
+--save-model` (`--checkpoint FILE`), or the best configuration of a finished training study
+(`--from-study NAME`), trained once more with the model saved into the inference study's folder
+(autotune.home.study_dir): a study's trials keep no weights, so the model is trained again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autotune.errors import RunError, UsageError
+from autotune.home import study_dir
+from autotune.run.saving import describe, read_checkpoint
+from autotune.spec import StudySpec
+
+if TYPE_CHECKING:
+    from autotune.study.runner import StudyRunner
+
+MODEL_FILE = "model.pt"
+
+
+def model_file(spec: StudySpec) -> Path:
+    """Where `--from-study` trains the model to: the inference study's own folder."""
+    return study_dir(spec.name) / MODEL_FILE
+
+
+def check_source(spec: StudySpec) -> dict[str, Any]:
+    """What the study will serve, checked before anything is written: the checkpoint's
+    description, or the training study's best trial and spec. Fills `spec.workload` when it was
+    not given; UsageError (one line) for a missing or foreign file, an unknown or unfinished
+    study, or a workload other than the model's."""
+    if spec.checkpoint is not None:
+        info = describe(read_checkpoint(spec.checkpoint))
+        _same_workload(spec, info["workload"], f"--checkpoint {spec.checkpoint} was trained on")
+        spec.data_dir = spec.data_dir or info.get("data_dir")  # where its data was, unless told
+        return {"kind": "checkpoint", **info}
+    assert spec.from_study is not None
+    source = training_study(spec.from_study, spec.storage)
+    _same_workload(spec, source["workload"], f"study '{spec.from_study}' trained")
+    spec.data_dir = spec.data_dir or source["spec"].get("data_dir")
+    return source
+
+
+def _same_workload(spec: StudySpec, trained: str, where: str) -> None:
+    if spec.workload is None:
+        spec.workload = trained
+    elif spec.workload != trained:
+        raise UsageError(f"{where} workload '{trained}', not '{spec.workload}': give --workload {trained} "
+                         "(or leave --workload out)")
+
+
+def training_study(name: str, storage: str | None) -> dict[str, Any]:
+    """A finished training study's best configuration and how it trained; UsageError when the
+    study is unknown, still running or was stopped, serves models itself, or has no best trial."""
+    from autotune.storage.local import Store
+    from autotune.storage.rdb import default_storage_url
+    from autotune.storage.reading import open_view, trial_rows
+    from autotune.storage.results import best_row
+    from autotune.statuses import StudyStatus
+
+    store = Store()
+    try:
+        row = store.get_study(name)
+    finally:
+        store.close()
+    url = storage or (row["storage"] if row else None) or default_storage_url()
+    try:
+        study = open_view(url, name)
+    except UsageError:
+        raise UsageError(f"--from-study {name}: no such study (see `autotune study list`)") from None
+    attrs = study.user_attrs.get("autotune") or {}
+    if attrs.get("task", "training") != "training":
+        raise UsageError(f"--from-study {name}: an inference study; name the training study its model came from")
+    status = row["status"] if row else None
+    rows = trial_rows(study)
+    if status not in (None, StudyStatus.FINISHED) or (status is None and not all(r.finished for r in rows)):
+        raise UsageError(f"--from-study {name}: the study is {status or 'unfinished'}; its best configuration is "
+                         f"not final until it finishes (`autotune study start --name {name} ...` resumes it)")
+    best = best_row(study, rows)
+    if best is None:
+        raise UsageError(f"--from-study {name}: no trial completed, so there is no best configuration to train")
+    return {
+        "kind": "study", "study": name, "storage": url, "trial": best.number, "settings": dict(best.settings),
+        "workload": attrs.get("workload"), "spec": attrs, "metric": study.user_attrs.get("metric"),
+    }
+
+
+def trained_model(runner: "StudyRunner", source: dict[str, Any]) -> str:
+    """The checkpoint to serve: `--checkpoint`, or the training study's best configuration
+    trained once (in a trial process, as its trials were) with its model saved into this
+    study's folder; a model already there from an earlier start of this study is reused."""
+    spec = runner.spec
+    if spec.checkpoint is not None:
+        return spec.checkpoint
+    path = model_file(spec)
+    if path.is_file():
+        return str(path)
+    from autotune.run.trial_process import TrialRequest, launch
+    from autotune.run.types import RunOptions
+
+    trained = StudySpec.from_dict(source["spec"])
+    metric = source.get("metric") or {}
+    options = RunOptions(seed=trained.seed or 0, metric=metric.get("name", "accuracy"),
+                         direction=metric.get("direction", "maximize"), save_model=str(path))
+    request = TrialRequest(
+        workload=trained.workload, overrides=dict(source["settings"]), budget=dict(trained.budget), options=options,
+        device=spec.device, plugin_paths=trained.plugin_paths, disabled_knobs=trained.disabled_knobs,
+        data_dir=trained.data_dir, log_path=str(runner.logs_dir / "train-model.log"), workdir=trained.workdir,
+        stall_timeout=trained.stall_timeout or None,
+    )
+    runner.logs_dir.mkdir(parents=True, exist_ok=True)
+    runner.events.emit("training_model", f"training the best configuration of study '{source['study']}' "
+                       f"(trial {source['trial']}) for {trained.budget_text}, to serve it")
+    outcome = launch(request)
+    if outcome.status != "ok" or not path.is_file():
+        raise RunError(f"training study '{source['study']}''s best configuration to serve it failed: "
+                       f"{outcome.error or outcome.status} (log: {request.log_path})")
+    return str(path)
