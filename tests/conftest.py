@@ -3,6 +3,7 @@ fingerprint, the digits workload."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +16,12 @@ from autotune.plugins.workloads import digits
 from autotune.workloads import Workload
 
 PLUGIN_FILES = Path(__file__).parent / "plugin_files"
+
+# Tests press Ctrl-C on child processes (SIGINT). A test run started in the background of a
+# non-interactive shell (`cmd &`, nohup) ignores SIGINT, and children inherit an ignored signal:
+# they would never see it. A handler here makes every child start with the default again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
