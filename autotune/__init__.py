@@ -22,6 +22,14 @@ def apply(*args: Any, **kwargs: Any) -> Any:
     return _apply(*args, **kwargs)
 
 
+def load_served(*args: Any, **kwargs: Any) -> Any:
+    """The served model `autotune study export NAME --model OUT` wrote: see
+    autotune.inference.export.load_served."""
+    from autotune.inference.export import load_served as _load_served
+
+    return _load_served(*args, **kwargs)
+
+
 def session() -> Any:
     """This trial's session when autotune runs your script: see autotune.sessions."""
     from autotune.sessions import session as _session
@@ -66,6 +74,7 @@ __all__ = [
     "UsageError",
     "Workload",
     "apply",
+    "load_served",
     "session",
     "hookimpl",
     "__version__",

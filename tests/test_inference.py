@@ -243,11 +243,11 @@ def test_bad_inference_study_input_is_one_line_and_exit_2(
 # --- an inference study, end to end --------------------------------------------------------------
 
 
-def test_inference_study_end_to_end(models: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Four trials on the digits model: the unoptimized baseline first, then three the search
-    proposes over int8_dynamic, serve_threads and a destructive test knob (constant_output: the
-    fastest model, and a useless one). Every trial records latency, throughput, memory, size and
-    the metric's drop; one that breaks the guard is infeasible and never the best."""
+@pytest.fixture(scope="module")
+def serve_study(models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """The inference study 'serve' on the digits model, run as a user runs it: its home folder
+    and the finished `study start` process."""
+    tmp_path = tmp_path_factory.mktemp("serve")
     space = tmp_path / "space.toml"
     space.write_text('only = ["int8_dynamic", "serve_threads", "serve_batch_size", "constant_output"]\n'
                      '[knobs.serve_batch_size]\nfixed = 8\n')
@@ -258,6 +258,17 @@ def test_inference_study_end_to_end(models: dict[str, Any], tmp_path: Path, monk
          "--iterations", "3", "--confirm", "1", "--no-explain", "--plugin", str(PLUGIN_FILES / "constant_output.py")],
         cwd=tmp_path, env={**os.environ, "AUTOTUNE_HOME": str(home)}, capture_output=True, text=True, timeout=300,
     )
+    return home, start
+
+
+def test_inference_study_end_to_end(
+    models: dict[str, Any], serve_study: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four trials on the digits model: the unoptimized baseline first, then three the search
+    proposes over int8_dynamic, serve_threads and a destructive test knob (constant_output: the
+    fastest model, and a useless one). Every trial records latency, throughput, memory, size and
+    the metric's drop; one that breaks the guard is infeasible and never the best."""
+    home, start = serve_study
     assert start.returncode == 0, start.stderr[-3000:]
     assert "unoptimized vs best" in start.stdout and "latency p50" in start.stdout
     monkeypatch.setenv("AUTOTUNE_HOME", str(home))
@@ -290,6 +301,92 @@ def test_inference_study_end_to_end(models: dict[str, Any], tmp_path: Path, monk
     assert text.exit_code == 0 and "p50" in text.stdout and " ms" in text.stdout and "guard" in text.stdout
 
 
+# What the exported model's user runs, in a fresh process: the one documented call, then the
+# digits validation set at the evaluation's batch size, and batch-1 calls timed as a trial times them.
+LOAD_AND_MEASURE = """
+import json, statistics, sys, time
+import torch
+import autotune
+from autotune.registry import load_registry
+from autotune.workloads import load_workload
+
+data = load_workload("digits", load_registry(entry_points=False)).val_data
+out = {}
+for path in sys.argv[1:]:
+    model = autotune.load_served(path)
+    assert not model.training
+    correct = 0
+    with torch.inference_mode():
+        for images, labels in torch.utils.data.DataLoader(data, batch_size=256, shuffle=False):
+            correct += (model(images).argmax(1) == labels).sum().item()
+        one = data[0][0].unsqueeze(0)
+        for _ in range(5):
+            model(one)
+        times = []
+        for _ in range(30):
+            start = time.perf_counter()
+            model(one)
+            times.append(time.perf_counter() - start)
+    out[path] = {"accuracy": correct / len(data), "latency_p50": statistics.median(times)}
+print(json.dumps(out))
+"""
+
+
+def test_the_exported_served_model_loads_in_a_fresh_process_and_measures_as_its_trial(
+    models: dict[str, Any], serving: tuple[Any, Any], serve_study: tuple[Path, Any], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The best trial's served model, and one of the other format (a torch.export program
+    without int8_dynamic, a recipe with it: a trial of the study where it has one), each loaded
+    by autotune.load_served in one fresh process: the trial's accuracy exactly, its latency
+    within noise."""
+    home, start = serve_study
+    assert start.returncode == 0, start.stderr[-3000:]
+    monkeypatch.setenv("AUTOTUNE_HOME", str(home))
+    out = tmp_path / "served.pt2"
+    exported = invoke("study", "export", "serve", "--model", str(out))
+    assert exported.exit_code == 0, exported.output
+    assert f"to {out} (" in exported.stdout and f"{out}.json" in exported.stdout
+    assert "autotune.load_served(" in exported.stdout
+    figures = {out: json.loads(Path(f"{out}.json").read_text())}
+    best = json.loads(invoke("study", "best", "serve", "--json").stdout)
+    assert figures[out]["trial"] == best["number"] and figures[out]["settings"] == best["settings"]
+    trials = json.loads(invoke("study", "show", "serve", "--json").stdout)["trials"]
+    other = next((t for t in trials if t["feasible"] and t["state"] == "COMPLETE"
+                  and t["settings"]["int8_dynamic"] is not best["settings"]["int8_dynamic"]), None)
+    path = tmp_path / "other.pt2"
+    if other is not None:
+        assert invoke("study", "export", "serve", "--trial", str(other["number"]), "--model", str(path)).exit_code == 0
+        figures[path] = json.loads(Path(f"{path}.json").read_text())
+    else:  # none in this study: the other format from the same checkpoint, measured here as a trial measures
+        from autotune.inference.export import write_served
+
+        knobs = ("serve_threads", "serve_batch_size")
+        trial = served(models, serving, "digits", int8_dynamic=not best["settings"]["int8_dynamic"],
+                       **{k: best["settings"][k] for k in knobs})
+        assert trial.status == "ok", trial.error
+        written = write_served({"checkpoint": str(models["digits"]), "workload": "digits"}, trial.settings, path)
+        figures[path] = {"settings": trial.settings, "format": written["format"], "why_not_exported": written["why"],
+                         "torch": torch.__version__, "metric": {"name": "accuracy", "value": trial.metric_value},
+                         "measured": {"latency_p50": trial.latency_p50}}
+    for path, written in figures.items():
+        assert written["torch"] == torch.__version__ and written["metric"]["name"] == "accuracy"
+        if written["settings"]["int8_dynamic"]:  # quantized Linear layers do not export (torch 2.14)
+            assert written["format"] == "recipe" and "torch.export refused it" in written["why_not_exported"]
+        else:
+            assert written["format"] == "exported_program"
+            torch.export.load(path).module()  # also loads without autotune
+    ran = subprocess.run([sys.executable, "-c", LOAD_AND_MEASURE, *map(str, figures)], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "AUTOTUNE_HOME": str(home)})
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    fresh = json.loads(ran.stdout.strip().splitlines()[-1])
+    for path, written in figures.items():
+        got, recorded = fresh[str(path)], written["measured"]
+        assert got["accuracy"] == pytest.approx(written["metric"]["value"], abs=1e-6), path
+        # within noise: a shared 2-core machine's timings move by tens of percent, rarely 3x
+        assert recorded["latency_p50"] / 3 <= got["latency_p50"] <= recorded["latency_p50"] * 3, (path, got, recorded)
+
+
 def fake_training_study(home: Path, status: str, budget: dict[str, int]) -> None:
     """A training study `trained` in `home` with one complete trial (the digits recipe)."""
     import optuna
@@ -312,6 +409,20 @@ def fake_training_study(home: Path, status: str, budget: dict[str, int]) -> None
                                  user_attrs={"settings": settings, "baseline": True, "autotune_status": "ok"}))
     Store().put_study("trained", storage=url, workload="digits", space="cpu", objective="time-to-accuracy",
                       n_trials=1, spec=spec.to_dict(), status=status)
+
+
+def test_exporting_a_model_from_a_training_or_unknown_study_is_one_line_and_exit_2(autotune_home: Path) -> None:
+    fake_training_study(autotune_home, "finished", {"steps": 3})
+    for name, fragment in (("trained", "study 'trained' is a training study: --model exports an inference"),
+                           ("nothing-here", "nothing-here")):
+        result = invoke("study", "export", name, "--model", str(autotune_home / "out.pt2"))
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert not (autotune_home / "out.pt2").exists()
+    # without --model, a training study's configuration exports as before
+    config = invoke("study", "export", "trained")
+    assert config.exit_code == 0 and "[settings]" in config.stdout
 
 
 def test_from_study_trains_the_best_configuration_once_and_serves_it(

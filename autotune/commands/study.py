@@ -171,12 +171,21 @@ def best(name: str, storage: str | None, as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["toml", "json"]), default="toml", show_default=True)
 @click.option("--trial", "trial_number", type=int, default=None, help="Export this trial instead of the best.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write here instead of stdout.")
+@click.option("--model", "model_out", type=click.Path(dir_okay=False), default=None, metavar="OUT",
+              help="Inference study: write the served model to OUT (load it with autotune.load_served(OUT)) "
+                   "and its measured figures to OUT.json.")
 @storage_option
-def export(name: str, fmt: str, trial_number: int | None, output: str | None, storage: str | None) -> None:
+def export(name: str, fmt: str, trial_number: int | None, output: str | None, model_out: str | None,
+           storage: str | None) -> None:
     """Export the best configuration; `autotune trial run --config FILE` accepts it."""
     from autotune.storage.export import export_config
 
     st, _ = _open(name, storage)
+    if model_out:
+        from autotune.commands.study_export import export_model
+
+        click.echo(export_model(st, model_out, trial_number))
+        return
     text = export_config(st, trial=trial_number, fmt=fmt)
     if output:
         with open(output, "w") as f:
