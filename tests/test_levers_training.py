@@ -165,9 +165,11 @@ def lrs(result: RunResult) -> list[float]:
 
 
 def assert_same_rates(actual: list[float], expected: list[float]) -> None:
+    # 1e-9, not exact: the closed forms here do the arithmetic in another order than the schedules
+    # (a CI run saw 5e-12), while a wrong step or fraction is off by 1e-3 or more
     assert len(actual) == len(expected)
     worst = max(abs(a - e) / abs(e) for a, e in zip(actual, expected))
-    assert worst <= 1e-12, worst
+    assert worst <= 1e-9, worst
 
 
 # --- lr_schedule -----------------------------------------------------------------------------
