@@ -82,6 +82,9 @@ class StudySpec:
     from_study: str | None = None
     max_drop: float = 0.01
     iterations: int = 30
+    # trials to run with given settings after the baseline: 'KEY=VALUE,KEY=VALUE' each
+    # (autotune.study.enqueued)
+    enqueue: tuple[str, ...] = ()
 
     def validate(self) -> None:
         check_name(self.name)
@@ -147,6 +150,7 @@ class StudySpec:
         data["plugin_paths"] = list(self.plugin_paths)
         data["disabled_knobs"] = list(self.disabled_knobs)
         data["script_args"] = list(self.script_args)
+        data["enqueue"] = list(self.enqueue)
         return data
 
     @classmethod
@@ -155,6 +159,7 @@ class StudySpec:
         known["plugin_paths"] = tuple(known.get("plugin_paths", ()))
         known["disabled_knobs"] = tuple(known.get("disabled_knobs", ()))
         known["script_args"] = tuple(known.get("script_args", ()))
+        known["enqueue"] = tuple(known.get("enqueue", ()))
         return cls(**known)
 
     def metric_override(self) -> Metric | None:

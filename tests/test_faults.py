@@ -261,6 +261,14 @@ def test_8_study_names_follow_one_rule(home: Home, name: str) -> None:
     assert not (home.path / "studies.db").exists()  # nothing written on bad input
 
 
+def test_an_enqueued_setting_the_space_does_not_search_is_one_line_exit_2(home: Home) -> None:
+    result = home.run("study", "start", "--name", "q", "--n-trials", "3", "--enqueue", "colour=red", *QUICK)
+    assert result.returncode == 2
+    (line,) = error_lines(result.stderr)
+    assert "--enqueue 'colour=red': 'colour' is not searched by space" in line
+    assert not (home.path / "studies.db").exists()
+
+
 def test_8_files_of_a_study_come_from_a_safe_folder_name() -> None:
     from autotune.home import study_folder
 

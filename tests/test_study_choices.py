@@ -115,3 +115,46 @@ def test_a_path_step_next_to_a_run_that_missed_the_target_is_a_bound() -> None:
     # two bounds in a row, or a run with no time, say nothing
     assert step_ratio(tta, (10.0, True), (12.0, True)) == {"ratio": None}
     assert step_ratio(tta, (None, False), (1.0, False)) == {"ratio": None}
+
+
+# --- --enqueue -----------------------------------------------------------------------------------
+
+
+def _waiting(runner: StudyRunner) -> list[tuple[dict, dict]]:
+    import optuna
+
+    study = runner.open()
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    return [(t.system_attrs["fixed_params"], t.user_attrs) for t in waiting]
+
+
+def test_enqueued_trials_run_after_the_baseline_with_only_their_settings_changed(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'q.db'}"
+    spec = dict(name="queued", workload="digits", device="cpu", confirm=0, n_trials=5, storage=storage,
+                enqueue=("optimizer=adam,learning_rate=0.003", "batch_size=256"))
+    runner = StudyRunner(prepare(StudySpec(**spec)), Store())
+    (base, base_attrs), (first, first_attrs), (second, _) = _waiting(runner)
+    assert base_attrs == {"baseline": True} and first_attrs == {"enqueued": True}
+    # the baseline with the named settings changed; momentum goes with sgd, adam's beta2 is its default
+    assert first == {**{k: v for k, v in base.items() if k != "momentum"}, "optimizer": "adam",
+                     "learning_rate": 0.003, "beta2": 0.999}
+    assert second == {**base, "batch_size": 256}
+    # resuming with the same --enqueue adds nothing: those params are in the study
+    again = StudyRunner(prepare(StudySpec(**spec)), Store())
+    assert len(_waiting(again)) == 3
+
+
+@pytest.mark.parametrize("enqueue, message", [
+    (("batch_size",), "expected KEY=VALUE"),
+    (("colour=red",), "'colour' is not searched by space"),
+    (("batch_size=many",), "--enqueue 'batch_size=many': "),
+    (("momentum=0.5,optimizer=adam",), "applies only when optimizer is sgd"),
+    (("batch_size=64",) * 5, "leaves room for 4 after the baseline"),
+])
+def test_a_bad_enqueue_is_a_usage_error_before_anything_is_written(tmp_path, enqueue, message) -> None:
+    db = tmp_path / "bad.db"
+    spec = StudySpec(name="bad", workload="digits", device="cpu", n_trials=5, storage=f"sqlite:///{db}",
+                     enqueue=enqueue)
+    with pytest.raises(UsageError, match=message):
+        prepare(spec)
+    assert not db.exists()

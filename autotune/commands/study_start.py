@@ -40,6 +40,9 @@ def _store() -> Any:
 @click.option("--objective", default=None, metavar="NAME",
               help="time-to-accuracy (the default), throughput, accuracy or pareto; latency (the only one, and "
                    "the default) for --task inference.")
+@click.option("--enqueue", "enqueue", multiple=True, metavar="KEY=VALUE[,KEY=VALUE]",
+              help="Also run this trial right after the baseline: the baseline with these searched settings "
+              "changed (repeatable), e.g. --enqueue 'int8_dynamic=true'.")
 @click.option("--n-trials", type=int, default=20, show_default=True, help="Trials to finish, the baseline included.")
 @click.option("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
 @budget_options
@@ -113,7 +116,7 @@ def start(**kwargs: Any) -> None:
         pruner=kwargs["pruner"], confirm=kwargs["confirm"], explain=kwargs["explain"], device=kwargs["device"],
         data_dir=kwargs["data_dir"], plugin_paths=tuple(kwargs["plugin_paths"]),
         disabled_knobs=tuple(kwargs["disabled_knobs"]), workers=kwargs["workers"] or 1,
-        workdir=os.getcwd(), stall_timeout=kwargs["stall_timeout"],
+        workdir=os.getcwd(), stall_timeout=kwargs["stall_timeout"], enqueue=tuple(kwargs["enqueue"]),
     )
     spec.validate()  # before torch is imported: bad input answers at once
     gpus_per_trial = kwargs["gpus_per_trial"]

@@ -40,6 +40,7 @@ class TrialRow:
     # RetryHeartbeatStaleTrialCallback system attrs failed_trial (the chain's first) and
     # retry_history (all of it). A trial some other trial retries does not count.
     retries: tuple[int, ...] = ()
+    enqueued: bool = False  # asked for by `study start --enqueue` (autotune.study.enqueued)
     distributions: dict[str, "BaseDistribution"] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -59,7 +60,7 @@ class TrialRow:
             "baseline": self.baseline, "feasible": self.feasible,
             "intermediate": {str(k): v for k, v in self.intermediate.items()},
             "started_at": self.started_at, "completed_at": self.completed_at,
-            "log_tail": self.log_tail, "retries": list(self.retries),
+            "log_tail": self.log_tail, "retries": list(self.retries), "enqueued": self.enqueued,
         }
 
 
@@ -106,6 +107,7 @@ def make_row(
         log_tail=user_attrs.get("log_tail"),
         feasible=user_attrs.get("feasible", True) is not False,
         retries=retried_numbers(user_attrs, system_attrs or {}),
+        enqueued=bool(user_attrs.get("enqueued", False)),
         distributions=distributions,
     )
 

@@ -17,6 +17,7 @@ from autotune.registry import Registry, load_registry
 from autotune.space import load_space
 from autotune.spec import StudySpec
 from autotune.study.checkpoint import check_source
+from autotune.study.enqueued import parse_enqueued
 from autotune.storage.rdb import default_storage_url, open_storage, sqlalchemy_url
 from autotune.workloads import Workload, load_workload, script_workload
 
@@ -51,6 +52,8 @@ class Prepared:
     # an inference study's model: the checkpoint's description or the training study's best
     # (autotune.study.checkpoint.check_source); None for a training study
     source: dict[str, Any] | None = None
+    # the params of the trials `--enqueue` asks for (autotune.study.enqueued), run after the baseline
+    enqueued: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None = None) -> Prepared:
@@ -86,10 +89,11 @@ def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None =
     space = load_space(space_name, registry, hardware, workload.traits())
     spec.space = space_name
     storage_url = sqlalchemy_url(spec.storage or default_storage_url())
+    enqueued = parse_enqueued(spec, registry, hardware, workload, space) if spec.enqueue else []
     return Prepared(
         spec=spec, objective=objective, registry=registry, hardware=hardware, workload=workload,
         space=space, storage_url=storage_url, storage=open_storage(storage_url), metric=metric,
-        source=source,
+        source=source, enqueued=enqueued,
     )
 
 

@@ -26,14 +26,18 @@ from autotune.statuses import RunStatus
 RUNNER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def enqueue(study: optuna.Study, params: dict[str, Any], *, baseline: bool = False, retry_of: int | None = None) -> None:
-    """Put a trial on the study's queue: the baseline recipe, or a retry of trial `retry_of`."""
+def enqueue(study: optuna.Study, params: dict[str, Any], *, baseline: bool = False, retry_of: int | None = None,
+            enqueued: bool = False) -> None:
+    """Put a trial on the study's queue: the baseline recipe, a retry of trial `retry_of`, or a
+    trial `--enqueue` asked for (`enqueued`: not again when the study already has its params)."""
     attrs: dict[str, Any] = {}
     if retry_of is not None:
         attrs["retry_of"] = retry_of
     if baseline:
         attrs["baseline"] = True
-    study.enqueue_trial(params, user_attrs=attrs)
+    if enqueued:
+        attrs["enqueued"] = True
+    study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=enqueued)
 
 
 def retried(trials: Iterable[FrozenTrial]) -> set[int]:

@@ -38,6 +38,7 @@ from autotune.storage.trial_row import row_from_frozen
 from autotune.study import retries
 from autotune.study.checkpoint import trained_model
 from autotune.study.confirm import build_report
+from autotune.study.enqueued import enqueue_all, trial_params
 from autotune.study.events import Listener, StoreRecorder, StudyEvents
 from autotune.study.objective import TrialFailed, TrialObjective
 from autotune.study.prepare import Prepared, fit_to_devices, make_pruner
@@ -162,13 +163,9 @@ class StudyRunner:
         if created or create and not lost_race and not any(
             t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)
         ):
-            params = {
-                p.name: self.baseline[p.name]
-                for p in self.p.space.params
-                if p.name in self.baseline and p.active(self.baseline)
-                and _representable(self.p.space.distributions()[p.name], self.baseline[p.name])
-            }
-            retries.enqueue(study, params, baseline=True)
+            retries.enqueue(study, trial_params(self.p.space, self.baseline), baseline=True)
+        if create and not lost_race:
+            enqueue_all(study, self.p.enqueued)
         return study
 
     # what the trials add up to ------------------------------------------------------------------
@@ -368,17 +365,6 @@ class StudyRunner:
         self.store.set_study_status(name, final, error=error)
         self.events.emit("study_finished", f"study {final}: {summary}", counts=counts)
         return report
-
-
-def _representable(distribution: optuna.distributions.BaseDistribution, value: Any) -> bool:
-    """Whether Optuna can hold `value` as a fixed param of `distribution`: a baseline's
-    weight_decay 0.0 cannot be on a log scale. The baseline trial runs its own settings anyway;
-    such a param is left to the sampler in its record rather than failing the study."""
-    try:
-        distribution.to_internal_repr(value)
-    except (ValueError, TypeError):
-        return False
-    return True
 
 
 def _file_id(path: Path | None) -> tuple[int, int] | None:
