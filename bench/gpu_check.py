@@ -10,8 +10,9 @@ unless said): fp16 autocast with a GradScaler, bf16 autocast, cudnn.benchmark, T
 matmul_precision, fused optimizers (optimizer_impl), torch.compile mode reduce-overhead (CUDA
 graphs), the out-of-memory micro-batch retry (micro_batches, under a memory cap set from a
 measured peak), peak CUDA memory, the per-GPU trial pool (a trial launched in its own process with
-a lease's CUDA_VISIBLE_DEVICES), and a study of ~20 trials with confirmation through the
-`autotune` CLI. A check whose knob `autotune plugins --json` does not list is skipped with a line.
+a lease's CUDA_VISIBLE_DEVICES), serving a trained model (`trial run --save-model`, then `trial
+serve` as fp32, fp16 and through TensorRT when torch-tensorrt is installed), and a study of ~20
+trials with confirmation through the `autotune` CLI. A check whose knob `autotune plugins --json` does not list is skipped with a line.
 
 Modes: on CUDA every check (~5 minutes on one H100/H200, the study bounded by --study-seconds);
 `--dry` imports no torch and runs nothing: it writes the same files, marked dry, with each check
@@ -50,6 +51,7 @@ CHECKS: list[tuple[str, tuple[str, ...]]] = [  # (check, knobs it needs)
     ("OOM micro-batch retry", ("micro_batches",)),
     ("peak CUDA memory", ("batch_size",)),
     ("per-GPU trial pool", ()),
+    ("serving: fp16 and TensorRT vs fp32 (trial serve)", ("serve_precision", "tensorrt")),
     ("study: synthetic-resnet18, ~20 trials + confirmation", ()),
 ]
 
@@ -101,7 +103,8 @@ class Report:
 
 def listed_knobs() -> list[str]:
     """Knob names `autotune plugins --json` lists (built-ins and installed plugins)."""
-    return [k["name"] for plugin in common.autotune_json("plugins") for k in plugin["knobs"] if not k.get("disabled")]
+    return [k["name"] for plugin in common.autotune_json("plugins", "--task", "all") for k in plugin["knobs"]
+            if not k.get("disabled")]
 
 
 def missing(knobs: list[str], needed: tuple[str, ...]) -> str | None:
@@ -337,6 +340,55 @@ def check_pool(g: Gpu) -> str:
     return f"{pool.slots} slot(s); a trial with {env or 'no GPU lease'} ran on {device}, ok"
 
 
+def check_serving(g: Gpu, out: Path) -> str:
+    """A synthetic-resnet18 model trained and saved by `trial run --save-model`, then served by
+    `trial serve` as fp32, fp16 and through TensorRT: batch-1 latency and the metric's drop, each
+    in its own process as an inference study's trials are. TensorRT needs torch-tensorrt (the
+    `tensorrt` extra): without it the knob's own reason is the line, and the check still serves
+    fp16."""
+    autotune = str(Path(sys.executable).parent / "autotune")
+    model = out / "gpu_check_model.pt"
+    home = tempfile.mkdtemp(prefix="gpu-check-serve-")
+    env = {**os.environ, "AUTOTUNE_HOME": home}
+
+    def cli(*args: str) -> dict[str, Any]:
+        proc = subprocess.run([autotune, *args, "--json", "--device", g.device], capture_output=True, text=True,
+                              env=env, timeout=600, check=False)
+        assert proc.returncode == 0, f"`autotune {' '.join(args)}` exit {proc.returncode}: {proc.stderr.strip()[-400:]}"
+        return json.loads(proc.stdout)
+
+    try:
+        cli("trial", "run", "--workload", "synthetic-resnet18", "--budget-steps", str(g.steps),
+            "--set", f"batch_size={g.batch}", "--save-model", str(model))
+        iterations = "5" if g.rehearse else "50"
+        served = {"fp32": cli("trial", "serve", "--checkpoint", str(model), "--iterations", iterations)}
+        if g.cuda:
+            served["fp16"] = cli("trial", "serve", "--checkpoint", str(model), "--iterations", iterations,
+                                 "--set", "serve_precision=fp16")
+        tensorrt = exclusion_of(g, "tensorrt")
+        if tensorrt is None:
+            served["tensorrt"] = cli("trial", "serve", "--checkpoint", str(model), "--iterations", iterations,
+                                     "--set", "tensorrt=true")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    base = served["fp32"]["latency_p50"]
+    parts = []
+    for name, r in served.items():
+        assert r["status"] == "ok", f"{name}: {r['status']}: {r.get('error')}"
+        parts.append(f"{name} {r['latency_p50'] * 1e3:.3f} ms ({base / r['latency_p50']:.2f}x, drop "
+                     f"{(r.get('metric_drop') or 0) * 100:+.2f}%, compile {r.get('compile_time') or 0:.1f} s)")
+    if tensorrt is not None:
+        parts.append(f"tensorrt not run: {tensorrt}")
+    return "batch-1 latency p50: " + "; ".join(parts)
+
+
+def exclusion_of(g: Gpu, knob: str) -> str | None:
+    from autotune.knob import exclusion
+    from autotune.registry import load_registry
+
+    return exclusion(load_registry(task="inference").knob(knob), g.hardware)
+
+
 def check_study(g: Gpu, out: Path, seconds: float) -> str:
     space = out / "gpu_check_space.toml"
     # torch.compile has its own check: a cold compile per trial would take the study past its time
@@ -381,7 +433,7 @@ def run_checks(report: Report, args: Any) -> None:
     steps: list[Callable[[], str]] = [
         lambda: check_fp16(g), lambda: check_bf16(g), lambda: check_cudnn(g), lambda: check_tf32(g),
         lambda: check_fused(g), lambda: check_compile(g), lambda: check_oom_retry(g), lambda: check_peak(g),
-        lambda: check_pool(g),
+        lambda: check_pool(g), lambda: check_serving(g, report.out),
         lambda: check_study(g, report.out, max(60.0, study_deadline - time.perf_counter() - 90)),
     ]
     for (name, needed), step in zip(CHECKS[1:], steps):

@@ -6,7 +6,9 @@
 # 1. every `-m gpu` test (pytest, JUnit XML kept beside the results);
 # 2. bench/gpu_check.py: fp16 + GradScaler, bf16, cudnn.benchmark, TF32, fused optimizers,
 #    torch.compile reduce-overhead (CUDA graphs), the OOM micro-batch retry, peak CUDA memory, the
-#    per-GPU trial pool, and a CIFAR-shaped synthetic-resnet18 study of ~20 trials with
+#    per-GPU trial pool, serving a trained model as fp16 and through TensorRT (issue 18; TensorRT
+#    needs the `tensorrt` extra, else the knob's reason is the line), and a CIFAR-shaped
+#    synthetic-resnet18 study of ~20 trials with
 #    confirmation (through the `autotune` CLI, --json). Checks whose knob `autotune plugins --json`
 #    does not list are skipped with a line saying so.
 # Writes gpu_check.json and gpu_check.md into RESULTS_DIR (default bench/results/gpu-check-<time>),

@@ -17,7 +17,7 @@ CHECKS = [
     "gpu tests (pytest -m gpu)", "fp16 autocast + GradScaler", "bf16 autocast", "cudnn.benchmark",
     "TF32 (matmul_precision=high)", "fused optimizers", "torch.compile reduce-overhead (CUDA graphs)",
     "OOM micro-batch retry", "peak CUDA memory", "per-GPU trial pool",
-    "study: synthetic-resnet18, ~20 trials + confirmation",
+    "serving: fp16 and TensorRT vs fp32 (trial serve)", "study: synthetic-resnet18, ~20 trials + confirmation",
 ]
 
 
@@ -40,7 +40,8 @@ def test_dry_mode_says_what_it_skipped_and_writes_both_files(tmp_path: Path) -> 
         assert [c["name"] for c in data["checks"]] == CHECKS
         assert {c["status"] for c in data["checks"]} == {"skip"}
         assert data["summary"] == {"pass": 0, "fail": 0, "skip": len(CHECKS)}
-        assert "structured_pruning" in data["knobs"]  # what `autotune plugins --json` listed
+        # what `autotune plugins --task all --json` listed: training and inference knobs
+        assert {"structured_pruning", "tensorrt"} <= set(data["knobs"])
         markdown = (folder / "gpu_check.md").read_text()
         assert markdown.startswith("# GPU check (DRY: ")
         assert all(f"| {name} | skip |" in markdown for name in CHECKS)
