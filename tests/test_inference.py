@@ -196,7 +196,7 @@ def test_a_tinylm_model_serves_with_int8_and_keeps_its_loss(models: dict[str, An
 
 
 INFERENCE_KNOBS = {"serve_precision", "int8_dynamic", "int8_static", "serve_channels_last", "serve_batch_size",
-                   "serve_threads", "serve_compile", "tensorrt"}
+                   "serve_threads", "serve_compile", "tensorrt", "serve_pruning", "weight_only"}
 
 
 def test_training_and_inference_knobs_are_kept_apart(models: dict[str, Any]) -> None:

@@ -82,9 +82,10 @@ def rebuild(spec: dict[str, Any], settings: dict[str, Any], checkpoint: dict[str
     hardware = detect((dev or "").split(":")[0] or None)
     workload = load_workload(spec.get("workload") or payload["workload"], registry,
                              data_dir=spec.get("data_dir") or payload.get("data_dir"), workdir=spec.get("workdir"))
-    seed_everything(int(spec.get("seed") or 0))
+    seed = int(spec.get("seed") or 0)
+    seed_everything(seed)
     plan = build_plan(registry, hardware, workload, settings, model_from(payload, workload),
-                      torch.device(dev or hardware.device_type))
+                      torch.device(dev or hardware.device_type), seed=seed)
     model, _ = built(plan)
     return ServedModel(model, plan.input_transforms).eval(), plan
 

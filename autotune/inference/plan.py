@@ -3,6 +3,7 @@ inference knobs (Knob.task "inference") leave it. Torch-free to import, like Tra
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -37,6 +38,12 @@ class InferencePlan:
     (None: torch's default). `notes` is what a knob wants its user to see, in the trial's
     results. `compiled` says a transform compiles on the first call, so that call's time is
     reported as compile time, never as latency.
+
+    A transform that trains the model before it is served (serve_pruning's fine-tune) takes the
+    workload's training batches from `training_batches(n)` and their loss from
+    `training_loss(model, batch)`, seeds from `seed` (the trial's, InferenceOptions.seed, which
+    an export's rebuild uses too), and runs inside `unmeasured()`, so that its memory is not
+    counted as the served model's peak (its time never is: transforms run before any timed call).
     """
 
     device: "torch.device"
@@ -53,6 +60,9 @@ class InferencePlan:
     input_transforms: list[Callable[[Any], Any]] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    # set by the engine while it samples peak memory (autotune.inference.timing.MemoryPeak.paused)
+    unmeasured: Callable[[], AbstractContextManager[Any]] = field(default=nullcontext, repr=False)
 
     def transform_model(self, fn: Callable[[Any], Any], order: int = 50) -> None:
         """Register `fn(model) -> model`, run on the trained model before it is measured."""
@@ -75,3 +85,31 @@ class InferencePlan:
     def on_cleanup(self, fn: Callable[[], None]) -> None:
         """Register `fn()`, run when the trial ends, to undo process-wide changes."""
         self.cleanups.append(fn)
+
+    def training_batches(self, batch_size: int) -> Iterator[Any]:
+        """Batches of `batch_size` samples of the workload's training set, on `device`, as the
+        training engine collates them: reshuffled each epoch in an order fixed by `seed`, endless."""
+        import torch
+        from torch.utils.data import DataLoader
+
+        from autotune.run.batches import to_device
+
+        order = torch.Generator().manual_seed(self.seed)
+        loader = DataLoader(self.workload.train_data, batch_size=batch_size, shuffle=True, generator=order)
+        while True:
+            empty = True
+            for batch in loader:
+                empty = False
+                yield to_device(batch, self.device)
+            if empty:
+                return
+
+    def training_loss(self, model: Any, batch: Any) -> Any:
+        """The loss training minimises for `batch` (on `device`): the workload's `train_step`, or
+        its `loss_fn` on `model(batch[0])` and `batch[1]`, as the training engine computes it."""
+        from autotune.run.evaluation import train_step_for
+        from autotune.run.plan import TrainingPlan
+
+        step = train_step_for(TrainingPlan(device=self.device, hardware=self.hardware, workload=self.workload,
+                                           loss_fn=self.workload.loss_fn))
+        return step(model, batch)

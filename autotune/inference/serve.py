@@ -67,11 +67,12 @@ def _to_float(value: Any) -> Any:
 
 
 def build_plan(registry: "Registry", hardware: "Hardware", workload: "Workload", settings: dict[str, Any],
-               model: torch.nn.Module, device: torch.device) -> InferencePlan:
-    """A plan for serving `model`, edited by every inference knob that applies here."""
+               model: torch.nn.Module, device: torch.device, seed: int = 0) -> InferencePlan:
+    """A plan for serving `model`, edited by every inference knob that applies here; `seed` is
+    the trial's (InferencePlan.seed)."""
     model = model.to(device).eval()
     plan = InferencePlan(
-        device=device, hardware=hardware, workload=workload, model=model,
+        device=device, hardware=hardware, workload=workload, model=model, seed=seed,
         example=calls.model_call(workload, model, calls.batch_of(workload, EXAMPLE_ROWS), device),
         calibration=lambda n: calls.calls(workload, model, plan.batch_size, n, device),
     )
@@ -109,7 +110,9 @@ def serve(
     try:
         seed_everything(options.seed)
         memory = timing.MemoryPeak(dev)
-        plan = build_plan(registry, hardware, workload, settings, model_from(payload, workload), dev)
+        plan = build_plan(registry, hardware, workload, settings, model_from(payload, workload), dev,
+                          seed=options.seed)
+        plan.unmeasured = memory.paused  # a fine-tune before serving is not the served model's memory
         # what the model is called with, taken from the trained model before any transform
         one = calls.model_call(workload, plan.model, calls.batch_of(workload, 1), dev)
         many = calls.model_call(workload, plan.model, calls.batch_of(workload, plan.batch_size), dev)

@@ -11,7 +11,9 @@ model's size on disk.
   On the CPU, the growth of the process's resident memory (RSS, psutil) from before the served
   model is built to its highest sample while serving, sampled every 2 ms by a thread: the
   served model's own copies of the weights, compiled code, activations. The process's start-up
-  (torch, the dataset) is left out; a fresh process per trial keeps trials comparable.
+  (torch, the dataset) is left out; a fresh process per trial keeps trials comparable. Work a
+  transform does before serving (a fine-tune) runs `paused`: its peak is left out, and so is
+  what it leaves resident (optimizer state the allocator keeps).
 - Model size: the bytes of `torch.save` of the served model (before compilation wraps it), or
   of its state_dict when the module cannot be pickled.
 """
@@ -21,7 +23,8 @@ from __future__ import annotations
 import io
 import threading
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -38,6 +41,7 @@ class MemoryPeak:
         self._peak = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._paused = False
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             self._base = torch.cuda.memory_allocated(device)
@@ -50,17 +54,41 @@ class MemoryPeak:
         self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
         self._thread.start()
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave out what runs inside: its peak, and the memory it leaves resident (the base and
+        the peak so far move up by it, so the growth before and after is measured as without it)."""
+        if self.device.type == "cuda":
+            peak = int(torch.cuda.max_memory_allocated(self.device))
+            try:
+                yield
+            finally:
+                self._peak = max(self._peak, peak)
+                torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        self._paused = True
+        before = self._rss()
+        peak = max(self._peak, before)
+        try:
+            yield
+        finally:
+            left = self._rss() - before
+            self._base += left
+            self._peak = peak + left
+            self._paused = False
+
     def _rss(self) -> int:
         return int(self._process.memory_info().rss)
 
     def _sample(self) -> None:
         while not self._stop.wait(SAMPLE_SECONDS):
-            self._peak = max(self._peak, self._rss())
+            if not self._paused:
+                self._peak = max(self._peak, self._rss())
 
     def stop(self) -> int:
         """Bytes: the CUDA allocator's peak, or the RSS growth on other devices."""
         if self.device.type == "cuda":
-            return int(torch.cuda.max_memory_allocated(self.device))
+            return max(self._peak, int(torch.cuda.max_memory_allocated(self.device)))
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
