@@ -68,6 +68,9 @@ class StudyUpdate:
     # a big study's first update: its trial count; new_rows are only the newest, the summary is the
     # store row's, and the next poll starts the view over with every row
     reading: int | None = None
+    # an inference study's Pareto front of latency vs metric drop (results.inference_front), fastest
+    # first; None: unchanged, or not an inference study
+    latency_front: list[TrialRow] | None = None
 
 
 @dataclass
@@ -196,9 +199,12 @@ class Watcher:
         user_attrs = study.user_attrs
         summary, complete_count, finished = self._derived(study, store_row, rows, user_attrs,
                                                           bool(new_rows or changed_rows or reset))
-        best = pareto = None
+        best = pareto = latency_front = None
         if finished != self._finished_count:
             self._finished_count = finished
+            if (user_attrs.get("autotune") or {}).get("task") == "inference":
+                by_number = {r.number: r for r in rows}
+                latency_front = [by_number[n] for n in results.inference_front(rows)]
             if len(study.directions) == 1:
                 best = results.best_so_far(study, rows)
             else:
@@ -219,6 +225,7 @@ class Watcher:
             complete_count=complete_count,
             reset=reset,
             queue=queue,
+            latency_front=latency_front,
         )
 
     def _derived(self, study: StudyLike, store_row: dict[str, Any], rows: list[TrialRow],
@@ -296,7 +303,10 @@ def _waiting_summary(row: dict[str, Any]) -> dict[str, Any]:
     named = (spec.get("metric") or "").partition(":")[0] or spec.get("target_metric")
     metric = Metric.named(named, spec.get("target_direction")) if named else Metric()
     return {
-        "name": row["name"], "state": row["status"], "objective": row.get("objective"), "directions": [],
+        "name": row["name"], "state": row["status"], "task": spec.get("task") or "training",
+        "guard": {"reference": None, "bound": None, "max_drop": spec.get("max_drop")}
+        if spec.get("task") == "inference" else None,
+        "objective": row.get("objective"), "directions": [],
         "workload": row.get("workload"), "metric": metric.describe(), "metric_info": metric.to_dict(),
         "target": spec.get("target"),
         "budget": ", ".join(f"{v} {k}" for k, v in budget.items()) if isinstance(budget, dict) else None,

@@ -27,6 +27,9 @@ SHORT = {
     "batch_size": "bs", "learning_rate": "lr", "optimizer": "", "precision": "", "workers": "w",
     "pruning": "p", "momentum": "mom", "weight_decay": "wd", "beta2": "b2", "threads": "t",
     "channels_last": "cl", "torch_compile": "compile", "cudnn_benchmark": "cudnn",
+    # inference knobs (an inference study's trials table)
+    "serve_precision": "", "serve_batch_size": "bs", "serve_threads": "t", "serve_channels_last": "cl",
+    "serve_compile": "compile", "int8_dynamic": "int8-dyn", "int8_static": "int8-static",
 }
 
 

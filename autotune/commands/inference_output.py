@@ -4,7 +4,7 @@ Every number goes through autotune.formatting."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from rich.console import Console
 from rich.markup import escape
@@ -16,7 +16,8 @@ from autotune.formatting import drop, milliseconds, nbytes, percent, rate, ratio
 from autotune.metrics import Metric, metric_value
 from autotune.storage.results import confirmed
 
-COLUMNS = ("#", "result", "latency p50", "p95", "throughput", "peak memory", "size", "drop")
+COLUMNS = ("#", "result", "latency p50", "p95", "throughput", "peak memory", "size", "drop", "front")
+FRONT_MARK = "◆"
 RESULTS = {"PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
 
 
@@ -25,8 +26,9 @@ def changed(settings: dict[str, Any], baseline: dict[str, Any]) -> str:
     return settings_text({k: v for k, v in settings.items() if baseline.get(k) != v}) or "-"
 
 
-def trial_cells(t: dict[str, Any], baseline: dict[str, Any]) -> list[Any]:
-    """One trial's row: what serving it measured, each in its unit (throughput at its batch)."""
+def trial_cells(t: dict[str, Any], baseline: dict[str, Any], front: Iterable[int] = ()) -> list[Any]:
+    """One trial's row: what serving it measured, each in its unit (throughput at its batch), and
+    whether it is on the Pareto front of latency vs metric drop (numbers in `front`)."""
     m = t.get("metrics") or {}
     ran = t.get("state") == "COMPLETE"
     result = ("ok" if t.get("feasible", True) else "guard") if ran else RESULTS.get(t.get("state", ""), "?")
@@ -35,6 +37,7 @@ def trial_cells(t: dict[str, Any], baseline: dict[str, Any]) -> list[Any]:
         milliseconds(m.get("latency_p50")), milliseconds(m.get("latency_p95")),
         rate(m.get("throughput")).replace(" samples/s", "/s"),
         nbytes(m.get("peak_memory_bytes")), nbytes(m.get("model_bytes")), drop(m.get("metric_drop")),
+        FRONT_MARK if t["number"] in front else "",
     ]
 
 
@@ -54,12 +57,15 @@ def print_inference_show(data: dict[str, Any]) -> None:
     trials = data["trials"]
     baseline = next((t.get("settings") or {} for t in trials if t.get("baseline")), {})
     batch = baseline.get("serve_batch_size", "-")
+    front = data.get("pareto") or []
     table = Table(*COLUMNS, caption=f"* the unoptimized model; throughput at the trial's serve_batch_size ({batch} "
-                  "unless changed); guard: worse than the guard allows (infeasible)", caption_justify="left",
+                  "unless changed); guard: worse than the guard allows (infeasible); "
+                  f"{FRONT_MARK}: on the Pareto front of latency vs metric drop", caption_justify="left",
                   box=None, pad_edge=False)
     for t in trials:
-        table.add_row(*trial_cells(t, baseline))
+        table.add_row(*trial_cells(t, baseline, front))
     console.print(table)
+    print_front(console, trials, front, guard.get("max_drop"))
     console.print("[bold]what each trial changed[/] (and why one failed or broke the guard):")
     for t in trials:
         line = changed(t.get("settings") or {}, baseline) if not t.get("baseline") else "the unoptimized model"
@@ -73,6 +79,22 @@ def print_inference_show(data: dict[str, Any]) -> None:
                       + escape(changed(best.get("settings") or {}, baseline)))
         print_notes(console, best.get("metrics", {}).get("notes"), f"best (trial {best['number']}) notes")
     print_speedup(console, data.get("confirmation"), s.get("speedup"))
+
+
+def print_front(console: Console, trials: list[dict[str, Any]], front: list[int], max_drop: float | None) -> None:
+    """The Pareto front of latency vs metric drop, fastest first: what each step down in latency
+    costs in accuracy, past the guard too (said so)."""
+    if not front:
+        return
+    by_number = {t["number"]: t for t in trials}
+    console.print(f"[bold]Pareto front (latency vs metric drop)[/], fastest first; the guard allows "
+                  f"{drop(max_drop)}:")
+    for number in front:
+        t = by_number[number]
+        m = t.get("metrics") or {}
+        past = "" if t.get("feasible", True) else "  past the guard"
+        console.print(Text(f"  {number:>3}  {milliseconds(m.get('latency_p50')):>10}  "
+                           f"drop {drop(m.get('metric_drop')):>6}{past}"))
 
 
 def print_speedup(console: Console, conf: dict[str, Any] | None, in_search: float | None) -> None:

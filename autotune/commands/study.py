@@ -107,7 +107,7 @@ def show(name: str, storage: str | None, as_json: bool) -> None:
     """Show a study: trials, best, Pareto front and parameter importances."""
     from autotune.commands.study_output import print_show
     from autotune.storage.reading import trial_rows
-    from autotune.storage.results import importances, pareto_front, summary
+    from autotune.storage.results import importances, inference_front, pareto_front, summary
 
     st, row = _open(name, storage)
     rows = trial_rows(st)
@@ -124,6 +124,8 @@ def show(name: str, storage: str | None, as_json: bool) -> None:
     if serving:  # the accuracy guard: the unoptimized model's metric and the drop it allows
         data["guard"] = {"reference": st.user_attrs.get("reference_metric"), "bound": st.user_attrs.get("target"),
                          "max_drop": spec.get("max_drop"), "checkpoint": spec.get("checkpoint")}
+        # the trade-off: complete trials none faster and none less worse, infeasible ones too
+        data["pareto"] = inference_front(rows)
     if as_json:
         echo_json(data)
     elif serving:

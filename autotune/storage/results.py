@@ -8,11 +8,12 @@ Optuna-free: rows come from autotune.storage.reading.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from autotune.metrics import Metric
 from autotune.statuses import ACTIVE_STUDY_STATES, RunStatus
@@ -125,6 +126,36 @@ def pareto_rows(rows: list[TrialRow], signs: list[float]) -> list[TrialRow]:
 
 def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+
+def latency_drop_front(points: Iterable[tuple[int, float | None, float | None]]) -> list[int]:
+    """The trial numbers on the Pareto front of (number, latency_p50, metric_drop) points, lower
+    being better on both, sorted by latency (then number). A point missing either value, or with
+    a non-finite one, is left out; points with equal latency and equal drop are all on the front
+    (neither dominates the other). Feasibility does not enter: see inference_front."""
+    valid = sorted((lat, dr, n) for n, lat, dr in points
+                   if isinstance(lat, (int, float)) and isinstance(dr, (int, float))
+                   and math.isfinite(lat) and math.isfinite(dr))
+    front: list[int] = []
+    faster_drop = math.inf  # the lowest drop of any strictly faster point
+    for _, group in itertools.groupby(valid, key=lambda p: p[0]):
+        same = list(group)  # equal latency, by drop: only the lowest drop is not dominated
+        lowest = same[0][1]
+        if lowest < faster_drop:  # a faster point dropping as little or less dominates it
+            front.extend(n for _, dr, n in same if dr == lowest)
+            faster_drop = lowest
+    return front
+
+
+def inference_front(rows: list[TrialRow]) -> list[int]:
+    """An inference study's trade-off between serving fast and keeping accuracy: its COMPLETE
+    trials' Pareto front of latency p50 against metric drop (latency_drop_front), by latency.
+
+    Infeasible trials (past the accuracy guard) are considered too, so the front shows what a
+    faster model would cost in accuracy; callers mark those the guard rejects."""
+    return latency_drop_front(
+        (r.number, r.metrics.get("latency_p50"), r.metrics.get("metric_drop")) for r in rows if r.state == "COMPLETE"
+    )
 
 
 def importances(study: StudyLike, rows: list[TrialRow] | None = None) -> dict[str, float]:
@@ -284,9 +315,14 @@ def summary(
     eta = remaining * mean if mean is not None and remaining and state in ACTIVE_STUDY_STATES else None
     confirmation = user_attrs.get("confirmation") or {}
     metric = Metric.from_dict(user_attrs.get("metric"))
+    task = attrs.get("task") or "training"
     return {
         "name": study.study_name,
         "state": state,
+        "task": task,
+        # an inference study's accuracy guard: the unoptimized model's metric, the bound, --max-drop
+        "guard": {"reference": user_attrs.get("reference_metric"), "bound": user_attrs.get("target"),
+                  "max_drop": attrs.get("max_drop")} if task == "inference" else None,
         "objective": attrs.get("objective") or (store_row or {}).get("objective"),
         "directions": direction_names(study),
         "workload": attrs.get("workload") or (store_row or {}).get("workload"),

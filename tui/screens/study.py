@@ -1,7 +1,8 @@
 """One study, live: header, trials table, why the trial under the cursor was pruned or failed,
-running trial, best so far or Pareto front, the verdict (confirmation, noise, why it is faster),
-importances, hardware and events. Keys pause/resume, stop, kill a trial and export the best (to
-$AUTOTUNE_HOME/exports/, next to the store the UI reads).
+running trial, best so far or Pareto front (an inference study: also the front of latency vs
+metric drop), the verdict (confirmation, noise, why it is faster), importances, hardware and
+events. Keys pause/resume, stop, kill a trial and export the best (to $AUTOTUNE_HOME/exports/,
+next to the store the UI reads).
 A study the daemon has not started yet (queued behind another) shows its place in the queue, and
 the panels that stay empty say why; the first poll that finds its trials starts the screen over.
 
@@ -35,6 +36,7 @@ from autotune.tui.messages import ImportancesReady, ImportancesWanted, PollNow, 
 from autotune.tui.widgets.event_log import EventLog
 from autotune.tui.widgets.hardware import HardwarePane
 from autotune.tui.widgets.importances import ImportanceBars
+from autotune.tui.widgets.latency_front import LatencyFront
 from autotune.tui.widgets.plot import BraillePlot, Series
 from autotune.tui.widgets.reason import ReasonPane
 from autotune.tui.widgets.running import RunningPane
@@ -84,6 +86,7 @@ class StudyScreen(Screen):
         self._table_cap = table_cap
         self.exported: Path | None = None  # where `e` last wrote
         self._live: list[dict[str, Any]] = []  # the last poll's live trials
+        self._front: list[TrialRow] = []  # an inference study's latency-vs-drop front (the last computed)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -95,6 +98,7 @@ class StudyScreen(Screen):
                 yield RunningPane(id="running")
             with Vertical(id="study-right"):
                 yield BraillePlot(id="progress-plot", empty="no complete trial yet: nothing to plot")
+                yield LatencyFront(id="latency-front")
                 yield VerdictPane(id="verdict")
                 yield ImportanceBars(id="importances")
                 yield HardwarePane(id="hardware")
@@ -103,9 +107,12 @@ class StudyScreen(Screen):
 
     def on_mount(self) -> None:
         self.sub_title = self.study_name
-        self.query_one("#running").border_title = "running (bar: budget done; sparkline: samples/s)"
         self.query_one("#progress-plot").border_title = "best so far"
         self.query_one("#verdict").border_title = "verdict"
+        front = self.query_one("#latency-front")
+        front.border_title = "Pareto front: latency p50 vs metric drop"
+        front.border_subtitle = "lower is better on both"
+        front.display = False  # inference studies only
         self.query_one("#verdict").display = False
         self.query_one("#reason").display = False
         self.query_one("#importances").border_title = "importance of each knob"
@@ -138,6 +145,13 @@ class StudyScreen(Screen):
             self.query_one(EventLog).clear()
             self.query_one(BraillePlot).set_series([])
             self.importances_at = -1
+            self._front = []
+        serving = update.summary.get("task") == "inference"
+        if self.query_one(LatencyFront).display != serving:
+            self.query_one(LatencyFront).display = serving
+        running = "running" if serving else "running (bar: budget done; sparkline: samples/s)"
+        if self.query_one(RunningPane).border_title != running:
+            self.query_one(RunningPane).border_title = running
         self.summary = update.summary
         self.directions = update.summary["directions"]
         self.complete_count = update.complete_count
@@ -148,8 +162,13 @@ class StudyScreen(Screen):
         self.query_one(TrialsTable).apply(
             update.new_rows, update.changed_rows, update.total_rows,
             update.summary.get("objective"), update.summary.get("best_number"),
-            update.summary.get("metric_info"),
+            update.summary.get("metric_info"), task=update.summary.get("task"),
         )
+        if update.latency_front is not None:
+            self._front = update.latency_front
+            self.query_one(TrialsTable).set_front([r.number for r in self._front])
+        if serving and update.reading is None:  # every poll: the best (★) may move without a new trial
+            self.query_one(LatencyFront).show(self._front, update.summary)
         if update.reading is not None:  # a big study's newest trials; the next poll brings the rest
             return
         self._live = update.live

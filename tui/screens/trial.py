@@ -1,6 +1,7 @@
 """One trial in full: why it was pruned or failed (the whole reason, wrapped), its settings, what
-it measured in units, the knobs' notes, its validation curve and its log tail. A running trial is
-shown live: the study screen under this one hands it each poll's row and live figures
+it measured in units (an inference trial: serving it, and the accuracy guard's verdict), the
+knobs' notes, its validation curve (none for an inference trial) and its log tail. A running
+trial is shown live: the study screen under this one hands it each poll's row and live figures
 (`refresh_trial`), and its log tail is read from the trial's log file."""
 
 from __future__ import annotations
@@ -119,6 +120,9 @@ class TrialScreen(Screen):
         if live is not None and row.state == "RUNNING":
             metrics.border_title = "live (this trial is running)"
             metrics.update(_metrics_table({k: live.get(k) for k in LIVE_FIELDS if live.get(k) is not None}))
+        elif self.summary.get("task") == "inference":
+            metrics.border_title = "measured serving it"
+            metrics.update(_serving_table(row, self.summary))
         else:
             metrics.border_title = "measured"
             metrics.update(_metrics_table(_measured(row.metrics)))
@@ -142,6 +146,8 @@ class TrialScreen(Screen):
 
     def _curve(self) -> None:
         curve = self.query_one(BraillePlot)
+        # an inference trial serves a trained model: it validates once, there is no curve to plot
+        curve.display = self.summary.get("task") != "inference"
         measured = self.row.metrics.get("curve")
         if measured:  # the metric at each validation, by epoch
             name = (self.summary.get("metric_info") or {}).get("name", "metric")
@@ -169,6 +175,34 @@ def _measured(metrics: dict[str, Any]) -> dict[str, Any]:
     flat = {k: metrics[k] for k in TRIAL_METRICS
             if k in metrics and not isinstance(metrics[k], (list,)) and k not in ("metrics", "notes", "rates")}
     return {**(metrics.get("metrics") or {}), **(metrics.get("rates") or {}), **flat}
+
+
+# What serving a model measured, in the order a reader compares trials by (the objective first).
+SERVING = ("latency_p50", "latency_p95", "throughput", "peak_memory_bytes", "model_bytes", "compile_time",
+           "metric_value", "metric_drop")
+
+
+def _serving_table(row: TrialRow, summary: dict[str, Any]) -> Table:
+    """An inference trial's measurements: latency (batch 1), throughput at its serve_batch_size,
+    memory, size, the metric and its drop, the accuracy guard's verdict, then the rest."""
+    m = row.metrics
+    metric = (summary.get("metric_info") or {}).get("name", "metric")
+    table = _grid()
+    for key in SERVING:
+        if key == "compile_time" and m.get(key) is None:
+            continue  # nothing compiled
+        label = {"latency_p50": "latency p50 (batch 1)", "latency_p95": "latency p95 (batch 1)",
+                 "throughput": f"throughput (batch {row.settings.get('serve_batch_size', '?')})",
+                 "metric_value": metric}.get(key, fmt.metric_label(key))
+        table.add_row(label, fmt.metric(metric if key == "metric_value" else key, m.get(key)))
+    if row.state == "COMPLETE":
+        limit = fmt.percent((summary.get("guard") or {}).get("max_drop"))
+        table.add_row("guard", Text(f"within: at most {limit} worse allowed", style="green") if row.feasible else
+                      Text(f"past it: more than {limit} worse (infeasible, never the best)", style="bold red"))
+    rest = {k: v for k, v in _measured(m).items() if k not in SERVING and k not in (metric, f"val_{metric}")}
+    for key, value in rest.items():
+        table.add_row(fmt.metric_label(key), fmt.metric(key, value))
+    return table
 
 
 def _grid() -> Table:

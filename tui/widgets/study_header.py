@@ -1,4 +1,5 @@
-"""The study screen's top lines: what is being tuned and by which metric, progress, best,
+"""The study screen's top lines: what is being tuned and by which metric (for an inference study:
+serving which model, its objective and accuracy guard), progress, best,
 speedup, time, and the noise and confirmation; for a study the daemon has not started, its place
 in the daemon's queue or why it has no trials."""
 
@@ -12,6 +13,7 @@ from autotune.formatting import confirmation_text, noise_text
 from autotune.metrics import Metric
 from autotune.tui import format as fmt
 from autotune.daemon.queue import QueuePlace
+from autotune.tui.widgets.latency_front import guard_text
 from autotune.tui.widgets.text_pane import TextPane
 
 
@@ -41,11 +43,19 @@ class StudyHeader(TextPane):
         # view; what is cut at the end of a line is in full in the verdict panel. Parts are
         # joined by " · ", so no two words meet where the style changes (a reader of the SVG
         # screenshots that trims each styled run must not see "demodigits").
-        first = _joined([
-            Text(summary["name"], style="bold"), Text(summary.get("workload") or "?"),
-            Text(objective, style="magenta"), Text(metric_text(summary), style="cyan"),
-            Text(f"budget {summary.get('budget') or '?'}"), Text(f"device {summary.get('device') or 'auto'}"),
-        ])
+        if summary.get("task") == "inference":  # serving a trained model: the objective and the guard
+            first = _joined([
+                Text(summary["name"], style="bold"), Text(f"serving {summary.get('workload') or '?'}"),
+                Text("objective latency p50 at batch 1", style="magenta"),
+                Text(f"guard {guard_text(summary)}", style="cyan"),
+                Text(summary.get("budget") or "?"), Text(f"device {summary.get('device') or 'auto'}"),
+            ])
+        else:
+            first = _joined([
+                Text(summary["name"], style="bold"), Text(summary.get("workload") or "?"),
+                Text(objective, style="magenta"), Text(metric_text(summary), style="cyan"),
+                Text(f"budget {summary.get('budget') or '?'}"), Text(f"device {summary.get('device') or 'auto'}"),
+            ])
         state = fmt.study_state(summary["state"])
         if queue is not None:
             state.append(f": {queue.describe()}", style="bold")

@@ -24,6 +24,14 @@ COLUMNS = (
 )
 # The value column only where it is not already throughput, accuracy or their Pareto mix.
 VALUE_LABELS = {"time-to-accuracy": "to target"}
+# An inference study's trials: what serving measured, the accuracy guard and the latency-vs-drop
+# front (◆) in place of training's throughput and validation columns. Its value is latency p50.
+INFERENCE_COLUMNS = (
+    ("number", "#"), ("state", "state"), ("settings", "settings"), ("latency_p50", "p50"),
+    ("latency_p95", "p95"), ("model_bytes", "size"), ("metric_drop", "drop"), ("guard", "guard"),
+    ("front", "front"), ("duration", "time"), ("reason", "reason"),
+)
+FRONT_MARK = "◆"
 
 
 class TrialsTable(DataTable):
@@ -40,6 +48,8 @@ class TrialsTable(DataTable):
         self.total = 0
         self.columns_for: str | None = None
         self.metric = Metric()
+        self.serving = False  # an inference study: INFERENCE_COLUMNS
+        self.front: set[int] = set()  # its trials on the latency-vs-drop front
         self.latest_with_reason: TrialRow | None = None  # the newest row that has a reason
 
     def _add_columns(self, objective: str | None) -> None:
@@ -52,14 +62,19 @@ class TrialsTable(DataTable):
             self.add_column(label, key=key)
 
     def _columns(self) -> list[tuple[str, str]]:
+        if self.serving:
+            return list(INFERENCE_COLUMNS)
         keep_value = self.columns_for in VALUE_LABELS or self.columns_for == ""
         return [(k, label) for k, label in COLUMNS if k != "value" or keep_value]
 
     def apply(self, new: list[TrialRow], changed: list[TrialRow], total: int,
-              objective: str | None, best_number: int | None, metric: dict[str, Any] | None = None) -> None:
+              objective: str | None, best_number: int | None, metric: dict[str, Any] | None = None,
+              task: str | None = None) -> None:
+        """`task`: the study's (results.summary's), "inference" for a study serving a model."""
         self.objective = objective
         if self.columns_for is None:
             self.metric = Metric.from_dict(metric)
+            self.serving = task == "inference"
             self._add_columns(objective)
         follow = self.row_count == 0 or self.cursor_row >= self.row_count - 1
         if best_number != self.best_number:
@@ -97,6 +112,15 @@ class TrialsTable(DataTable):
         if follow and new and self.row_count:
             self.move_cursor(row=self.row_count - 1)
 
+    def set_front(self, numbers: list[int]) -> None:
+        """Mark the trials on an inference study's latency-vs-drop front (◆), unmarking the others."""
+        new = set(numbers)
+        if not self.serving or new == self.front:
+            return
+        changed, self.front = new ^ self.front, new
+        for number in changed & set(self.rows_by_number):
+            self.update_cell(str(number), "front", FRONT_MARK if number in new else "")
+
     def start_over(self) -> None:
         """Drop every row and column: the next `apply` lays the table out afresh (a study that
         has just appeared, maybe with another objective than its previous life)."""
@@ -106,6 +130,8 @@ class TrialsTable(DataTable):
         self.best_number = None
         self.latest_with_reason = None
         self.total = 0
+        self.serving = False
+        self.front = set()
 
     def wait(self, reason: str) -> None:
         """No trials yet, and `reason` why, in the border title (apply replaces it)."""
@@ -122,6 +148,8 @@ class TrialsTable(DataTable):
     def _cells(self, row: TrialRow) -> list[Any]:
         star = "★" if row.number == self.best_number else (" b" if row.baseline else "")
         metrics = row.metrics
+        if self.serving:
+            return self._serving_cells(row, star)
         # Optuna gives a pruned trial its last intermediate value: not an objective value.
         value = fmt.objective_values(self.objective, row.values) if row.state == "COMPLETE" else "-"
         throughput = metrics.get("throughput")
@@ -139,3 +167,21 @@ class TrialsTable(DataTable):
             del cells[3]
         return cells
 
+
+    def _serving_cells(self, row: TrialRow, star: str) -> list[Any]:
+        m = row.metrics
+        complete = row.state == "COMPLETE"
+        guard = (Text("ok", style="green") if row.feasible else Text("✗ past", style="bold red")) if complete else "-"
+        return [
+            Text(f"{row.number}{star}", style="bold green" if star == "★" else ""),
+            fmt.state(row.state),
+            fmt.compact_settings(row.params),
+            fmt.metric("latency_p50", m.get("latency_p50")),
+            fmt.metric("latency_p95", m.get("latency_p95")),
+            fmt.metric("model_bytes", m.get("model_bytes")),
+            fmt.metric("metric_drop", m.get("metric_drop")),
+            guard,
+            FRONT_MARK if row.number in self.front else "",
+            fmt.seconds(row.duration),
+            Text(reason_of(row) or "", style="dim"),
+        ]
