@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from click.testing import CliRunner
 from autotune.budget import Budget
 from autotune.cli import cli
 from autotune.hardware import detect
+from autotune.inference.compare import compare
 from autotune.inference.serve import build_plan, built, serve
 from autotune.inference.types import InferenceOptions
 from autotune.registry import load_registry
@@ -295,10 +297,38 @@ def test_inference_study_end_to_end(
         conf = data["confirmation"]
         assert conf["repeats"] == 1 and conf["best_number"] == best["number"] and conf["baseline_number"] == 0
         (pair,) = conf["runs"]
-        assert pair["speedup"] == pytest.approx(pair["baseline"]["value"] / pair["best"]["value"])
+        # best and baseline timed together in one process, in alternating blocks
+        assert pair["timed_together"] and len(pair["block_ratios"]) == len(pair["best"]["blocks"]) == 6
+        assert pair["speedup"] == statistics.median(pair["block_ratios"])
+        assert pair["baseline"]["value"] == statistics.median(pair["baseline"]["blocks"])
         assert conf["speedup_median"] == pair["speedup"] and conf["coverage"] == 0.0
     text = invoke("study", "show", "serve")
     assert text.exit_code == 0 and "p50" in text.stdout and " ms" in text.stdout and "guard" in text.stdout
+
+
+def test_two_servings_timed_together_in_one_process(models: dict[str, Any]) -> None:
+    """A confirmation pair's measurement (autotune.inference.compare): both models built in
+    this process, timed in alternating blocks. A model that answers with zeros without computing
+    anything is faster than the digits network in every block; the real model stays unchanged."""
+    registry = load_registry(entry_points=False, task="inference",
+                             plugin_paths=[str(PLUGIN_FILES / "constant_output.py")])
+    hardware = detect("cpu")
+    payload = read_checkpoint(models["digits"])
+    workload = load_workload(payload["workload"], registry)
+    reference = resolve_settings(registry, hardware, workload, QUICK)
+    candidate = resolve_settings(registry, hardware, workload, {**QUICK, "constant_output": True})
+    options = InferenceOptions(checkpoint=str(models["digits"]), rounds=4, **FAST)
+    threads = torch.get_num_threads()
+    out = compare(registry, hardware, workload, payload, reference, candidate, options, device="cpu")
+    assert out["status"] == "ok", out["error"]
+    assert len(out["ratios"]) == len(out["reference"]["blocks"]) == len(out["candidate"]["blocks"]) == 4
+    assert all(ratio > 1.5 for ratio in out["ratios"]), out["ratios"]
+    assert out["reference"]["latency_p50"] == statistics.median(out["reference"]["blocks"])
+    assert torch.get_num_threads() == threads  # serve_threads=1 undone
+    # a side that cannot be served is a status and its reason, never an exception
+    cuda_only = compare(registry, hardware, workload, payload, reference, {**candidate, "serve_compile": "reduce-overhead"},
+                        options, device="cpu")
+    assert cuda_only["status"] == "unsupported" and "needs CUDA" in cuda_only["error"]
 
 
 # What the exported model's user runs, in a fresh process: the one documented call, then the

@@ -70,7 +70,7 @@ class _OneInput(torch.nn.Module):
 def rebuild(spec: dict[str, Any], settings: dict[str, Any], checkpoint: dict[str, Any] | None = None,
             device: str | None = None) -> tuple[ServedModel, "InferencePlan"]:
     """The served model of a trial of the inference study `spec` (its stored spec) under
-    `settings`, built as the trial process built it (autotune.inference.serve.serve_request)."""
+    `settings`, built as the trial process built it (autotune.inference.request.serve_request)."""
     from autotune.hardware import detect
     from autotune.registry import load_registry
     from autotune.workloads import load_workload

@@ -31,7 +31,6 @@ from autotune.workloads import dataset_size
 if TYPE_CHECKING:
     from autotune.hardware import Hardware
     from autotune.registry import Registry
-    from autotune.run.trial_process import TrialRequest
     from autotune.workloads import Workload
 
 EXAMPLE_ROWS = 2  # the example call knobs trace with: 2+ samples, so a traced batch size stays free
@@ -203,28 +202,3 @@ def _first(loader: DataLoader, limit: int | None) -> Any:
         if limit is not None and i >= limit:
             return
         yield batch
-
-
-def serve_request(request: "TrialRequest") -> dict[str, Any]:
-    """An inference trial in its trial process (autotune.run.trial_process): rebuild the
-    registry, hardware and workload by name, read the checkpoint, serve, measure."""
-    import os
-
-    from autotune.hardware import detect
-    from autotune.registry import load_registry
-    from autotune.run.saving import read_checkpoint
-    from autotune.settings import resolve_settings
-    from autotune.workloads import load_workload
-
-    assert request.inference is not None
-    registry = load_registry(plugin_paths=request.plugin_paths, disabled_knobs=request.disabled_knobs,
-                             task="inference")
-    hardware = detect((request.device or "").split(":")[0] or None)
-    workload = load_workload(request.workload, registry, data_dir=request.data_dir, workdir=request.workdir)
-    payload = read_checkpoint(request.inference.checkpoint)
-    settings = resolve_settings(registry, hardware, workload, request.overrides)
-    print(f"trial pid {os.getpid()}: serving {request.workload} {settings}", flush=True)
-    result = serve(registry, hardware, workload, payload, settings, request.inference, device=request.device)
-    if result.traceback:
-        print(result.traceback, flush=True)
-    return result.to_dict()

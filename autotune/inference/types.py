@@ -23,12 +23,18 @@ class InferenceOptions:
     seed: int = 0
     metric: str = "accuracy"
     direction: str = "maximize"
+    # set for a confirmation pair: the settings served beside the trial's in the same process
+    # and timed against them in `rounds` alternating blocks (autotune.inference.compare)
+    reference: dict[str, Any] | None = None
+    rounds: int = 6
 
     def __post_init__(self) -> None:
         if self.warmup < 0:
             raise ValueError(f"warmup cannot be negative but got {self.warmup}.")
         if self.iterations < 1:
             raise ValueError(f"iterations must be at least 1 but got {self.iterations}.")
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be at least 1 but got {self.rounds}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -159,7 +159,7 @@ def _run(request: TrialRequest, reporter: Any) -> dict[str, Any]:
     if request.threads:
         torch.set_num_threads(request.threads)
     if request.task == "inference":
-        from autotune.inference.serve import serve_request
+        from autotune.inference.request import serve_request
 
         return serve_request(request)
     registry = load_registry(plugin_paths=request.plugin_paths, disabled_knobs=request.disabled_knobs)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.study.ablation import ablation_path
-from autotune.study.reruns import missed_time, real_value, rerun
+from autotune.study.reruns import missed_time, real_value, rerun, timed_against
 from autotune.intervals import MIN_COVERAGE, median_interval
 from autotune.metrics import Metric
 from autotune.statuses import TRIAL_METRICS, RunStatus
@@ -26,6 +26,12 @@ def confirm_best(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial
     runs: list[dict[str, Any]] = []
     for i in range(spec.confirm):
         pair: dict[str, Any] = {"seed": (spec.seed or 0) + 1000 + i}
+        if spec.task == "inference":
+            runner.events.emit("confirming", f"confirming: baseline and best timed together {i + 1}/{spec.confirm}",
+                               which="baseline and best", run=i + 1, of=spec.confirm)
+            pair.update(serving_pair(runner, best, baseline, pair["seed"], i))
+            runs.append(pair)
+            continue
         for label, trial in (("baseline", baseline), ("best", best)):
             runner.events.emit("confirming", f"confirming: {label} run {i + 1}/{spec.confirm}",
                                which=label, run=i + 1, of=spec.confirm)
@@ -69,6 +75,26 @@ def confirm_best(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial
     assert runner.study is not None
     runner.study.set_user_attr("confirmation", confirmation)
     return confirmation
+
+
+def serving_pair(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial, seed: int, i: int) -> dict[str, Any]:
+    """One pair of an inference study's confirmation: the best and the baseline served in one
+    process, timed in alternating blocks (autotune.inference.compare); its speedup is the
+    median of the blocks' latency ratios."""
+    outcome, result = timed_against(runner, baseline.user_attrs["settings"], best.user_attrs["settings"], seed,
+                                    f"confirm-{i}.log")
+    pair: dict[str, Any] = {"timed_together": True}
+    for label, side in (("baseline", "reference"), ("best", "candidate")):
+        measured = result.get(side) or {}
+        pair[label] = {"status": outcome.status, "value": measured.get("latency_p50"),
+                       "latency_p95": measured.get("latency_p95"), "blocks": measured.get("blocks")}
+        if outcome.status != RunStatus.OK:
+            pair[label]["error"] = outcome.error
+    ratios = result.get("ratios") or []
+    if outcome.status == RunStatus.OK and ratios:
+        pair["speedup"] = statistics.median(ratios)
+        pair["block_ratios"] = ratios
+    return pair
 
 
 def pair_speedup(objective: Any, best: dict[str, Any], baseline: dict[str, Any]) -> tuple[float | None, bool]:

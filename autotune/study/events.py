@@ -15,7 +15,8 @@ Kinds, each with the `data` keys listeners may read:
   new_best.
 - trial_retried: number (a trial whose runner died; it runs again).
 - new_best: number, value.
-- confirming: which (baseline or best), run, of. Not stored: progress only.
+- confirming: which (baseline, best, or "baseline and best": an inference study's pair, timed
+  together in one process), run, of. Not stored: progress only.
 - explaining: step, of, knob (the path from the baseline to the best, autotune.study.ablation).
   Not stored: progress only.
 """

@@ -28,6 +28,19 @@ def rerun(runner: "StudyRunner", settings: dict[str, Any], seed: int, log_name: 
     return outcome, outcome.result or {}
 
 
+def timed_against(runner: "StudyRunner", reference: dict[str, Any], settings: dict[str, Any], seed: int,
+                  log_name: str) -> tuple[TrialOutcome, dict[str, Any]]:
+    """An inference study's confirmation pair: `settings` and `reference` served in one trial
+    process and timed against each other in alternating blocks (autotune.inference.compare)."""
+    request = runner.request(dict(settings), False, str(runner.logs_dir / log_name))
+    assert request.inference is not None
+    request.inference = dataclasses.replace(request.inference, reference=dict(reference), seed=seed)
+    with runner.lease() as gpus:
+        runner.use_gpus(request, gpus)
+        outcome = launch(request)
+    return outcome, outcome.result or {}
+
+
 def real_value(runner: "StudyRunner", outcome: TrialOutcome, result: dict[str, Any]) -> float | None:
     """A re-run's value as measured, not projected: for time-to-accuracy the real time to target
     end to end (autotune.run.projection.measured_time); None when it failed or missed."""

@@ -1,0 +1,96 @@
+"""Two ways of serving the same model timed against each other in one process: what an inference
+study's confirmation is made of.
+
+Batch-1 latencies of a small model are fractions of a millisecond, and on a shared machine the
+same configuration served in two fresh processes a few seconds apart differed by up to 2x
+(digits, fp32: 0.29 to 0.60 ms; docs/benchmarks.md), far more than the differences a study
+looks for. Timed in one process, in alternating blocks (A B, then B A, ...), both sides see the
+same machine at nearly the same moment, and the ratio of their medians moved by a few percent
+there. Each confirmation pair is one such process; the study's interval is taken over pairs, so
+a process that happens to be slow or fast as a whole still counts once.
+
+Both served models are built first (every knob's transforms, compilation's first calls), then
+timed; process-wide settings a knob sets (serve_threads) are set again before each block.
+"""
+
+from __future__ import annotations
+
+import statistics
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from autotune.errors import RunError, Unsupported
+from autotune.inference import calls, timing
+from autotune.inference.serve import build_plan, built
+from autotune.inference.types import InferenceOptions
+from autotune.run.measure import MachineLoad, seed_everything
+from autotune.run.saving import model_from
+
+if TYPE_CHECKING:
+    from autotune.hardware import Hardware
+    from autotune.registry import Registry
+    from autotune.workloads import Workload
+
+SIDES = ("reference", "candidate")
+
+
+def compare(registry: "Registry", hardware: "Hardware", workload: "Workload", payload: dict[str, Any],
+            reference: dict[str, Any], candidate: dict[str, Any], options: InferenceOptions,
+            device: str | None = None) -> dict[str, Any]:
+    """Serve `payload` under `reference` and under `candidate` settings, here, and time batch-1
+    calls of each in `options.rounds` rounds of one block each (`options.iterations` timed
+    calls after `options.warmup`), the order reversed every round.
+
+    Returns {"status", "error", "reference": {...}, "candidate": {...}, "ratios", "machine"}:
+    each side's `latency_p50` (the median of its blocks' p50s), `latency_p95`, `blocks` (each
+    block's p50); `ratios` the rounds' reference p50 / candidate p50 (> 1: the candidate is
+    faster). A failure is a status ("failed", "unsupported", "oom") and the error, never an
+    exception."""
+    dev = torch.device(device or hardware.device_type)
+    load = MachineLoad()
+    out: dict[str, Any] = {"status": "ok", "error": None}
+    plans = []
+    default_threads = torch.get_num_threads()
+    try:
+        seed_everything(options.seed)
+        sides = []
+        for settings in (reference, candidate):
+            plan = build_plan(registry, hardware, workload, settings, model_from(payload, workload), dev,
+                              seed=options.seed)
+            plans.append(plan)
+            args, kwargs = plan.inputs(calls.model_call(workload, plan.model, calls.batch_of(workload, 1), dev))
+            served, _ = built(plan)
+            sides.append((plan.threads or default_threads, lambda m=served, a=args, k=kwargs: m(*a, **k)))
+        p50s: list[list[float]] = [[], []]
+        p95s: list[list[float]] = [[], []]
+        for round_ in range(options.rounds):
+            order = (0, 1) if round_ % 2 == 0 else (1, 0)
+            for i in order:
+                threads, call = sides[i]
+                torch.set_num_threads(threads)
+                _, times = timing.timed_calls(call, options.warmup, options.iterations, dev)
+                p50, p95 = timing.latency(times)
+                p50s[i].append(p50)
+                p95s[i].append(p95)
+        for i, side in enumerate(SIDES):
+            out[side] = {"latency_p50": statistics.median(p50s[i]), "latency_p95": statistics.median(p95s[i]),
+                         "blocks": p50s[i]}
+        out["ratios"] = [r / c for r, c in zip(p50s[0], p50s[1])]
+    except Unsupported as exc:
+        out.update(status="unsupported", error=str(exc))
+    except torch.OutOfMemoryError as exc:
+        out.update(status="oom", error=f"out of memory: {str(exc).splitlines()[0]}")
+    except RunError as exc:
+        out.update(status="failed", error=str(exc))
+    except Exception as exc:
+        out.update(status="failed", error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                   traceback=traceback.format_exc())
+    finally:
+        for plan in reversed(plans):
+            for cleanup in plan.cleanups:
+                cleanup()
+        torch.set_num_threads(default_threads)
+    out["machine"] = load.finish()
+    return out
