@@ -290,6 +290,10 @@ def test_inference_study_end_to_end(
         assert t["feasible"] is (m["metric_drop"] <= 0.01)
         if t["settings"].get("constant_output"):
             assert not t["feasible"] and t["reason"].startswith("infeasible: accuracy")
+        if not t["baseline"]:
+            # ranked by its speed against the unoptimized model timed beside it, on trial 0's clock
+            assert m["paired_speedup"] > 0
+            assert t["values"][0] == pytest.approx(trials[0]["metrics"]["latency_p50"] / m["paired_speedup"])
     assert any(t["settings"].get("constant_output") for t in trials), "the seed no longer proposes constant_output"
     best = next(t for t in trials if t["number"] == data["summary"]["best_number"])
     assert best["feasible"] and not best["settings"].get("constant_output")

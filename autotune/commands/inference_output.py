@@ -16,7 +16,7 @@ from autotune.formatting import drop, milliseconds, nbytes, percent, rate, ratio
 from autotune.metrics import Metric, metric_value
 from autotune.storage.results import confirmed
 
-COLUMNS = ("#", "result", "latency p50", "p95", "throughput", "peak memory", "size", "drop", "front")
+COLUMNS = ("#", "result", "latency p50", "p95", "vs unoptimized", "throughput", "peak memory", "size", "drop", "front")
 FRONT_MARK = "◆"
 RESULTS = {"PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
 
@@ -35,6 +35,7 @@ def trial_cells(t: dict[str, Any], baseline: dict[str, Any], front: Iterable[int
     return [
         str(t["number"]) + ("*" if t.get("baseline") else ""), result,
         milliseconds(m.get("latency_p50")), milliseconds(m.get("latency_p95")),
+        "1x" if t.get("baseline") else ratio(m.get("paired_speedup")),
         rate(m.get("throughput")).replace(" samples/s", "/s"),
         nbytes(m.get("peak_memory_bytes")), nbytes(m.get("model_bytes")), drop(m.get("metric_drop")),
         FRONT_MARK if t["number"] in front else "",
@@ -59,7 +60,8 @@ def print_inference_show(data: dict[str, Any]) -> None:
     batch = baseline.get("serve_batch_size", "-")
     front = data.get("pareto") or []
     table = Table(*COLUMNS, caption=f"* the unoptimized model; throughput at the trial's serve_batch_size ({batch} "
-                  "unless changed); guard: worse than the guard allows (infeasible); "
+                  "unless changed); vs unoptimized: its speed against the unoptimized model timed beside it in the trial's "
+                  "process, what trials are ranked by; guard: worse than the guard allows (infeasible); "
                   f"{FRONT_MARK}: on the Pareto front of latency vs metric drop", caption_justify="left",
                   box=None, pad_edge=False)
     for t in trials:

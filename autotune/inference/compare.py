@@ -63,17 +63,7 @@ def compare(registry: "Registry", hardware: "Hardware", workload: "Workload", pa
             args, kwargs = plan.inputs(calls.model_call(workload, plan.model, calls.batch_of(workload, 1), dev))
             served, _ = built(plan)
             sides.append((plan.threads or default_threads, lambda m=served, a=args, k=kwargs: m(*a, **k)))
-        p50s: list[list[float]] = [[], []]
-        p95s: list[list[float]] = [[], []]
-        for round_ in range(options.rounds):
-            order = (0, 1) if round_ % 2 == 0 else (1, 0)
-            for i in order:
-                threads, call = sides[i]
-                torch.set_num_threads(threads)
-                _, times = timing.timed_calls(call, options.warmup, options.iterations, dev)
-                p50, p95 = timing.latency(times)
-                p50s[i].append(p50)
-                p95s[i].append(p95)
+        p50s, p95s = timing.alternating(sides, options.warmup, options.iterations, options.rounds, dev)
         for i, side in enumerate(SIDES):
             out[side] = {"latency_p50": statistics.median(p50s[i]), "latency_p95": statistics.median(p95s[i]),
                          "blocks": p50s[i]}

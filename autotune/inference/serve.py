@@ -9,6 +9,7 @@ exception's message, never as an exception, as a training run's do.
 from __future__ import annotations
 
 import gc
+import statistics
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -119,6 +120,8 @@ def serve(
         result.batch_size = plan.batch_size
         measure_speed(plan, served, one, many, options, result)
         result.peak_memory_bytes = memory.stop()
+        if options.paired is not None:
+            pair_with(options.paired, registry, hardware, workload, payload, plan, served, one, options, result)
         judge(plan, served, options, result)
     except Unsupported as exc:
         result.status, result.error = "unsupported", str(exc)
@@ -144,6 +147,38 @@ def serve(
     result.machine = load.finish()
     result.wall_time = time.perf_counter() - started
     return result
+
+
+def pair_with(reference: dict[str, Any], registry: "Registry", hardware: "Hardware", workload: "Workload",
+              payload: dict[str, Any], plan: InferencePlan, served: Any, one: Any, options: InferenceOptions,
+              result: InferenceResult) -> None:
+    """The served model against the unoptimized one (`reference` settings), built beside it in
+    this process and timed in alternating blocks (timing.alternating): `paired_speedup`. A
+    trial's own latency moves with the machine from one process to the next (the same digits
+    model measured 0.28 to 0.62 ms seconds apart), its ratio to a model timed at the same
+    moment far less; the study ranks trials by it. Failing to build the reference leaves it
+    unset, with a note."""
+    ref_plan = None
+    try:
+        ref_plan = build_plan(registry, hardware, workload, reference, model_from(payload, workload), plan.device,
+                              seed=options.seed)
+        ref_args, ref_kwargs = ref_plan.inputs(calls.model_call(workload, ref_plan.model, calls.batch_of(workload, 1),
+                                                                plan.device))
+        ref_served, _ = built(ref_plan)
+        args, kwargs = plan.inputs(one)
+        default = torch.get_num_threads()
+        sides = [(ref_plan.threads or default, lambda: ref_served(*ref_args, **ref_kwargs)),
+                 (plan.threads or default, lambda: served(*args, **kwargs))]
+        p50s, _ = timing.alternating(sides, options.warmup, options.iterations, options.paired_rounds, plan.device)
+        result.paired_speedup = statistics.median(r / c for r, c in zip(p50s[0], p50s[1]))
+    except Exception as exc:  # the trial's own measurements stand; only the pairing is lost
+        result.notes["paired_speedup"] = f"not measured: {type(exc).__name__}: {exc}"[:300]
+    finally:
+        if ref_plan is not None:
+            for cleanup in reversed(ref_plan.cleanups):
+                cleanup()
+        if plan.threads:
+            torch.set_num_threads(plan.threads)
 
 
 def measure_speed(plan: InferencePlan, served: Any, one: Any, many: Any, options: InferenceOptions,

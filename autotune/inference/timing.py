@@ -116,6 +116,25 @@ def timed_calls(fn: Callable[[], Any], warmup: int, iterations: int, device: tor
     return first, times
 
 
+def alternating(sides: list[tuple[int, Callable[[], Any]]], warmup: int, iterations: int, rounds: int,
+                device: torch.device) -> tuple[list[list[float]], list[list[float]]]:
+    """Time several served models against each other: `rounds` rounds of one block per side
+    (`warmup` untimed calls, then `iterations` timed ones), the order reversed every round, each
+    side's intra-op threads set before its block. Returns each side's blocks' p50s and p95s."""
+    p50s: list[list[float]] = [[] for _ in sides]
+    p95s: list[list[float]] = [[] for _ in sides]
+    for round_ in range(rounds):
+        order = range(len(sides)) if round_ % 2 == 0 else reversed(range(len(sides)))
+        for i in order:
+            threads, call = sides[i]
+            torch.set_num_threads(threads)
+            _, times = timed_calls(call, warmup, iterations, device)
+            p50, p95 = latency(times)
+            p50s[i].append(p50)
+            p95s[i].append(p95)
+    return p50s, p95s
+
+
 def latency(times: list[float]) -> tuple[float | None, float | None]:
     """p50 and p95 of call times."""
     return quantile(times, 0.5), quantile(times, 0.95)

@@ -27,6 +27,11 @@ class InferenceOptions:
     # and timed against them in `rounds` alternating blocks (autotune.inference.compare)
     reference: dict[str, Any] | None = None
     rounds: int = 6
+    # set for a search trial: the unoptimized model's settings, served beside the trial's after
+    # its measurements and timed against it in `paired_rounds` alternating blocks; the ratio
+    # is `paired_speedup`, what the study ranks trials by (autotune.study.objective)
+    paired: dict[str, Any] | None = None
+    paired_rounds: int = 4
 
     def __post_init__(self) -> None:
         if self.warmup < 0:
@@ -55,6 +60,8 @@ class InferenceResult:
     peak_memory_bytes: int | None = None  # see autotune.inference.timing.MemoryPeak
     model_bytes: int | None = None  # the served model saved (torch.save), before compilation
     compile_time: float | None = None  # the first calls of a compiled model, outside latency
+    # the unoptimized model's p50 / this one's, both timed in this process in alternating blocks
+    paired_speedup: float | None = None
     metric_value: float | None = None  # the primary metric on the validation set
     metrics: dict[str, float] = field(default_factory=dict)
     val_loss: float | None = None

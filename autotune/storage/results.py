@@ -152,9 +152,19 @@ def inference_front(rows: list[TrialRow]) -> list[int]:
     trials' Pareto front of latency p50 against metric drop (latency_drop_front), by latency.
 
     Infeasible trials (past the accuracy guard) are considered too, so the front shows what a
-    faster model would cost in accuracy; callers mark those the guard rejects."""
+    faster model would cost in accuracy; callers mark those the guard rejects. A trial's latency
+    is the one the study ranks it by: the unoptimized model's over its `paired_speedup` (timed
+    beside it in its process), its own measured p50 when it has none."""
+    base = next((r.metrics.get("latency_p50") for r in rows if r.baseline and r.state == "COMPLETE"), None)
+
+    def latency(r: TrialRow) -> Any:
+        paired = r.metrics.get("paired_speedup")
+        if base and isinstance(paired, (int, float)) and paired > 0 and not r.baseline:
+            return base / paired
+        return r.metrics.get("latency_p50")
+
     return latency_drop_front(
-        (r.number, r.metrics.get("latency_p50"), r.metrics.get("metric_drop")) for r in rows if r.state == "COMPLETE"
+        (r.number, latency(r), r.metrics.get("metric_drop")) for r in rows if r.state == "COMPLETE"
     )
 
 

@@ -340,6 +340,8 @@ class TrialObjective:
             trial.set_constraint("accuracy", shortfall)
             trial.set_user_attr("feasible", metric.reached(reached, r.target))
         values = r.objective.values(result)
+        if r.objective.task == "inference" and not is_baseline:
+            values = paired_latency(r, result, values)
         if values is None:
             shown = "nothing" if reached is None else f"{reached:.4g}"
             reason = (
@@ -354,6 +356,19 @@ class TrialObjective:
                 trial.report(math.inf, len(result.get("curve", [])))
             raise optuna.TrialPruned(reason)
         return values
+
+
+def paired_latency(r: "StudyRunner", result: dict[str, Any], measured: Any) -> Any:
+    """An inference trial's value: the unoptimized model's latency (trial 0's) over the trial's
+    speed against it timed in the same process (`paired_speedup`, autotune.inference.serve.
+    pair_with): its latency on the baseline's clock, so that machine drift between trial
+    processes does not pick the best. The trial's own measured latency when it has no pairing."""
+    baseline = r.baseline_trial()
+    base = baseline.user_attrs.get("latency_p50") if baseline is not None else None
+    speedup = result.get("paired_speedup")
+    if not base or not speedup or not math.isfinite(speedup) or speedup <= 0:
+        return measured
+    return base / speedup
 
 
 def guard(r: "StudyRunner", trial: optuna.Trial, reached: float | None) -> None:

@@ -248,6 +248,7 @@ class StudyRunner:
             request.inference = InferenceOptions(
                 checkpoint=self.spec.checkpoint, iterations=self.spec.iterations, seed=self.spec.seed or 0,
                 metric=self.p.metric.name, direction=self.p.metric.direction,
+                paired=None if is_baseline else dict(self.baseline),
             )
         return request
 
