@@ -26,6 +26,7 @@ distribution-free interval), with the load average and the CPU flags.
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -133,33 +134,35 @@ def timed_together(workload: str, model: Path, levers: list[str], repeats: int) 
 
 
 def lever_rows(result: dict[str, Any]) -> list[list[Any]]:
+    """Each enqueued lever's trial: its own latency p50 (its process), its speed against the
+    unoptimized model timed beside it in that process (what the study ranks by), its drop."""
     trials = result["show"]["trials"]
     baseline = next(t for t in trials if t.get("baseline"))
-    base_p50 = baseline["metrics"]["latency_p50"]
-    rows = [["unoptimized (trial 0)", common.fmt(base_p50 * 1e3, 3, " ms"), "1.00x", "-", "yes"]]
+    rows = [["unoptimized (trial 0)", common.fmt(baseline["metrics"]["latency_p50"] * 1e3, 3, " ms"), "1x", "-",
+             "yes"]]
     enqueued = [t for t in trials if t.get("enqueued")]
     for lever, t in zip(result["levers"], enqueued):
         m = t.get("metrics") or {}
         if t.get("state") != "COMPLETE":
             rows.append([lever, "-", "-", "-", f"{t.get('state', '?').lower()}: {t.get('reason', '')}"])
             continue
-        p50 = m.get("latency_p50")
-        rows.append([lever, common.fmt(p50 * 1e3, 3, " ms"), f"{base_p50 / p50:.2f}x",
+        paired = m.get("paired_speedup")
+        rows.append([lever, common.fmt(m.get("latency_p50") * 1e3, 3, " ms"), f"{paired:.2f}x" if paired else "-",
                      f"{m.get('metric_drop', 0) * 100:+.2f}%", "yes" if t.get("feasible", True) else "no"])
     for lever, why in result["skipped"].items():
         rows.append([lever, "-", "-", "-", f"not tried: {why}"])
     return rows
 
 
-def markdown(results: list[dict[str, Any]]) -> str:
-    lines = [f"Machine: {common.cpu_line()}; {common.uptime_line()}", ""]
+def markdown(results: list[dict[str, Any]], machine: str | None = None) -> str:
+    lines = [f"Machine: {machine or common.cpu_line() + '; ' + common.uptime_line()}", ""]
     for r in results:
         s, conf = r["show"]["summary"], r["show"].get("confirmation") or {}
         best = next((t for t in r["show"]["trials"] if t["number"] == s.get("best_number")), None)
         lines += [f"### {r['workload']}", "", f"`{r['command']}`", "",
                   f"load before {r['load_before']}, after {r['load_after']}; {r['wall_s'] / 60:.1f} min", "",
-                  common.md_table(["lever (enqueued, alone)", "latency p50", "vs unoptimized", "metric drop",
-                                   "within guard"], lever_rows(r)), ""]
+                  common.md_table(["lever (enqueued, alone)", "latency p50, own process",
+                                   "vs unoptimized, timed beside it", "metric drop", "within guard"], lever_rows(r)), ""]
         together = r.get("together") or {}
         if together:
             rows = []
@@ -194,12 +197,20 @@ def markdown(results: list[dict[str, Any]]) -> str:
 def main() -> None:
     p = common.parser(__doc__)
     p.add_argument("--workloads", default="digits,tinylm")
+    p.add_argument("--render", type=Path, default=None, metavar="SERVING_JSON",
+                   help="print the tables of an earlier run's serving.json, run nothing")
     args = p.parse_args()
+    if args.render is not None:
+        data = json.loads(args.render.read_text())
+        print(markdown(data["results"], data.get("machine_line") or f"{data['machine']} (load: see each workload)"))
+        return
     common.scratch_home()
     out = common.results_dir(args.out)
     results = [one_workload(w, args.quick, args.seed) for w in args.workloads.split(",")]
-    text = markdown(results)
-    common.write_outputs(out, "serving", {"results": results, "machine": common.cpu_line()}, text, None)
+    machine = f"{common.cpu_line()}; {common.uptime_line()}"
+    text = markdown(results, machine)
+    common.write_outputs(out, "serving", {"results": results, "machine": common.cpu_line(), "machine_line": machine},
+                         text, None)
     print(text)
 
 
