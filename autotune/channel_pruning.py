@@ -23,6 +23,7 @@ module stays torch-free.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,14 @@ if TYPE_CHECKING:
     import torch
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]  # the model's positional and keyword arguments
+INSTALL = "pip install 'autotune[prune]'"
+
+
+def unavailable() -> str | None:
+    """Why the pruning knobs cannot run here: torch-pruning, an extra, is not installed."""
+    if importlib.util.find_spec("torch_pruning") is None:
+        return f"needs torch-pruning ({INSTALL})"
+    return None
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,10 @@ trial's notes, with what was removed. torch-pruning is the `prune` extra, as for
 
 from __future__ import annotations
 
-import importlib.util
 import time
 
 from autotune import InferencePlan, Knob, Param, channel_pruning, hookimpl
 
-INSTALL = "pip install 'autotune[prune]'"
 # Before channels_last (5), quantization (10), the precision cast (20) and compilation (90): they
 # must see the final shapes, and the fine-tune trains the fp32 NCHW model as training did.
 ORDER = 3
@@ -54,9 +52,7 @@ class ServePruning(Knob):
         return {"serve_pruning": 0.0, "serve_prune_finetune_steps": 0}
 
     def unavailable(self, hardware):
-        if importlib.util.find_spec("torch_pruning") is None:
-            return f"needs torch-pruning ({INSTALL})"
-        return None
+        return channel_pruning.unavailable()
 
     def apply(self, settings, plan: InferencePlan):
         fraction = settings["serve_pruning"]

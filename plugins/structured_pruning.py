@@ -16,7 +16,6 @@ unavailable, with that line as the reason, and everything else works.
 
 from __future__ import annotations
 
-import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from autotune import Knob, Param, TrainingPlan, channel_pruning, hookimpl
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
 
     from autotune import Workload
 
-INSTALL = "pip install 'autotune[prune]'"
 # Before `pruning` (10), whose masks must be taken on the weights that will train; before
 # channels_last (20), the DDP wrap (80) and torch.compile (90), which must see the final shapes.
 ORDER = 5
@@ -50,9 +48,7 @@ class StructuredPruning(Knob):
         return {"structured_pruning": 0.0}
 
     def unavailable(self, hardware):
-        if importlib.util.find_spec("torch_pruning") is None:
-            return f"needs torch-pruning ({INSTALL})"
-        return None
+        return channel_pruning.unavailable()
 
     def apply(self, settings, plan: TrainingPlan):
         fraction = settings["structured_pruning"]
