@@ -208,7 +208,7 @@ METRIC_UNITS: dict[str, Callable[[Any], str]] = {
     "samples": count, "step": count, "total_steps": count,
     "load_avg": load,
     "latency_p50": milliseconds, "latency_p95": milliseconds, "model_bytes": nbytes, "compile_time": seconds,
-    "metric_drop": drop,
+    "metric_drop": drop, "paired_speedup": ratio,
 }
 # What each quantity is called on screen, where its name is not plain enough.
 METRIC_LABELS = {
@@ -220,7 +220,7 @@ METRIC_LABELS = {
     "setup_time": "set-up", "setup": "set-up", "val_samples": "validation samples", "metric_value": "metric",
     "load_avg": "load average", "steal": "CPU steal",
     "latency_p50": "latency p50", "latency_p95": "latency p95", "model_bytes": "model size",
-    "compile_time": "compile time", "metric_drop": "metric drop",
+    "compile_time": "compile time", "metric_drop": "metric drop", "paired_speedup": "vs unoptimized",
 }
 
 
