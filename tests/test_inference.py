@@ -306,6 +306,11 @@ def test_inference_study_end_to_end(
         assert pair["speedup"] == statistics.median(pair["block_ratios"])
         assert pair["baseline"]["value"] == statistics.median(pair["baseline"]["blocks"])
         assert conf["speedup_median"] == pair["speedup"] and conf["coverage"] == 0.0
+        # the noise a pair's speedup stands out of: its baseline's blocks, not whole processes
+        blocks = pair["baseline"]["blocks"]
+        noise = data["summary"]["noise"]
+        assert noise["source"] == "blocks"
+        assert noise["margin"] == pytest.approx((max(blocks) - min(blocks)) / statistics.median(blocks))
     text = invoke("study", "show", "serve")
     assert text.exit_code == 0 and "p50" in text.stdout and " ms" in text.stdout and "guard" in text.stdout
 

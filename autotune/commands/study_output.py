@@ -153,7 +153,8 @@ def print_noise(console: Console, report: dict[str, Any], conf: dict[str, Any] |
             + "; run it on an idle machine, or with more re-runs (--confirm 5)"
         )
     else:
-        how = "the baseline's re-runs" if noise.get("source") == "re-runs" else "the baseline's steps"
+        how = {"re-runs": "the baseline's re-runs", "blocks": "the baseline's timed blocks, in a confirmation pair"}.get(
+            noise.get("source") or "", "the baseline's steps")
         console.print(f"[dim]noise: +/-{percent(margin)} ({how}){where}[/]")
 
 

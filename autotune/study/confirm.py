@@ -228,13 +228,22 @@ def noise(
 ) -> dict[str, Any]:
     """The machine's noise as this study measured it, and the load average its trials ended
     with. Run to run: how far the baseline's re-runs in confirmation spread about their median
-    (the same configuration, fresh seeds, so this is what a speedup must stand out of); before
-    there are two, the spread of the baseline's own steps (pruning's margin)."""
+    (the same configuration, fresh seeds, so this is what a speedup must stand out of); for an
+    inference study, whose pairs time both in one process, how far the baseline's blocks in a
+    pair spread (the median over pairs); before there are two, the spread of the baseline's own
+    steps (pruning's margin)."""
     from autotune.study.objective import noise_margin
 
     margin, source = noise_margin(baseline), "steps"
-    runs = [r["baseline"]["value"] for r in (conf or {}).get("runs", []) if r["baseline"]["value"]]
-    if len(runs) >= 2:
+    pairs = (conf or {}).get("runs", [])
+    runs = [r["baseline"]["value"] for r in pairs if r["baseline"]["value"]]
+    blocks = [r["baseline"].get("blocks") or [] for r in pairs if r.get("timed_together")]
+    if any(len(b) >= 2 for b in blocks):
+        # an inference pair's speedup stands out of its blocks' noise, not of how far whole
+        # processes drift apart (which timing the two together takes out)
+        margin = statistics.median((max(b) - min(b)) / statistics.median(b) for b in blocks if len(b) >= 2)
+        source = "blocks"
+    elif len(runs) >= 2:
         margin, source = (max(runs) - min(runs)) / statistics.median(runs), "re-runs"
     def median_of(key: str) -> float | None:
         values = [t.user_attrs["machine"][key] for t in trials if key in (t.user_attrs.get("machine") or {})]
