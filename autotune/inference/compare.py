@@ -16,15 +16,14 @@ timed; process-wide settings a knob sets (serve_threads) are set again before ea
 from __future__ import annotations
 
 import statistics
-import traceback
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from autotune.errors import RunError, Unsupported
-from autotune.inference import calls, timing
-from autotune.inference.serve import build_plan, built
+from autotune.inference import timing
+from autotune.inference.serve import build_plan, timed_side
 from autotune.inference.types import InferenceOptions
+from autotune.run.local import failure
 from autotune.run.measure import MachineLoad, seed_everything
 from autotune.run.saving import model_from
 
@@ -60,23 +59,15 @@ def compare(registry: "Registry", hardware: "Hardware", workload: "Workload", pa
             plan = build_plan(registry, hardware, workload, settings, model_from(payload, workload), dev,
                               seed=options.seed)
             plans.append(plan)
-            args, kwargs = plan.inputs(calls.model_call(workload, plan.model, calls.batch_of(workload, 1), dev))
-            served, _ = built(plan)
-            sides.append((plan.threads or default_threads, lambda m=served, a=args, k=kwargs: m(*a, **k)))
+            sides.append(timed_side(plan, default_threads))
         p50s, p95s = timing.alternating(sides, options.warmup, options.iterations, options.rounds, dev)
         for i, side in enumerate(SIDES):
             out[side] = {"latency_p50": statistics.median(p50s[i]), "latency_p95": statistics.median(p95s[i]),
                          "blocks": p50s[i]}
         out["ratios"] = [r / c for r, c in zip(p50s[0], p50s[1])]
-    except Unsupported as exc:
-        out.update(status="unsupported", error=str(exc))
-    except torch.OutOfMemoryError as exc:
-        out.update(status="oom", error=f"out of memory: {str(exc).splitlines()[0]}")
-    except RunError as exc:
-        out.update(status="failed", error=str(exc))
     except Exception as exc:
-        out.update(status="failed", error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-                   traceback=traceback.format_exc())
+        status, error, tb = failure(exc)
+        out.update(status=status, error=error, **({"traceback": tb} if tb else {}))
     finally:
         for plan in reversed(plans):
             for cleanup in plan.cleanups:

@@ -11,19 +11,17 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-import traceback
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch.utils.data import DataLoader
 
-from autotune.errors import RunError, Unsupported
 from autotune.inference import calls, timing
 from autotune.inference.plan import EXECUTION_ORDER, InferencePlan
 from autotune.inference.types import InferenceOptions, InferenceResult
 from autotune.run import batches
 from autotune.run.evaluation import evaluate, primary
-from autotune.run.local import apply_knobs, plain
+from autotune.run.local import apply_knobs, failure, plain
 from autotune.run.measure import MachineLoad, seed_everything
 from autotune.run.plan import TrainingPlan
 from autotune.run.saving import model_from
@@ -123,16 +121,8 @@ def serve(
         if options.paired is not None:
             pair_with(options.paired, registry, hardware, workload, payload, plan, served, one, options, result)
         judge(plan, served, options, result)
-    except Unsupported as exc:
-        result.status, result.error = "unsupported", str(exc)
-    except torch.OutOfMemoryError as exc:
-        result.status, result.error = "oom", f"out of memory: {str(exc).splitlines()[0]}"
-    except RunError as exc:
-        result.status, result.error = "failed", str(exc)
     except Exception as exc:
-        result.status = "failed"
-        result.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        result.traceback = traceback.format_exc()
+        result.status, result.error, result.traceback = failure(exc)
     finally:
         if memory is not None:
             memory.stop()  # its sampling thread ends here, whatever happened
@@ -149,6 +139,15 @@ def serve(
     return result
 
 
+def timed_side(plan: InferencePlan, default_threads: int) -> tuple[int, Callable[[], Any]]:
+    """`plan`'s served model built, as timing.alternating times it: the threads it is served
+    with (`default_threads` when no knob set them) and one call at batch 1."""
+    args, kwargs = plan.inputs(calls.model_call(plan.workload, plan.model, calls.batch_of(plan.workload, 1),
+                                                plan.device))
+    served, _ = built(plan)
+    return plan.threads or default_threads, lambda: served(*args, **kwargs)
+
+
 def pair_with(reference: dict[str, Any], registry: "Registry", hardware: "Hardware", workload: "Workload",
               payload: dict[str, Any], plan: InferencePlan, served: Any, one: Any, options: InferenceOptions,
               result: InferenceResult) -> None:
@@ -162,13 +161,9 @@ def pair_with(reference: dict[str, Any], registry: "Registry", hardware: "Hardwa
     try:
         ref_plan = build_plan(registry, hardware, workload, reference, model_from(payload, workload), plan.device,
                               seed=options.seed)
-        ref_args, ref_kwargs = ref_plan.inputs(calls.model_call(workload, ref_plan.model, calls.batch_of(workload, 1),
-                                                                plan.device))
-        ref_served, _ = built(ref_plan)
-        args, kwargs = plan.inputs(one)
         default = torch.get_num_threads()
-        sides = [(ref_plan.threads or default, lambda: ref_served(*ref_args, **ref_kwargs)),
-                 (plan.threads or default, lambda: served(*args, **kwargs))]
+        args, kwargs = plan.inputs(one)
+        sides = [timed_side(ref_plan, default), (plan.threads or default, lambda: served(*args, **kwargs))]
         p50s, _ = timing.alternating(sides, options.warmup, options.iterations, options.paired_rounds, plan.device)
         result.paired_speedup = statistics.median(r / c for r, c in zip(p50s[0], p50s[1]))
     except Exception as exc:  # the trial's own measurements stand; only the pairing is lost

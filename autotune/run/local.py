@@ -33,6 +33,19 @@ if TYPE_CHECKING:
 Spread = Callable[[int], RunResult]
 
 
+def failure(exc: Exception) -> tuple[str, str, str | None]:
+    """What a run that raised `exc` ends as: its status ("unsupported", "oom", "failed"), the
+    one-line error, and the traceback when the exception was unexpected (not a RunError).
+    Call it in the `except` block: the traceback is the one being handled."""
+    if isinstance(exc, Unsupported):
+        return "unsupported", str(exc), None
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "oom", f"out of memory: {str(exc).splitlines()[0]}", None
+    if isinstance(exc, RunError):
+        return "failed", str(exc), None
+    return "failed", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, traceback.format_exc()
+
+
 def build_plan(
     registry: "Registry",
     hardware: "Hardware",
@@ -133,16 +146,8 @@ def run_here(
                     model, options.save_model, workload, result.settings,
                     {"name": options.metric, "direction": options.direction}, result.metrics,
                 )}
-    except Unsupported as exc:
-        result.status, result.error = "unsupported", str(exc)
-    except torch.OutOfMemoryError as exc:
-        result.status, result.error = "oom", f"out of memory: {str(exc).splitlines()[0]}"
-    except RunError as exc:
-        result.status, result.error = "failed", str(exc)
     except Exception as exc:
-        result.status = "failed"
-        result.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        result.traceback = traceback.format_exc()
+        result.status, result.error, result.traceback = failure(exc)
     finally:
         if plan is None or plan.processes == 1 or rank is not None:
             result.peak_memory_bytes = peak_memory(dev)
