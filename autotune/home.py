@@ -1,5 +1,5 @@
 """Where autotune keeps its state (studies, the daemon's files, logs, downloaded data), and how
-files there are written: private to the user (folders 0o700, files 0o600)."""
+files there are written (private to the user: folders 0o700, files 0o600) and a log read back."""
 
 from __future__ import annotations
 
@@ -27,9 +27,25 @@ def study_folder(name: str) -> str:
     return f"{readable}-{digest}"
 
 
-def trial_logs(name: str) -> Path:
-    """Where the trials of study `name` write their output (one N.log per trial)."""
-    return autotune_home() / "logs" / "trials" / study_folder(name)
+def trial_logs(name: str, home: Path | None = None) -> Path:
+    """Where the trials of study `name` write their output (one N.log per trial), under `home`
+    (the folder of the autotune.db a reader opened), by default autotune_home()."""
+    return (home or autotune_home()) / "logs" / "trials" / study_folder(name)
+
+
+def log_tail(path: str | Path | None, lines: int = 40) -> str:
+    """The last `lines` lines of a log (from its last 16 KiB); "" when there is none or it cannot
+    be read. A launcher reads its child's this way, the terminal UI a running trial's."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def study_dir(name: str) -> Path:

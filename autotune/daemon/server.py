@@ -29,7 +29,7 @@ from autotune.daemon.startup import setup_logging, warm_forkserver, warm_up
 from autotune.errors import AutotuneError, UsageError
 from autotune.home import ensure_home, write_atomic
 from autotune.processes import pid_alive
-from autotune.statuses import RunStatus
+from autotune.statuses import ACTIVE_STUDY_STATES, RunStatus, StudyStatus
 from autotune.storage.local import Store
 
 if TYPE_CHECKING:
@@ -143,7 +143,8 @@ class Daemon:
             self.publish(shutdown="draining", shutdown_since=time.time())
             for job in self.jobs.values():
                 status = store.study_status(job.name)
-                if status in ("running", "paused", "queued"):
+                # a study already stopping (asked to) stops; the others wait for the next start
+                if status in ACTIVE_STUDY_STATES and status != StudyStatus.STOPPING:
                     job.drain_to = "paused" if status == "paused" else "queued"
                     store.set_study_status(job.name, "stopping")
                     store.add_event(job.name, "study_draining",

@@ -26,9 +26,10 @@ from textual.widgets import DataTable, Footer, Header
 
 from autotune.storage import reading
 from autotune import control
-from autotune.formatting import objective_unit, objective_value
-from autotune.home import study_folder
+from autotune.objectives import objective_unit, objective_value
+from autotune.home import study_folder, trial_logs
 from autotune.errors import AutotuneError, UsageError
+from autotune.statuses import ACTIVE_STUDY_STATES
 from autotune.storage.local import Store
 from autotune.storage.trial_row import TrialRow
 from autotune.tui.data import StudyUpdate, Watcher, new_poll_key
@@ -43,8 +44,6 @@ from autotune.tui.widgets.running import RunningPane
 from autotune.tui.widgets.study_header import StudyHeader
 from autotune.tui.widgets.trials_table import TrialsTable
 from autotune.tui.widgets.verdict import VerdictPane
-
-ACTIVE = ("queued", "running", "paused", "stopping")
 
 
 def exports_dir(store_path: str | Path) -> Path:
@@ -181,7 +180,7 @@ class StudyScreen(Screen):
         self.query_one(VerdictPane).show(update.summary)
         if self.importances_at < 0:
             self.query_one(ImportanceBars).show({}, update.complete_count, pending=update.complete_count >= 3,
-                                                finished=update.summary.get("state") not in ACTIVE)
+                                                finished=update.summary.get("state") not in ACTIVE_STUDY_STATES)
         self._feed_details(update)
 
     def _show_reason(self) -> None:
@@ -233,7 +232,7 @@ class StudyScreen(Screen):
     def on_importances_ready(self, message: ImportancesReady) -> None:
         self.importances_at = message.complete
         self.query_one(ImportanceBars).show(message.importances, message.complete,
-                                            finished=self.summary.get("state") not in ACTIVE)
+                                            finished=self.summary.get("state") not in ACTIVE_STUDY_STATES)
 
     # actions -----------------------------------------------------------------------------------
 
@@ -294,13 +293,13 @@ class StudyScreen(Screen):
         self.app.pop_screen()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        from autotune.tui.screens.trial import TrialScreen, trial_logs_dir
+        from autotune.tui.screens.trial import TrialScreen
 
         row = self.query_one(TrialsTable).rows_by_number.get(int(event.row_key.value or -1))
         if row is not None:
             live = next((t for t in self._live if t["number"] == row.number), None)
             self.app.push_screen(TrialScreen(self.study_name, row, self.summary, live=live,
-                                             logs_dir=trial_logs_dir(self.store.path, self.study_name),
+                                             logs_dir=trial_logs(self.study_name, home=Path(self.store.path).parent),
                                              stored_tail=self._stored_tail))
 
     def _stored_tail(self, row: TrialRow) -> str | None:

@@ -7,7 +7,6 @@ trial is shown live: the study screen under this one hands it each poll's row an
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,8 +18,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from autotune.formatting import objective_unit, objective_value, validation
-from autotune.home import study_folder
+from autotune.formatting import validation
+from autotune.objectives import objective_unit, objective_value
+from autotune.home import log_tail
 from autotune.statuses import TRIAL_METRICS
 from autotune.storage.trial_row import TrialRow
 from autotune.tui import format as fmt
@@ -28,19 +28,6 @@ from autotune.tui.widgets.plot import BraillePlot, Series
 from autotune.tui.widgets.reason import reason_of
 
 LIVE_FIELDS = ("fraction", "step", "total_steps", "samples_per_s", "train_time", "peak_memory_bytes")
-LOG_LINES = 40
-
-
-def read_log_tail(path: Path, lines: int = LOG_LINES) -> str:
-    """The last `lines` lines of a log (from its last 16 KiB); "" when it cannot be read."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 16384))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 class TrialScreen(Screen):
@@ -139,7 +126,7 @@ class TrialScreen(Screen):
         if stored:
             return stored
         if self.logs_dir is not None:
-            tail = read_log_tail(self.logs_dir / f"{self.row.number}.log")
+            tail = log_tail(self.logs_dir / f"{self.row.number}.log")
             if tail:
                 return tail
         return ""
@@ -162,11 +149,6 @@ class TrialScreen(Screen):
             curve.y_format = lambda v: objective_value(objective, v)
             points = [(float(step), v) for step, v in sorted(self.row.intermediate.items()) if math.isfinite(v)]
         curve.set_series([Series(points, "cyan", "line")])
-
-
-def trial_logs_dir(store_path: str | Path, study_name: str) -> Path:
-    """Where a study's trials write their logs, in the home of the store at `store_path`."""
-    return Path(store_path).parent / "logs" / "trials" / study_folder(study_name)
 
 
 def _measured(metrics: dict[str, Any]) -> dict[str, Any]:

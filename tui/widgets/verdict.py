@@ -9,16 +9,15 @@ from typing import Any
 from rich.text import Text
 
 from autotune.formatting import confirmation_text, noise_text, why_faster_text
+from autotune.statuses import ACTIVE_STUDY_STATES
 from autotune.tui.widgets.text_pane import TextPane
-
-ACTIVE = ("queued", "running", "paused", "stopping")
 
 
 def verdict_text(summary: dict[str, Any]) -> Text | None:
     """The panel's lines, or None when there is nothing to say yet."""
     text = Text()
     confirmation = confirmation_text(summary.get("confirmation"))
-    if confirmation is None and summary.get("state") not in ACTIVE and summary.get("speedup") is not None:
+    if confirmation is None and summary.get("state") not in ACTIVE_STUDY_STATES and summary.get("speedup") is not None:
         confirmation = "not confirmed: the study re-ran nothing (--confirm 0)"
     if confirmation:
         text.append("confirmation ", style="bold")
