@@ -243,43 +243,6 @@ def metric_label(name: str) -> str:
     return METRIC_LABELS.get(name, name)
 
 
-def objective_value(objective: str | None, value: float | None) -> str:
-    """One objective value in its units: 3.2s (time-to-accuracy), 5,120 samples/s, 0.9805."""
-    if value is None:
-        return "-"
-    if objective == "time-to-accuracy":
-        return seconds(value)
-    if objective == "throughput":
-        return rate(value)
-    if objective == "latency":
-        return milliseconds(value)
-    return validation(value)
-
-
-def objective_values(objective: str | None, values: Iterable[float] | None) -> str:
-    """One trial's objective value(s): 3.2s, 5,120 samples/s, or acc 0.9700 · 5,120 samples/s · 143 MiB."""
-    values = list(values or ())
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return objective_value(objective, values[0])
-    if objective == "pareto" and len(values) == 3:
-        return f"acc {validation(values[0])} · {rate(values[1])} · {nbytes(values[2])}"
-    return " / ".join(validation(v) for v in values)
-
-
-def objective_unit(objective: str | None, metric_name: str | None = None, short: bool = False) -> str:
-    """What an objective's values are, for a plot's axis: "projected seconds to the target"
-    ("projected s" when `short`), "samples/s", the metric's name."""
-    if objective == "time-to-accuracy":
-        return "projected s" if short else "projected seconds to the target"
-    if objective == "throughput":
-        return "samples/s"
-    if objective == "latency":
-        return "latency" if short else "latency of one call at batch 1 (p50)"
-    return metric_name or "value"
-
-
 def values_text(values: Iterable[float] | None) -> str:
     """An objective's value(s): 12.31, or 0.9812, 5120, 1.433e+08."""
     values = list(values or ())

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from autotune.errors import UsageError
+from autotune.tasks import TASKS as STUDY_TASKS
 
 if TYPE_CHECKING:
     from autotune.hardware import Hardware
@@ -26,7 +27,7 @@ KnobKind = Literal["systems", "statistical"]
 # InferencePlan, autotune.inference). Training studies see only training knobs and inference
 # studies only inference knobs (autotune.registry.load_registry's `task`).
 KnobTask = Literal["training", "inference"]
-TASKS: tuple[str, ...] = ("training", "inference")
+TASKS: tuple[str, ...] = tuple(STUDY_TASKS)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from autotune.budget import Budget
 from autotune.errors import UsageError
 from autotune.metrics import Metric, Target, study_metric
 from autotune.objectives import get_objective
+from autotune.tasks import DEFAULT_TASK, get_task, task_of
 
 DEFAULT_WORKLOAD = "digits"
-TASKS = ("training", "inference")  # what a study tunes (autotune.knob.TASKS: whose knobs it searches)
 # Study names: 1 to 100 characters, letters, digits, `.`, `_` and `-`, starting with a letter or a
 # digit. They go into commands, URLs and log lines; files use autotune.home.study_folder.
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -69,7 +68,7 @@ class StudySpec:
     # killed and recorded as failed; 0 turns the watchdog off.
     stall_timeout: float = 60.0
     # The user's training script (an absolute path) and its arguments: trials run it instead of
-    # a workload (autotune.run.script); `workload` is then "script:PATH" as given.
+    # a workload (autotune.launch.script); `workload` is then "script:PATH" as given.
     script: str | None = None
     script_args: tuple[str, ...] = ()
     # "inference": tune how a trained model is served (autotune.inference), from a model saved
@@ -77,7 +76,7 @@ class StudySpec:
     # study, trained once into this study's folder (`from_study`). A trial whose metric is worse
     # than the unoptimized model's by more than `max_drop` (relative) is infeasible. `iterations`
     # timed calls measure each latency and throughput.
-    task: str = "training"
+    task: str = DEFAULT_TASK
     checkpoint: str | None = None
     from_study: str | None = None
     max_drop: float = 0.01
@@ -108,8 +107,7 @@ class StudySpec:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
         if not self.stall_timeout >= 0:  # nan fails this too
             raise UsageError(f"--stall-timeout must be 0 (off) or a number of seconds, got {self.stall_timeout}")
-        if self.task == "training":
-            Budget(**self.budget)
+        get_task(self.task).check_budget(self)
         if self.run_epochs is not None:
             if not math.isfinite(self.run_epochs) or self.run_epochs <= 0:
                 raise UsageError(f"--run-epochs must be a positive number of epochs, got {self.run_epochs}")
@@ -117,33 +115,9 @@ class StudySpec:
                 raise UsageError("--run-epochs needs an epochs budget (--budget-epochs) to scale from")
 
     def _validate_task(self) -> None:
-        if self.task not in TASKS:
-            raise UsageError(f"--task {self.task!r}: choose {' or '.join(TASKS)}")
-        serving = get_objective(self.objective).task == "inference"
-        if self.task == "training":
-            if serving:
-                raise UsageError(f"--objective {self.objective} judges serving a model: add --task inference")
-            for option, value in (("--checkpoint", self.checkpoint), ("--from-study", self.from_study)):
-                if value is not None:
-                    raise UsageError(f"{option} gives the model an inference study serves: add --task inference")
-            return
-        if not serving:
-            raise UsageError(f"--objective {self.objective} judges training; an inference study's is latency")
-        if self.script is not None:
-            raise UsageError("--task inference serves a workload's model; a --script trains its own")
-        if self.checkpoint is None and self.from_study is None:  # (both: the model trained from the study)
-            raise UsageError("--task inference needs the model to serve: --checkpoint FILE (from `autotune trial run "
-                             "--save-model FILE`) or --from-study NAME (a finished training study)")
-        if self.checkpoint is not None and not os.path.isfile(self.checkpoint):
-            raise UsageError(f"--checkpoint {self.checkpoint}: no such file")
+        get_task(self.task).validate(self, get_objective(self.objective))
         if self.from_study is not None:
             check_name(self.from_study)
-        if not 0.0 <= self.max_drop < 1.0:
-            raise UsageError(f"--max-drop is a relative drop of the metric, 0 <= drop < 1, got {self.max_drop}")
-        if self.iterations < 1:
-            raise UsageError(f"--iterations must be at least 1, got {self.iterations}")
-        if self.target is not None:
-            raise UsageError("--target is for training; an inference study's guard is --max-drop")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -187,7 +161,4 @@ class StudySpec:
 
     @property
     def budget_text(self) -> str:
-        if self.task == "inference":
-            return f"{self.iterations} timed calls"
-        (key, value), = self.budget.items()
-        return f"{value} {key}"
+        return task_of({"task": self.task}).budget_text(self)

@@ -116,19 +116,6 @@ def test_durations_rates_ratios_counts() -> None:
     assert f.number(1797) == "1,797" and f.number(0.98123) == "0.9812" and f.number(True) == "true"
 
 
-def test_objective_values_in_the_objectives_units() -> None:
-    assert f.objective_value("time-to-accuracy", 12.3123) == "12.3s"
-    assert f.objective_value("throughput", 5120.4) == "5,120 samples/s"
-    assert f.objective_value("accuracy", 0.98051) == "0.9805"
-    assert f.objective_value("latency", 0.000312) == "0.312 ms"
-    assert f.objective_values("pareto", [0.97, 5120.0, 143 * MIB]) == "acc 0.97 · 5,120 samples/s · 143 MiB"
-    assert f.objective_values("time-to-accuracy", None) == "-"
-    assert f.objective_unit("time-to-accuracy") == "projected seconds to the target"
-    assert f.objective_unit("time-to-accuracy", short=True) == "projected s"
-    assert f.objective_unit("throughput") == "samples/s"
-    assert f.objective_unit("accuracy", "val_loss") == "val_loss"
-
-
 def test_noise_confirmation_and_why_faster() -> None:
     assert f.noise_text(None) is None
     assert f.noise_text({"margin": 0.04, "source": "re-runs"}) == "noise ±4.0% (the baseline's re-runs)"

@@ -36,6 +36,7 @@ from autotune.storage.reading import StudyLike
 from autotune.storage.trial_row import TrialRow
 from autotune.storage.local import Store
 from autotune.daemon.queue import QueuePlace, queue_place
+from autotune.tasks import task_of
 
 EVENTS_TAIL = 200
 _poll_keys = itertools.count(1)
@@ -202,7 +203,7 @@ class Watcher:
         best = pareto = latency_front = None
         if finished != self._finished_count:
             self._finished_count = finished
-            if (user_attrs.get("autotune") or {}).get("task") == "inference":
+            if task_of(user_attrs.get("autotune")).serves_model:
                 by_number = {r.number: r for r in rows}
                 latency_front = [by_number[n] for n in results.inference_front(rows)]
             if len(study.directions) == 1:
@@ -303,9 +304,8 @@ def _waiting_summary(row: dict[str, Any]) -> dict[str, Any]:
     named = (spec.get("metric") or "").partition(":")[0] or spec.get("target_metric")
     metric = Metric.named(named, spec.get("target_direction")) if named else Metric()
     return {
-        "name": row["name"], "state": row["status"], "task": spec.get("task") or "training",
-        "guard": {"reference": None, "bound": None, "max_drop": spec.get("max_drop")}
-        if spec.get("task") == "inference" else None,
+        "name": row["name"], "state": row["status"], "task": task_of(spec).name,
+        "guard": task_of(spec).guard({}, spec),  # nothing measured yet
         "objective": row.get("objective"), "directions": [],
         "workload": row.get("workload"), "metric": metric.describe(), "metric_info": metric.to_dict(),
         "target": spec.get("target"),

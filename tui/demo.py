@@ -26,6 +26,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.objectives import get_objective
 from autotune.storage.rdb import sqlite_path
 from autotune.storage.local import Store
 
@@ -102,6 +103,8 @@ def make_trials(
         baseline = number == 0
         s = _settings(rng, baseline)
         m = _metrics(rng, s, target)
+        # what the objective makes of these measurements (None: it earned no value)
+        earned = get_objective(objective).values({**m, "metric_value": m["val_accuracy"]})
         attrs: dict[str, Any] = {"settings": s, "baseline": baseline, "runner": "demo"}
         roll = rng.random()
         is_running = number >= n
@@ -117,18 +120,13 @@ def make_trials(
             state, status, curve = TrialState.FAIL, kind, {}
             attrs["reason"] = FAIL_REASONS[kind]
             m = {}
-        elif not baseline and (roll < 0.3 or (objective == "time-to-accuracy" and m["time_to_target"] is None)):
+        elif not baseline and (roll < 0.3 or earned is None):
             state, status = TrialState.PRUNED, "pruned"
             curve = dict(list(curve.items())[:2])
             attrs["reason"] = f"error rate {curve[1]:.3f} at eval 1 worse than the median of earlier trials"
         else:
             status = "ok"
-            values = {
-                "time-to-accuracy": [m["time_to_target"]],
-                "throughput": [m["throughput"]],
-                "accuracy": [m["val_accuracy"]],
-                "pareto": [m["val_accuracy"], m["throughput"], float(m["peak_memory_bytes"])],
-            }[objective]
+            values = list(earned) if isinstance(earned, tuple) else [earned]
         if status is not None:
             attrs["autotune_status"] = status
             attrs["log_tail"] = (

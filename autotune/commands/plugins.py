@@ -8,12 +8,15 @@ import click
 
 from autotune.commands.options import echo_json, json_option, registry_options
 
-TASK_CHOICES = ("training", "inference", "all")
+from autotune.tasks import DEFAULT_TASK, TASKS
+
+ALL = "all"
+TASK_CHOICES = (*TASKS, ALL)
 
 
 def task_option(fn: Any) -> Any:
     return click.option(
-        "--task", type=click.Choice(TASK_CHOICES), default="training", show_default=True,
+        "--task", type=click.Choice(TASK_CHOICES), default=DEFAULT_TASK, show_default=True,
         help="Whose knobs: training runs', inference (serving a trained model), or all.",
     )(fn)
 
@@ -32,9 +35,10 @@ def plugins(as_json: bool, task: str, plugin_paths: tuple[str, ...], disabled_kn
     from autotune.registry import load_registry
 
     registry = load_registry(plugin_paths=plugin_paths, disabled_knobs=disabled_knobs,
-                             task=None if task == "all" else task)
+                             task=None if task == ALL else task)
     hardware = None
-    if task != "training":  # the training listing stays torch-free (it is what most people ask for)
+    default_listing = task == DEFAULT_TASK
+    if not default_listing:  # the default listing stays torch-free (it is what most people ask for)
         from autotune.hardware import detect
 
         hardware = detect()
@@ -48,7 +52,7 @@ def plugins(as_json: bool, task: str, plugin_paths: tuple[str, ...], disabled_kn
         echo_json(rows)
         return
     for row in rows:
-        if task != "training" and not row["knobs"] and not row["workloads"]:
+        if not default_listing and not row["knobs"] and not row["workloads"]:
             continue
         where = row["path"] or row["module"]
         version = f" {row['version']}" if row["version"] else ""
@@ -57,12 +61,12 @@ def plugins(as_json: bool, task: str, plugin_paths: tuple[str, ...], disabled_kn
             if knob.get("disabled"):
                 click.echo(f"    knob {knob['name']:<16} (off: {knob['disabled']})")
                 continue
-            shown = f"[{knob['task']}] " if task == "all" else ""
+            shown = f"[{knob['task']}] " if task == ALL else ""
             off = f"  (unavailable: {knob['unavailable']})" if knob.get("unavailable") else ""
             click.echo(f"    knob {knob['name']:<16} {knob['kind']:<12} {shown}{knob['help']}{off}")
         for name in row["workloads"]:
             click.echo(f"    workload {name}")
-    if task == "training":
+    if default_listing:
         click.echo("(the knobs that tune serving a trained model: autotune plugins --task inference)")
 
 

@@ -88,7 +88,7 @@ def list_cmd(storage: str | None, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from autotune.formatting import objective_value
+    from autotune.objectives import objective_value
 
     table = Table("NAME", "STATUS", "TRIALS", "OBJECTIVE", "BEST", "WORKLOAD", box=None, pad_edge=False)
     table.columns[2].justify = table.columns[4].justify = "right"
@@ -108,6 +108,7 @@ def show(name: str, storage: str | None, as_json: bool) -> None:
     from autotune.commands.study_output import print_show
     from autotune.storage.reading import trial_rows
     from autotune.storage.results import importances, inference_front, pareto_front, summary
+    from autotune.tasks import task_of
 
     st, row = _open(name, storage)
     rows = trial_rows(st)
@@ -120,10 +121,9 @@ def show(name: str, storage: str | None, as_json: bool) -> None:
     if len(st.directions) > 1:
         data["pareto_front"] = [r.number for r in pareto_front(st, rows)]
     spec = st.user_attrs.get("autotune") or {}
-    serving = spec.get("task") == "inference"
+    serving = task_of(spec).serves_model
     if serving:  # the accuracy guard: the unoptimized model's metric and the drop it allows
-        data["guard"] = {"reference": st.user_attrs.get("reference_metric"), "bound": st.user_attrs.get("target"),
-                         "max_drop": spec.get("max_drop"), "checkpoint": spec.get("checkpoint")}
+        data["guard"] = {**(task_of(spec).guard(st.user_attrs, spec) or {}), "checkpoint": spec.get("checkpoint")}
         # the trade-off: complete trials none faster and none less worse, infeasible ones too
         data["pareto"] = inference_front(rows)
     if as_json:
@@ -159,7 +159,7 @@ def best(name: str, storage: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(out[0] if len(out) == 1 else out)
         return
-    from autotune.formatting import objective_values
+    from autotune.objectives import objective_values
 
     objective = (st.user_attrs.get("autotune") or {}).get("objective")
     for o in out:

@@ -13,6 +13,7 @@ from autotune.errors import UsageError
 from autotune.storage.reading import StudyLike, trial_rows
 from autotune.storage.results import best_row
 from autotune.storage.trial_row import TrialRow
+from autotune.tasks import task_of
 
 FIGURES = ("latency_p50", "latency_p95", "throughput", "batch_size", "peak_memory_bytes", "model_bytes",
            "compile_time", "metric_value", "metric_drop", "val_samples")
@@ -22,7 +23,7 @@ def chosen_trial(study: StudyLike, trial: int | None = None) -> TrialRow:
     """The inference study's trial to export: `trial`, or the best feasible one."""
     name = study.study_name
     spec = study.user_attrs.get("autotune") or {}
-    if spec.get("task") != "inference":
+    if not task_of(spec).serves_model:
         raise UsageError(f"study '{name}' is a training study: --model exports an inference study's served "
                          f"model (export its configuration without --model)")
     if not spec.get("checkpoint"):

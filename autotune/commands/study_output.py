@@ -10,11 +10,12 @@ from rich.table import Table
 from rich.text import Text
 
 from autotune.formatting import (
-    load, metric as _metric, metric_label, nbytes, objective_value, objective_values, percent, plain as _v, rate,
-    ratio, ratio_range, seconds, validation, why_faster_text,
+    load, metric as _metric, metric_label, nbytes, percent, plain as _v, rate, ratio, ratio_range, seconds,
+    validation, why_faster_text,
 )
 from autotune.formatting import settings_text as _settings
 from autotune.metrics import Metric, metric_value
+from autotune.objectives import missed_text, objective_value, objective_values
 from autotune.intervals import MIN_COVERAGE
 from autotune.storage.results import confirmed
 from autotune.study.events import TRIAL_FINISHED, StudyEvent
@@ -220,8 +221,7 @@ def print_report(report: dict[str, Any]) -> None:
     missed = {
         label: sum(1 for r in conf["runs"] if r[label]["value"] is None) for label in ("baseline", "best")
     } if conf and conf.get("runs") else {}
-    why = ("time-to-accuracy: the target was not reached in the budget"
-           if report.get("objective") == "time-to-accuracy" else "the run gave no value")
+    why = missed_text(report.get("objective"))
     if conf and conf.get("speedup_median") is not None and not confirmed(conf):
         console.print(
             f"[yellow]speedup {ratio(conf['speedup_median'])} not confirmed[/]: "

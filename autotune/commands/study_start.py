@@ -10,6 +10,7 @@ import click
 
 from autotune.commands.options import echo_json, json_option, registry_options, target_fields
 from autotune.commands.trial import budget_options
+from autotune.tasks import get_task
 
 
 def _store() -> Any:
@@ -98,7 +99,7 @@ def start(**kwargs: Any) -> None:
         from autotune.errors import UsageError
 
         raise UsageError(f"unexpected arguments {' '.join(script_args)!r} (arguments after -- go to a --script)")
-    inference = kwargs["task"] == "inference"
+    inference = get_task(kwargs["task"]).serves_model
     if kwargs["checkpoint"] and kwargs["from_study"]:
         from autotune.errors import UsageError
 
@@ -183,7 +184,7 @@ def _run_foreground(
         raise SystemExit(130)
     if as_json:
         echo_json(report)
-    elif spec.task == "inference":
+    elif get_task(spec.task).serves_model:
         from autotune.commands.inference_output import print_inference_report
 
         print_inference_report(report)

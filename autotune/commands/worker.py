@@ -68,7 +68,8 @@ def _best(report: dict[str, Any]) -> str:
     best = report.get("best")
     if not best:
         return "-"
-    from autotune.formatting import objective_value, plain
+    from autotune.formatting import plain
+    from autotune.objectives import objective_value
 
     value = best["value"]
     shown = objective_value(report.get("objective"), value) if isinstance(value, float) else plain(value)

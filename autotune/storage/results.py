@@ -16,9 +16,11 @@ import warnings
 from typing import TYPE_CHECKING, Any, Iterable
 
 from autotune.metrics import Metric
+from autotune.objectives import OBJECTIVES, Objective
 from autotune.statuses import ACTIVE_STUDY_STATES, RunStatus
 from autotune.storage.reading import StudyLike, cache_importances, cached_importances, direct_reader, trial_rows
 from autotune.storage.trial_row import TrialRow
+from autotune.tasks import task_of
 
 if TYPE_CHECKING:
     import optuna
@@ -185,7 +187,7 @@ def importances(study: StudyLike, rows: list[TrialRow] | None = None) -> dict[st
         return dict(cached[1])
     target = None
     if len(study.directions) > 1:
-        index = 1 if study_objective(study) == "pareto" else 0
+        index = OBJECTIVES.get(study_objective(study) or "", Objective()).importance_value
         # PED-ANOVA scores what makes the target low: flip maximized objectives.
         sign = -1.0 if direction_names(study)[index] == "maximize" else 1.0
         target = lambda t: sign * t.values[index]  # noqa: E731
@@ -325,14 +327,13 @@ def summary(
     eta = remaining * mean if mean is not None and remaining and state in ACTIVE_STUDY_STATES else None
     confirmation = user_attrs.get("confirmation") or {}
     metric = Metric.from_dict(user_attrs.get("metric"))
-    task = attrs.get("task") or "training"
+    task = task_of(attrs)
     return {
         "name": study.study_name,
         "state": state,
-        "task": task,
+        "task": task.name,
         # an inference study's accuracy guard: the unoptimized model's metric, the bound, --max-drop
-        "guard": {"reference": user_attrs.get("reference_metric"), "bound": user_attrs.get("target"),
-                  "max_drop": attrs.get("max_drop")} if task == "inference" else None,
+        "guard": task.guard(user_attrs, attrs),
         "objective": attrs.get("objective") or (store_row or {}).get("objective"),
         "directions": direction_names(study),
         "workload": attrs.get("workload") or (store_row or {}).get("workload"),

@@ -32,6 +32,7 @@ from autotune.errors import AutotuneError, UsageError
 from autotune.statuses import ACTIVE_STUDY_STATES
 from autotune.storage.local import Store
 from autotune.storage.trial_row import TrialRow
+from autotune.tasks import task_of
 from autotune.tui.data import StudyUpdate, Watcher, new_poll_key
 from autotune.tui.messages import ImportancesReady, ImportancesWanted, PollNow, SnapshotReady, SwitchStudy
 from autotune.tui.widgets.event_log import EventLog
@@ -145,7 +146,7 @@ class StudyScreen(Screen):
             self.query_one(BraillePlot).set_series([])
             self.importances_at = -1
             self._front = []
-        serving = update.summary.get("task") == "inference"
+        serving = task_of(update.summary).serves_model
         if self.query_one(LatencyFront).display != serving:
             self.query_one(LatencyFront).display = serving
         running = "running" if serving else "running (bar: budget done; sparkline: samples/s)"

@@ -23,6 +23,7 @@ from autotune.objectives import objective_unit, objective_value
 from autotune.home import log_tail
 from autotune.statuses import TRIAL_METRICS
 from autotune.storage.trial_row import TrialRow
+from autotune.tasks import task_of
 from autotune.tui import format as fmt
 from autotune.tui.widgets.plot import BraillePlot, Series
 from autotune.tui.widgets.reason import reason_of
@@ -107,7 +108,7 @@ class TrialScreen(Screen):
         if live is not None and row.state == "RUNNING":
             metrics.border_title = "live (this trial is running)"
             metrics.update(_metrics_table({k: live.get(k) for k in LIVE_FIELDS if live.get(k) is not None}))
-        elif self.summary.get("task") == "inference":
+        elif task_of(self.summary).serves_model:
             metrics.border_title = "measured serving it"
             metrics.update(_serving_table(row, self.summary))
         else:
@@ -134,7 +135,7 @@ class TrialScreen(Screen):
     def _curve(self) -> None:
         curve = self.query_one(BraillePlot)
         # an inference trial serves a trained model: it validates once, there is no curve to plot
-        curve.display = self.summary.get("task") != "inference"
+        curve.display = not task_of(self.summary).serves_model
         measured = self.row.metrics.get("curve")
         if measured:  # the metric at each validation, by epoch
             name = (self.summary.get("metric_info") or {}).get("name", "metric")

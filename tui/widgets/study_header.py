@@ -13,6 +13,7 @@ from autotune.formatting import confirmation_text, noise_text
 from autotune.metrics import Metric
 from autotune.tui import format as fmt
 from autotune.daemon.queue import QueuePlace
+from autotune.tasks import task_of
 from autotune.tui.widgets.latency_front import guard_text
 from autotune.tui.widgets.text_pane import TextPane
 
@@ -43,7 +44,7 @@ class StudyHeader(TextPane):
         # view; what is cut at the end of a line is in full in the verdict panel. Parts are
         # joined by " · ", so no two words meet where the style changes (a reader of the SVG
         # screenshots that trims each styled run must not see "demodigits").
-        if summary.get("task") == "inference":  # serving a trained model: the objective and the guard
+        if task_of(summary).serves_model:  # serving a trained model: the objective and the guard
             first = _joined([
                 Text(summary["name"], style="bold"), Text(f"serving {summary.get('workload') or '?'}"),
                 Text("objective latency p50 at batch 1", style="magenta"),

@@ -15,6 +15,7 @@ from textual.widgets import DataTable
 from autotune.metrics import Metric, metric_value
 from autotune.storage.trial_row import TrialRow
 from autotune.formatting import significant, validation
+from autotune.tasks import task_of
 from autotune.tui import format as fmt
 from autotune.tui.widgets.reason import reason_of
 
@@ -70,11 +71,11 @@ class TrialsTable(DataTable):
     def apply(self, new: list[TrialRow], changed: list[TrialRow], total: int,
               objective: str | None, best_number: int | None, metric: dict[str, Any] | None = None,
               task: str | None = None) -> None:
-        """`task`: the study's (results.summary's), "inference" for a study serving a model."""
+        """`task`: the study's (results.summary's); a study serving a model shows latency columns."""
         self.objective = objective
         if self.columns_for is None:
             self.metric = Metric.from_dict(metric)
-            self.serving = task == "inference"
+            self.serving = task_of({"task": task}).serves_model
             self._add_columns(objective)
         follow = self.row_count == 0 or self.cursor_row >= self.row_count - 1
         if best_number != self.best_number:
