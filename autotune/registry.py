@@ -176,24 +176,58 @@ def load_registry(
     """
     plugin_paths = tuple(str(p) for p in plugin_paths)
     disabled_knobs = tuple(disabled_knobs)
-    pm = pluggy.PluginManager("autotune")
-    pm.add_hookspecs(hookspecs)
-    infos: dict[str, PluginInfo] = {}
+    loader = _PluginLoader()
+    loader.add_built_ins()
+    if entry_points:
+        loader.add_entry_points()
+    loader.add_files(plugin_paths)
+    loader.check_hooks()
+    found = _Registrations(loader.infos)
+    found.collect(loader.pm)
+    disabled = found.select(disabled_knobs, task)
+    try:
+        apply_order(list(found.knobs.values()))
+    except ValueError as exc:
+        raise PluginError(f"{exc} (see Knob.after)") from None
 
-    def add(module: ModuleType, info: PluginInfo) -> None:
-        if pm.is_registered(module):
+    return Registry(
+        plugins=list(loader.infos.values()),
+        knobs=found.knobs,
+        knob_plugins=found.knob_plugins,
+        workloads=found.workloads,
+        disabled=disabled,
+        plugin_paths=plugin_paths,
+        disabled_knobs=disabled_knobs,
+        entry_points=entry_points,
+        task=task,
+    )
+
+
+class _PluginLoader:
+    """A plugin manager being filled, in load order, with what `autotune plugins` shows of each
+    plugin (`infos`, by plugin name). A module registered twice is kept once."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("autotune")
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+
+    def add(self, module: ModuleType, info: PluginInfo) -> None:
+        if self.pm.is_registered(module):
             return
         try:
-            pm.register(module, name=info.name)
+            self.pm.register(module, name=info.name)
         except pluggy.PluginValidationError as exc:
             raise PluginError(f"plugin '{info.name}' ({info.path or info.module}): {exc}") from exc
-        infos[info.name] = info
+        self.infos[info.name] = info
 
-    for dotted in DEFAULT_PLUGINS:
-        module = importlib.import_module(dotted)
-        add(module, PluginInfo(name=dotted, source="built-in", module=dotted))
+    def add_built_ins(self) -> None:
+        for dotted in DEFAULT_PLUGINS:
+            module = importlib.import_module(dotted)
+            self.add(module, PluginInfo(name=dotted, source="built-in", module=dotted))
 
-    if entry_points:
+    def add_entry_points(self) -> None:
+        """The installed distributions' plugins: all, or those AUTOTUNE_LOAD_PLUGINS names."""
         selection = _entry_point_selection()
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if selection is not None and ep.name not in selection:
@@ -205,7 +239,7 @@ def load_registry(
                     f"plugin '{ep.name}' (entry point {ep.value}): failed to import: {_describe(exc)}"
                 ) from exc
             dist = ep.dist
-            add(
+            self.add(
                 module,
                 PluginInfo(
                     name=ep.name,
@@ -215,110 +249,114 @@ def load_registry(
                 ),
             )
 
-    for path in _plugin_files(plugin_paths):
-        module = _import_file(path)
-        add(
-            module,
-            PluginInfo(
-                name=path.stem, source="file", module=module.__name__, path=str(path.resolve())
-            ),
-        )
+    def add_files(self, plugin_paths: Iterable[str]) -> None:
+        """The files of AUTOTUNE_PLUGINS_DIR, then `plugin_paths`."""
+        for path in _plugin_files(plugin_paths):
+            module = _import_file(path)
+            self.add(
+                module,
+                PluginInfo(
+                    name=path.stem, source="file", module=module.__name__, path=str(path.resolve())
+                ),
+            )
 
-    try:
-        pm.check_pending()  # a misspelt hook name (register_knob) must fail loudly, not be ignored
-    except pluggy.PluginValidationError as exc:
-        name = pm.get_name(exc.plugin) or "?"
-        info = infos.get(name)
-        where = f" ({info.path or info.module})" if info else ""
-        unknown = [
-            hook for hook, caller in vars(pm.hook).items()
-            if not hook.startswith("_") and not caller.has_spec()
-            and any(impl.plugin is exc.plugin for impl in caller.get_hookimpls())
-        ]
-        known = ", ".join(
-            sorted(h for h, fn in vars(hookspecs).items() if hasattr(fn, "autotune_spec"))
-        )
-        raise PluginError(
-            f"plugin '{name}'{where}: unknown hook '{', '.join(unknown)}' (autotune's hooks: {known})"
-        ) from exc
+    def check_hooks(self) -> None:
+        """A misspelt hook name (register_knob) must fail loudly, naming the plugin, not be ignored."""
+        pm = self.pm
+        try:
+            pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or "?"
+            info = self.infos.get(name)
+            where = f" ({info.path or info.module})" if info else ""
+            unknown = [
+                hook for hook, caller in vars(pm.hook).items()
+                if not hook.startswith("_") and not caller.has_spec()
+                and any(impl.plugin is exc.plugin for impl in caller.get_hookimpls())
+            ]
+            known = ", ".join(
+                sorted(h for h, fn in vars(hookspecs).items() if hasattr(fn, "autotune_spec"))
+            )
+            raise PluginError(
+                f"plugin '{name}'{where}: unknown hook '{', '.join(unknown)}' (autotune's hooks: {known})"
+            ) from exc
 
-    knobs: dict[str, Knob] = {}
-    knob_plugins: dict[str, str] = {}
-    workloads: dict[str, Callable[[], Workload]] = {}
-    workload_plugins: dict[str, str] = {}
 
-    for impl in pm.hook.register_knobs.get_hookimpls():
-        plugin = impl.plugin_name
+class _Registrations:
+    """What the plugins' register_knobs and register_workloads hooks registered, each name taken
+    once, with the plugin that took it (also noted in that plugin's PluginInfo)."""
 
-        def register_knob(knob: Knob, _plugin: str = plugin) -> None:
+    def __init__(self, infos: dict[str, PluginInfo]) -> None:
+        self.infos = infos
+        self.knobs: dict[str, Knob] = {}
+        self.knob_plugins: dict[str, str] = {}
+        self.workloads: dict[str, Callable[[], Workload]] = {}
+        self.workload_plugins: dict[str, str] = {}
+
+    def collect(self, pm: pluggy.PluginManager) -> None:
+        for impl in pm.hook.register_knobs.get_hookimpls():
+            _call(impl, "register_knobs", register=self.knob_register(impl.plugin_name))
+        for impl in pm.hook.register_workloads.get_hookimpls():
+            _call(impl, "register_workloads", register=self.workload_register(impl.plugin_name))
+
+    def knob_register(self, plugin: str) -> Callable[[Knob], None]:
+        """The `register` that plugin `plugin`'s register_knobs is given."""
+
+        def register_knob(knob: Knob) -> None:
             if not isinstance(knob, Knob) or not knob.name:
                 raise PluginError(
-                    f"plugin '{_plugin}': register_knobs got {knob!r}, expected a Knob with a name"
+                    f"plugin '{plugin}': register_knobs got {knob!r}, expected a Knob with a name"
                 )
             if knob.task not in TASKS:
                 raise PluginError(
-                    f"plugin '{_plugin}': knob '{knob.name}' has task {knob.task!r} "
+                    f"plugin '{plugin}': knob '{knob.name}' has task {knob.task!r} "
                     f"(expected one of {', '.join(TASKS)})"
                 )
-            if knob.name in knobs:
+            if knob.name in self.knobs:
                 raise PluginError(
                     f"knob '{knob.name}' is registered by two plugins: "
-                    f"'{knob_plugins[knob.name]}' and '{_plugin}'"
+                    f"'{self.knob_plugins[knob.name]}' and '{plugin}'"
                 )
-            knobs[knob.name] = knob
-            knob_plugins[knob.name] = _plugin
-            infos[_plugin].knobs.append(knob.name)
+            self.knobs[knob.name] = knob
+            self.knob_plugins[knob.name] = plugin
+            self.infos[plugin].knobs.append(knob.name)
 
-        _call(impl, "register_knobs", register=register_knob)
+        return register_knob
 
-    for impl in pm.hook.register_workloads.get_hookimpls():
-        plugin = impl.plugin_name
+    def workload_register(self, plugin: str) -> Callable[[str, Callable[[], Workload]], None]:
+        """The `register` that plugin `plugin`'s register_workloads is given."""
 
-        def register_workload(
-            name: str, factory: Callable[[], Workload], _plugin: str = plugin
-        ) -> None:
-            if name in workloads:
+        def register_workload(name: str, factory: Callable[[], Workload]) -> None:
+            if name in self.workloads:
                 raise PluginError(
                     f"workload '{name}' is registered by two plugins: "
-                    f"'{workload_plugins[name]}' and '{_plugin}'"
+                    f"'{self.workload_plugins[name]}' and '{plugin}'"
                 )
-            workloads[name] = factory
-            workload_plugins[name] = _plugin
-            infos[_plugin].workloads.append(name)
+            self.workloads[name] = factory
+            self.workload_plugins[name] = plugin
+            self.infos[plugin].workloads.append(name)
 
-        _call(impl, "register_workloads", register=register_workload)
+        return register_workload
 
-    disabled: dict[str, str] = {}
-    disabled_tasks: dict[str, str] = {}
-    for name in disabled_knobs:
-        if name not in knobs:
-            raise UsageError(f"--disable-knob: unknown knob '{name}' (known: {', '.join(knobs)})")
-        disabled[name] = "disabled by --disable-knob"
-        disabled_tasks[name] = knobs.pop(name).task
-    if task is not None:
-        if task not in TASKS:
-            raise UsageError(f"unknown task {task!r} (tasks: {', '.join(TASKS)})")
-        others = {name for name, knob in knobs.items() if knob.task != task}
-        others |= {name for name in disabled if disabled_tasks[name] != task}
-        knobs = {name: knob for name, knob in knobs.items() if name not in others}
-        knob_plugins = {name: plugin for name, plugin in knob_plugins.items() if name not in others}
-        disabled = {name: why for name, why in disabled.items() if name not in others}
-    try:
-        apply_order(list(knobs.values()))
-    except ValueError as exc:
-        raise PluginError(f"{exc} (see Knob.after)") from None
-
-    return Registry(
-        plugins=list(infos.values()),
-        knobs=knobs,
-        knob_plugins=knob_plugins,
-        workloads=workloads,
-        disabled=disabled,
-        plugin_paths=plugin_paths,
-        disabled_knobs=disabled_knobs,
-        entry_points=entry_points,
-        task=task,
-    )
+    def select(self, disabled_knobs: tuple[str, ...], task: str | None) -> dict[str, str]:
+        """Drop the knobs `disabled_knobs` names, and those of another task than `task` (None:
+        keep every task's); returns the disabled knobs of `task`, each with why it is off."""
+        disabled: dict[str, str] = {}
+        disabled_tasks: dict[str, str] = {}
+        for name in disabled_knobs:
+            if name not in self.knobs:
+                raise UsageError(f"--disable-knob: unknown knob '{name}' (known: {', '.join(self.knobs)})")
+            disabled[name] = "disabled by --disable-knob"
+            disabled_tasks[name] = self.knobs.pop(name).task
+        if task is not None:
+            if task not in TASKS:
+                raise UsageError(f"unknown task {task!r} (tasks: {', '.join(TASKS)})")
+            others = {name for name, knob in self.knobs.items() if knob.task != task}
+            others |= {name for name in disabled if disabled_tasks[name] != task}
+            self.knobs = {name: knob for name, knob in self.knobs.items() if name not in others}
+            self.knob_plugins = {name: plugin for name, plugin in self.knob_plugins.items() if name not in others}
+            disabled = {name: why for name, why in disabled.items() if name not in others}
+        return disabled
 
 
 def _call(impl: pluggy.HookImpl, hook: str, **kwargs: Any) -> None:
