@@ -145,77 +145,22 @@ def run_in_processes(
         backend=backend_for(hardware.device_type),
         store_port=store.port,
     )
-    ctx = multiprocessing.get_context("spawn")
-
-    def eval_point(payload: dict[str, Any]) -> bool | None:
-        return on_eval(EvalPoint(**payload)) if on_eval is not None else False
-
-    def progress(payload: dict[str, Any]) -> None:
-        if on_progress is not None:
-            on_progress(Progress(**payload))
-
     started = time.perf_counter()
-    procs, conns = [], {}
-    results: dict[int, dict[str, Any]] = {}
-    failure: tuple[int, str, str | None] | None = None  # rank, status, error
+    ranks = _Ranks(processes, on_eval, on_progress)
     try:
-        for rank in range(processes):
-            parent_conn, child_conn = ctx.Pipe()
-            proc = ctx.Process(
-                target=rank_main, args=(job, rank, child_conn, os.getpid()), name=f"autotune-rank{rank}"
-            )
-            proc.start()
-            child_conn.close()
-            procs.append(proc)
-            conns[parent_conn] = rank
-        first_result_at: float | None = None
-        while len(results) < processes and failure is None:
-            ready = multiprocessing.connection.wait(
-                list(conns) + [p.sentinel for r, p in enumerate(procs) if r not in results], timeout=1.0
-            )
-            for item in ready:
-                if item in conns:
-                    rank = conns[item]
-                    try:
-                        kind, payload = item.recv()
-                    except (EOFError, OSError):
-                        del conns[item]
-                        continue
-                    if relay(item, kind, payload, eval_point, progress):
-                        continue
-                    if kind == "result":
-                        results[rank] = payload
-                        first_result_at = first_result_at or time.perf_counter()
-                        if payload["status"] in GROUP_BREAKING:
-                            failure = (rank, payload["status"], payload.get("error"))
-                    elif kind == "error":
-                        failure = (rank, "failed", payload)
-            for rank, proc in enumerate(procs):
-                if failure is None and rank not in results and not proc.is_alive():
-                    conn = next((c for c, r in conns.items() if r == rank), None)
-                    if conn is not None and conn.poll(0):
-                        continue  # its last message is still in the pipe: read it first
-                    failure = (rank, "failed", describe_exit(proc.exitcode, who="it"))
-            late = first_result_at is not None and time.perf_counter() - first_result_at > STRAGGLER_SECONDS
-            if failure is None and late:
-                missing = next(r for r in range(processes) if r not in results)
-                failure = (missing, "failed", f"did not finish within {STRAGGLER_SECONDS:.0f} s of the others")
+        ranks.start(job)
+        ranks.watch()
     finally:
-        for proc in procs:
-            if proc.is_alive() and (failure is not None or len(results) < processes):
-                proc.kill()
-        for proc in procs:
-            proc.join(30)
-        for conn in conns:
-            conn.close()
+        ranks.stop()
         del store
     # stderr: stdout may be a `--json` answer; in a trial process both go to the trial's log
     print(
         f"data-parallel run: {processes} processes ({job.backend}), "
         f"{time.perf_counter() - started:.1f} s from launch to the end", file=sys.stderr, flush=True,
     )
-    if failure is not None:
-        rank, status, error = failure
+    results = ranks.results
+    if ranks.failure is not None:
+        rank, status, error = ranks.failure
         return RunResult(
             status=status, settings=dict(settings), device=hardware.device_type,
             error=f"process {rank} of {processes}: {error}",
@@ -224,3 +169,98 @@ def run_in_processes(
     first = RunResult.from_dict(results[0])
     first.peak_memory_bytes = max(r.get("peak_memory_bytes") or 0 for r in results.values())
     return first
+
+
+class _Ranks:
+    """The processes of one run as this process watches them, like torchrun's agent: their
+    pipes, each one's result, and the first failure (rank, status, error), after which the
+    others are killed: they would wait forever in their next collective."""
+
+    def __init__(
+        self,
+        processes: int,
+        on_eval: Callable[[EvalPoint], bool | None] | None,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.processes = processes
+        self.on_eval, self.on_progress = on_eval, on_progress
+        self.procs: list[Any] = []
+        self.conns: dict[Any, int] = {}  # a pipe still open -> its process's rank
+        self.results: dict[int, dict[str, Any]] = {}
+        self.failure: tuple[int, str, str | None] | None = None
+        self.first_result_at: float | None = None
+
+    def start(self, job: RankJob) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        for rank in range(self.processes):
+            parent_conn, child_conn = ctx.Pipe()
+            proc = ctx.Process(
+                target=rank_main, args=(job, rank, child_conn, os.getpid()), name=f"autotune-rank{rank}"
+            )
+            proc.start()
+            child_conn.close()
+            self.procs.append(proc)
+            self.conns[parent_conn] = rank
+
+    def watch(self) -> None:
+        """Relay the processes' reports until each has sent its result or one has failed."""
+        while len(self.results) < self.processes and self.failure is None:
+            ready = multiprocessing.connection.wait(
+                list(self.conns) + [p.sentinel for r, p in enumerate(self.procs) if r not in self.results],
+                timeout=1.0,
+            )
+            for item in ready:
+                if item in self.conns:
+                    self.receive(item)
+            self.notice_exits()
+            self.notice_stragglers()
+
+    def receive(self, conn: Any) -> None:
+        """One message from a process: a report to relay, its result, or its error."""
+        rank = self.conns[conn]
+        try:
+            kind, payload = conn.recv()
+        except (EOFError, OSError):
+            del self.conns[conn]
+            return
+        if relay(conn, kind, payload, self.eval_point, self.progress):
+            return
+        if kind == "result":
+            self.results[rank] = payload
+            self.first_result_at = self.first_result_at or time.perf_counter()
+            if payload["status"] in GROUP_BREAKING:
+                self.failure = (rank, payload["status"], payload.get("error"))
+        elif kind == "error":
+            self.failure = (rank, "failed", payload)
+
+    def notice_exits(self) -> None:
+        """A process that ended without its result failed (once its last message is read)."""
+        for rank, proc in enumerate(self.procs):
+            if self.failure is None and rank not in self.results and not proc.is_alive():
+                conn = next((c for c, r in self.conns.items() if r == rank), None)
+                if conn is not None and conn.poll(0):
+                    continue  # its last message is still in the pipe: read it first
+                self.failure = (rank, "failed", describe_exit(proc.exitcode, who="it"))
+
+    def notice_stragglers(self) -> None:
+        late = self.first_result_at is not None and time.perf_counter() - self.first_result_at > STRAGGLER_SECONDS
+        if self.failure is None and late:
+            missing = next(r for r in range(self.processes) if r not in self.results)
+            self.failure = (missing, "failed", f"did not finish within {STRAGGLER_SECONDS:.0f} s of the others")
+
+    def stop(self) -> None:
+        """Kill what still runs after a failure (or an interruption), and reap every process."""
+        for proc in self.procs:
+            if proc.is_alive() and (self.failure is not None or len(self.results) < self.processes):
+                proc.kill()
+        for proc in self.procs:
+            proc.join(30)
+        for conn in self.conns:
+            conn.close()
+
+    def eval_point(self, payload: dict[str, Any]) -> bool | None:
+        return self.on_eval(EvalPoint(**payload)) if self.on_eval is not None else False
+
+    def progress(self, payload: dict[str, Any]) -> None:
+        if self.on_progress is not None:
+            self.on_progress(Progress(**payload))
