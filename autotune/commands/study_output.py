@@ -165,8 +165,26 @@ _KEYS = ["batch_size", "optimizer", "learning_rate", "precision", "workers", "ch
 
 def print_report(report: dict[str, Any]) -> None:
     console = Console(highlight=False)
-    c = report["counts"]
     metric = Metric.from_dict(report.get("metric"))
+    _print_heading(console, report, metric)
+    if "pareto_front" in report:
+        _print_pareto_front(console, report, metric)
+        return
+    if not report.get("best"):
+        console.print("[red]no trial completed[/]: see `autotune study show " + report["study"] + "`")
+        return
+    _print_best(console, report, metric)
+    conf = report.get("confirmation")
+    _print_confirmation(console, report, conf)
+    print_why_faster(console, report.get("why_faster"))
+    print_noise(console, report, conf)
+    console.print(f"export it: autotune study export {report['study']} > best.toml; "
+                  f"autotune trial run --config best.toml")
+
+
+def _print_heading(console: Console, report: dict[str, Any], metric: Metric) -> None:
+    """What the study was (workload, objective, budget, target), its trials, and a weak target."""
+    c = report["counts"]
     target = f"{metric.name}{metric.operator}{_v(report['target'])}" if report.get("target") is not None else "-"
     console.print(
         f"\n[bold]study {report['study']}[/]  {report['workload']} on {report['device']}, "
@@ -180,17 +198,20 @@ def print_report(report: dict[str, Any]) -> None:
             f"the target is what an under-trained model reaches; a longer budget (--budget-epochs) sets a "
             f"stronger one"
         )
-    if "pareto_front" in report:
-        table = Table("trial", metric.name, "throughput", "peak memory", "settings", title="Pareto front")
-        for t in report["pareto_front"]:
-            acc, thr, mem = t["value"]
-            table.add_row(str(t["number"]), validation(acc), rate(thr), nbytes(mem), _settings(t["settings"], _KEYS))
-        console.print(table)
-        return
-    best, base = report.get("best"), report.get("baseline")
-    if not best:
-        console.print("[red]no trial completed[/]: see `autotune study show " + report["study"] + "`")
-        return
+
+
+def _print_pareto_front(console: Console, report: dict[str, Any], metric: Metric) -> None:
+    table = Table("trial", metric.name, "throughput", "peak memory", "settings", title="Pareto front")
+    for t in report["pareto_front"]:
+        acc, thr, mem = t["value"]
+        table.add_row(str(t["number"]), validation(acc), rate(thr), nbytes(mem), _settings(t["settings"], _KEYS))
+    console.print(table)
+
+
+def _print_best(console: Console, report: dict[str, Any], metric: Metric) -> None:
+    """The best trial against the baseline, its configuration, how it was chosen, and what may
+    not survive other work on the machine."""
+    best, base = report["best"], report.get("baseline")
     table = Table("", "baseline" + (f" (trial {base['number']})" if base else ""), f"best (trial {best['number']})",
                   title="baseline vs best")
     objective = report.get("objective")
@@ -217,60 +238,75 @@ def print_report(report: dict[str, Any]) -> None:
         console.print(f"[yellow]oversubscribed[/]: {crowded}; a speedup from it may not survive other work "
                       f"on the machine")
     print_notes(console, best["metrics"].get("notes"))
-    conf = report.get("confirmation")
+
+
+def _print_confirmation(console: Console, report: dict[str, Any], conf: dict[str, Any] | None) -> None:
+    """What the paired re-runs of best and baseline said of the speedup, the re-runs that gave no
+    value, and how the projection held in them."""
     missed = {
         label: sum(1 for r in conf["runs"] if r[label]["value"] is None) for label in ("baseline", "best")
     } if conf and conf.get("runs") else {}
     why = missed_text(report.get("objective"))
     if conf and conf.get("speedup_median") is not None and not confirmed(conf):
-        console.print(
-            f"[yellow]speedup {ratio(conf['speedup_median'])} not confirmed[/]: "
-            + (f"{interval_text(conf)} includes 1.00x over {conf['valid_pairs']} of {conf['repeats']} paired "
-               f"re-runs of best and baseline" if conf["coverage"] >= MIN_COVERAGE else
-               f"{conf['valid_pairs']} of {conf['repeats']} paired re-runs gave a ratio, too few to bound it "
-               f"(it takes 3)")
-            + "; more re-runs (--confirm 5) narrow it"
-        )
+        _print_unconfirmed(console, conf)
     elif conf and conf.get("speedup_median") is not None:
-        console.print(
-            f"[bold green]confirmed speedup {ratio(conf['speedup_median'])}[/] "
-            f"(min {ratio(conf['speedup_min'])}, max {ratio(conf['speedup_max'])} over "
-            f"{conf['valid_pairs']} of {conf['repeats']} paired re-runs of best and baseline"
-            + (f"; {interval_text(conf)})" if conf.get("interval") else ")")
-        )
-        if any(missed.values()):
-            # A re-run without a value (target missed, run failed) leaves its pair out of the ratio,
-            # except a baseline that trained its whole budget: its pair counts at a lower bound.
-            console.print(
-                f"  re-runs that gave no value: baseline {missed['baseline']}, best {missed['best']} "
-                f"of {conf['repeats']} each ({why})"
-            )
-        if conf.get("lower_bound_pairs"):
-            console.print(
-                f"  {conf['lower_bound_pairs']} pair(s) at a lower bound: the baseline's re-run ended its budget "
-                f"just short of the target, so its whole run stands for its time to it (the speedup is "
-                f"at least that)"
-            )
+        _print_confirmed(console, conf, missed, why)
     elif report.get("speedup_in_search"):
-        console.print(f"speedup during the search: {ratio(report['speedup_in_search'])} (not confirmed)")
-        if missed:
-            # confirmation ran, yet no pair had a value on both sides: say so, it is the finding
-            hint = ("the best may have been a lucky seed: try `--confirm 5`, or a budget with more epochs"
-                    if missed["best"] > 0 else "the best gave a value every time, the baseline did not")
-            console.print(
-                f"  [yellow]no re-run pair gave both a value[/]: of {conf['repeats']} fresh-seed re-runs each, "
-                f"the best gave none in {missed['best']} and the baseline in {missed['baseline']} ({why}); "
-                f"{hint}"
-            )
+        _print_search_speedup(console, report, conf, missed, why)
     if conf and conf.get("projection"):
         console.print("projected vs measured in the re-runs: " + "; ".join(
             f"{label} {seconds(p['projected'])} vs {seconds(p['measured'])} ({'+' if p['error'] >= 0 else ''}{percent(p['error'])})"
             for label, p in conf["projection"].items()
         ))
-    print_why_faster(console, report.get("why_faster"))
-    print_noise(console, report, conf)
-    console.print(f"export it: autotune study export {report['study']} > best.toml; "
-                  f"autotune trial run --config best.toml")
+
+
+def _print_unconfirmed(console: Console, conf: dict[str, Any]) -> None:
+    console.print(
+        f"[yellow]speedup {ratio(conf['speedup_median'])} not confirmed[/]: "
+        + (f"{interval_text(conf)} includes 1.00x over {conf['valid_pairs']} of {conf['repeats']} paired "
+           f"re-runs of best and baseline" if conf["coverage"] >= MIN_COVERAGE else
+           f"{conf['valid_pairs']} of {conf['repeats']} paired re-runs gave a ratio, too few to bound it "
+           f"(it takes 3)")
+        + "; more re-runs (--confirm 5) narrow it"
+    )
+
+
+def _print_confirmed(console: Console, conf: dict[str, Any], missed: dict[str, int], why: str) -> None:
+    console.print(
+        f"[bold green]confirmed speedup {ratio(conf['speedup_median'])}[/] "
+        f"(min {ratio(conf['speedup_min'])}, max {ratio(conf['speedup_max'])} over "
+        f"{conf['valid_pairs']} of {conf['repeats']} paired re-runs of best and baseline"
+        + (f"; {interval_text(conf)})" if conf.get("interval") else ")")
+    )
+    if any(missed.values()):
+        # A re-run without a value (target missed, run failed) leaves its pair out of the ratio,
+        # except a baseline that trained its whole budget: its pair counts at a lower bound.
+        console.print(
+            f"  re-runs that gave no value: baseline {missed['baseline']}, best {missed['best']} "
+            f"of {conf['repeats']} each ({why})"
+        )
+    if conf.get("lower_bound_pairs"):
+        console.print(
+            f"  {conf['lower_bound_pairs']} pair(s) at a lower bound: the baseline's re-run ended its budget "
+            f"just short of the target, so its whole run stands for its time to it (the speedup is "
+            f"at least that)"
+        )
+
+
+def _print_search_speedup(
+    console: Console, report: dict[str, Any], conf: dict[str, Any] | None, missed: dict[str, int], why: str
+) -> None:
+    """No confirmed speedup: the search's, and why no re-run pair gave one when confirmation ran."""
+    console.print(f"speedup during the search: {ratio(report['speedup_in_search'])} (not confirmed)")
+    if missed:
+        # confirmation ran, yet no pair had a value on both sides: say so, it is the finding
+        hint = ("the best may have been a lucky seed: try `--confirm 5`, or a budget with more epochs"
+                if missed["best"] > 0 else "the best gave a value every time, the baseline did not")
+        console.print(
+            f"  [yellow]no re-run pair gave both a value[/]: of {conf['repeats']} fresh-seed re-runs each, "
+            f"the best gave none in {missed['best']} and the baseline in {missed['baseline']} ({why}); "
+            f"{hint}"
+        )
 
 
 def print_show(data: dict[str, Any]) -> None:
