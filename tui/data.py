@@ -160,17 +160,8 @@ class Watcher:
         partial = first is not None and first[1] > self.first_page
         rows = reading.trial_rows(study) if study is not None and not partial else []
         if reset:
-            self._target = target
-            self._waiting = waiting
-            self._partial = partial
-            self._shown = {}
-            self._last_event_id = 0
-            self._finished_count = -1
-            events = self._events_tail(name)
-        else:
-            events = self.store.events(name, after_id=self._last_event_id)
-        if events:
-            self._last_event_id = events[-1]["id"]
+            self._start_over(target, waiting, partial)
+        events = self._new_events(name, reset)
         queue = queue_place(studies, name)
         if partial:
             newest, total = first
@@ -186,31 +177,11 @@ class Watcher:
                 changed_rows=[], total_rows=0, best_so_far=None, pareto=None, live=[], events=events,
                 complete_count=0, reset=reset, queue=queue, waiting=_why_waiting(store_row),
             )
-        new_rows, changed_rows = [], []
-        shown = self._shown
-        for row in rows:
-            old = shown.get(row.number)
-            if old is None:
-                new_rows.append(row)
-            elif old is not row and old != row:
-                changed_rows.append(row)
-            else:
-                continue
-            shown[row.number] = row
+        new_rows, changed_rows = self._new_and_changed(rows)
         user_attrs = study.user_attrs
         summary, complete_count, finished = self._derived(study, store_row, rows, user_attrs,
                                                           bool(new_rows or changed_rows or reset))
-        best = pareto = latency_front = None
-        if finished != self._finished_count:
-            self._finished_count = finished
-            if task_of(user_attrs.get("autotune")).serves_model:
-                by_number = {r.number: r for r in rows}
-                latency_front = [by_number[n] for n in results.inference_front(rows)]
-            if len(study.directions) == 1:
-                best = results.best_so_far(study, rows)
-            else:
-                complete = [r for r in rows if r.state == "COMPLETE" and r.values]
-                pareto = (results.pareto_front(study, rows), complete)
+        best, pareto, latency_front = self._finished_views(study, rows, user_attrs, finished)
         return StudyUpdate(
             name=name,
             summary=summary,
@@ -228,6 +199,54 @@ class Watcher:
             queue=queue,
             latency_front=latency_front,
         )
+
+    def _start_over(self, target: Hashable, waiting: bool, partial: bool) -> None:
+        """A new view: every row comes back as new, the events from the log's tail."""
+        self._target = target
+        self._waiting = waiting
+        self._partial = partial
+        self._shown = {}
+        self._last_event_id = 0
+        self._finished_count = -1
+
+    def _new_events(self, name: str, reset: bool) -> list[dict[str, Any]]:
+        events = self._events_tail(name) if reset else self.store.events(name, after_id=self._last_event_id)
+        if events:
+            self._last_event_id = events[-1]["id"]
+        return events
+
+    def _new_and_changed(self, rows: list[TrialRow]) -> tuple[list[TrialRow], list[TrialRow]]:
+        """The rows this view has not shown, and those that changed since it did; both are shown now."""
+        new_rows, changed_rows = [], []
+        shown = self._shown
+        for row in rows:
+            old = shown.get(row.number)
+            if old is None:
+                new_rows.append(row)
+            elif old is not row and old != row:
+                changed_rows.append(row)
+            else:
+                continue
+            shown[row.number] = row
+        return new_rows, changed_rows
+
+    def _finished_views(
+        self, study: StudyLike, rows: list[TrialRow], user_attrs: dict[str, Any], finished: int,
+    ) -> tuple[list[tuple[int, float]] | None, tuple[list[TrialRow], list[TrialRow]] | None, list[TrialRow] | None]:
+        """Best so far, the Pareto points and an inference study's latency front: recomputed only
+        when the number of finished trials changed (None otherwise: the screen keeps its own)."""
+        best = pareto = latency_front = None
+        if finished != self._finished_count:
+            self._finished_count = finished
+            if task_of(user_attrs.get("autotune")).serves_model:
+                by_number = {r.number: r for r in rows}
+                latency_front = [by_number[n] for n in results.inference_front(rows)]
+            if len(study.directions) == 1:
+                best = results.best_so_far(study, rows)
+            else:
+                complete = [r for r in rows if r.state == "COMPLETE" and r.values]
+                pareto = (results.pareto_front(study, rows), complete)
+        return best, pareto, latency_front
 
     def _derived(self, study: StudyLike, store_row: dict[str, Any], rows: list[TrialRow],
                  user_attrs: dict[str, Any], changed: bool) -> tuple[dict[str, Any], int, int]:
