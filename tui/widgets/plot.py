@@ -75,50 +75,64 @@ class BraillePlot(Widget):
         cols, rows = width - margin, height - 1
         if cols < 4:
             return Text(self.empty, style="dim")
-        px_w, px_h = cols * 2, rows * 4
-        cells: dict[tuple[int, int], list] = {}
-
-        def plot(px: int, py: int, style: str) -> None:
-            if 0 <= px < px_w and 0 <= py < px_h:
-                cell = cells.setdefault((py // 4, px // 2), [0, style])
-                cell[0] |= _DOTS[py % 4][px % 2]
-                cell[1] = style
-
-        def to_px(x: float, y: float) -> tuple[int, int]:
-            return (
-                round((x - x0) / (x1 - x0) * (px_w - 1)),
-                round((y1 - y) / (y1 - y0) * (px_h - 1)),
-            )
-
+        canvas = _Canvas(cols, rows, x0, x1, y0, y1)
         for s in self.series:
-            pts = [to_px(x, y) for x, y in s.points if math.isfinite(x) and math.isfinite(y)]
-            # 10,000 trials on 80 dot columns: consecutive points on the same dot draw nothing new
-            pts = [p for i, p in enumerate(pts) if i == 0 or p != pts[i - 1]]
-            if s.mode == "points" or len(pts) == 1:
-                for px, py in pts:
-                    plot(px, py, s.style)
-                continue
-            for (ax, ay), (bx, by) in zip(pts, pts[1:]):
-                if s.mode == "step":
-                    _line(ax, ay, bx, ay, plot, s.style)
-                    _line(bx, ay, bx, by, plot, s.style)
-                else:
-                    _line(ax, ay, bx, by, plot, s.style)
-
+            canvas.draw(s)
         text = Text(no_wrap=True, overflow="crop")
         for row in range(rows):
             label = top if row == 0 else bottom if row == rows - 1 else ""
             text.append(label.rjust(margin - 1) + "┤" if label else " " * (margin - 1) + "│", style="dim")
-            for col in range(cols):
-                cell = cells.get((row, col))
-                if cell:
-                    text.append(chr(0x2800 + cell[0]), style=cell[1])
-                else:
-                    text.append(" ")
+            canvas.append_row(text, row)
             text.append("\n")
         left, right = self.x_format(x0), self.x_format(x1)
         text.append(" " * margin + left + right.rjust(cols - len(left)), style="dim")
         return text
+
+
+class _Canvas:
+    """`cols` x `rows` braille cells of 2x4 dots, onto which [x0, x1] x [y0, y1] is mapped (y up);
+    a cell takes the style of the last series that drew in it."""
+
+    def __init__(self, cols: int, rows: int, x0: float, x1: float, y0: float, y1: float) -> None:
+        self.cols, self.rows = cols, rows
+        self.x0, self.x1, self.y0, self.y1 = x0, x1, y0, y1
+        self.px_w, self.px_h = cols * 2, rows * 4
+        self.cells: dict[tuple[int, int], list] = {}  # (row, col) -> [dot bits, style]
+
+    def plot(self, px: int, py: int, style: str) -> None:
+        if 0 <= px < self.px_w and 0 <= py < self.px_h:
+            cell = self.cells.setdefault((py // 4, px // 2), [0, style])
+            cell[0] |= _DOTS[py % 4][px % 2]
+            cell[1] = style
+
+    def to_px(self, x: float, y: float) -> tuple[int, int]:
+        return (
+            round((x - self.x0) / (self.x1 - self.x0) * (self.px_w - 1)),
+            round((self.y1 - y) / (self.y1 - self.y0) * (self.px_h - 1)),
+        )
+
+    def draw(self, s: Series) -> None:
+        pts = [self.to_px(x, y) for x, y in s.points if math.isfinite(x) and math.isfinite(y)]
+        # 10,000 trials on 80 dot columns: consecutive points on the same dot draw nothing new
+        pts = [p for i, p in enumerate(pts) if i == 0 or p != pts[i - 1]]
+        if s.mode == "points" or len(pts) == 1:
+            for px, py in pts:
+                self.plot(px, py, s.style)
+            return
+        for (ax, ay), (bx, by) in zip(pts, pts[1:]):
+            if s.mode == "step":
+                _line(ax, ay, bx, ay, self.plot, s.style)
+                _line(bx, ay, bx, by, self.plot, s.style)
+            else:
+                _line(ax, ay, bx, by, self.plot, s.style)
+
+    def append_row(self, text: Text, row: int) -> None:
+        for col in range(self.cols):
+            cell = self.cells.get((row, col))
+            if cell:
+                text.append(chr(0x2800 + cell[0]), style=cell[1])
+            else:
+                text.append(" ")
 
 
 def _line(ax: int, ay: int, bx: int, by: int, plot: Callable[[int, int, str], None], style: str) -> None:
