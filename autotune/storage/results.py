@@ -310,21 +310,11 @@ def summary(
     user_attrs = study.user_attrs if user_attrs is None else user_attrs
     attrs = user_attrs.get("autotune") or {}
     counts = trial_counts(rows)
-    durations = [r.duration for r in rows if r.finished and r.duration is not None]
     done = counts["done"]
     state = (store_row or {}).get("status") or ("finished" if rows and all(r.finished for r in rows) else "unknown")
     total = (store_row or {}).get("n_trials") or attrs.get("n_trials") or len(rows)
     best = best_row(study, rows, user_attrs)
-    starts = [r.started_at for r in rows[:1] if r.started_at is not None]
-    started = starts[0] if starts else (store_row or {}).get("started_at") or (store_row or {}).get("created_at")
-    finished_at = (store_row or {}).get("finished_at")
-    end = finished_at if state not in ACTIVE_STUDY_STATES and finished_at else now
-    if state not in ACTIVE_STUDY_STATES and not finished_at:
-        ends = [r.completed_at for r in rows if r.completed_at is not None]
-        end = max(ends) if ends else now
-    remaining = max(total - done, 0)
-    mean = sum(durations) / len(durations) if durations else None
-    eta = remaining * mean if mean is not None and remaining and state in ACTIVE_STUDY_STATES else None
+    timing = _timing(rows, store_row, state, max(total - done, 0), now)
     confirmation = user_attrs.get("confirmation") or {}
     metric = Metric.from_dict(user_attrs.get("metric"))
     task = task_of(attrs)
@@ -364,10 +354,26 @@ def summary(
         "confirmation": {k: confirmation[k] for k in CONFIRMATION_KEYS if k in confirmation} or None,
         "why_faster": user_attrs.get("why_faster"),
         "noise": user_attrs.get("noise"),
-        "elapsed": max(end - started, 0.0) if started else None,
-        "eta": eta,
-        "mean_trial_seconds": mean,
+        **timing,
     }
+
+
+def _timing(
+    rows: list[TrialRow], store_row: dict[str, Any] | None, state: str, remaining: int, now: float
+) -> dict[str, float | None]:
+    """A study's elapsed seconds (until now while it is active, else until it ended), and while
+    it is active the time its `remaining` trials should take at the mean finished trial's."""
+    durations = [r.duration for r in rows if r.finished and r.duration is not None]
+    starts = [r.started_at for r in rows[:1] if r.started_at is not None]
+    started = starts[0] if starts else (store_row or {}).get("started_at") or (store_row or {}).get("created_at")
+    finished_at = (store_row or {}).get("finished_at")
+    end = finished_at if state not in ACTIVE_STUDY_STATES and finished_at else now
+    if state not in ACTIVE_STUDY_STATES and not finished_at:
+        ends = [r.completed_at for r in rows if r.completed_at is not None]
+        end = max(ends) if ends else now
+    mean = sum(durations) / len(durations) if durations else None
+    eta = remaining * mean if mean is not None and remaining and state in ACTIVE_STUDY_STATES else None
+    return {"elapsed": max(end - started, 0.0) if started else None, "eta": eta, "mean_trial_seconds": mean}
 
 
 # What a summary keeps of a study's confirmation (autotune.study.confirm): enough to say it.
