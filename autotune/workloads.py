@@ -1,7 +1,7 @@
 """Workloads: what is trained (model, data, loss, metric) and its untuned baseline recipe.
 
 A workload is named by a registered name (`digits`) or an import path `package.module:function`
-whose function returns a `Workload`. The built-ins (autotune.plugins.workloads) register through
+whose function returns a `Workload`. The built-ins (autotune.plugins.workloads.catalog) register through
 the `register_workloads` hook like any plugin's.
 """
 

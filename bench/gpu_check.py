@@ -145,7 +145,7 @@ class Gpu:
         import torch
 
         from autotune.hardware import detect
-        from autotune.plugins.workloads import synthetic_resnet18
+        from autotune.plugins.workloads.catalog import synthetic_resnet18
         from autotune.registry import load_registry
 
         self.torch, self.rehearse = torch, rehearse

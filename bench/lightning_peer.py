@@ -1,5 +1,5 @@
 """A real peer: PyTorch Lightning's own tuner against autotune, with the same wall-clock tuning
-budget, on the same model (autotune.plugins.workload_data.LeNet) and data (`digits`).
+budget, on the same model (autotune.plugins.workloads.vision.LeNet) and data (`digits`).
 
 Reproduce (full ~4 min on a busy 2-core CPU; --quick ~2 min; needs `pip install -e .[bench]`):
 
@@ -45,7 +45,7 @@ def lightning_tune(quick: bool, seed: int) -> dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from autotune.registry import load_registry
-    from autotune.plugins.workload_data import LeNet
+    from autotune.plugins.workloads.vision import LeNet
     from autotune.workloads import load_workload
 
     import_seconds = time.perf_counter() - t0

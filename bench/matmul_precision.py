@@ -34,7 +34,7 @@ def main() -> None:
     import torch
 
     from autotune.hardware import detect
-    from autotune.plugins.matmul_precision import MatmulPrecision, cpu_bf16_flags
+    from autotune.plugins.training.matmul_precision import MatmulPrecision, cpu_bf16_flags
     from autotune.run.plan import TrainingPlan
 
     print(f"before: {common.uptime_line()}")

@@ -12,7 +12,7 @@ import pytest
 from autotune.budget import Budget
 from autotune.hardware import Hardware, detect
 from autotune.registry import Registry, load_registry
-from autotune.plugins.workloads import digits
+from autotune.plugins.workloads.catalog import digits
 from autotune.workloads import Workload
 
 PLUGIN_FILES = Path(__file__).parent / "plugin_files"

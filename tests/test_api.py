@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 import autotune
-from autotune.plugins.workload_data import LeNet
-from autotune.plugins.workloads import digits
+from autotune.plugins.workloads.vision import LeNet
+from autotune.plugins.workloads.catalog import digits
 
 
 def test_apply_configures_a_user_loop_through_the_knobs(tmp_path):
@@ -62,8 +62,8 @@ import torch
 import torch.distributed as dist
 
 import autotune
-from autotune.plugins.workload_data import LeNet
-from autotune.plugins.workloads import digits
+from autotune.plugins.workloads.vision import LeNet
+from autotune.plugins.workloads.catalog import digits
 
 dist.init_process_group("gloo")
 torch.manual_seed(0)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from autotune import workloads
-from autotune.plugins import workloads as builtin_workloads
+from autotune.plugins.workloads import catalog as builtin_workloads
 from autotune.run import engine
 from autotune.settings import resolve_settings
 from autotune.budget import Budget

@@ -236,7 +236,7 @@ def test_3_and_4_a_folder_named_autotune_does_not_shadow_it_and_modules_there_ar
     (here / "autotune").mkdir(parents=True)  # as in the folder above a checkout named autotune
     (here / "autotune" / "README").write_text("not the package")
     (here / "mine.py").write_text(
-        "from autotune.plugins.workloads import digits\n\ndef factory():\n    return digits()\n"
+        "from autotune.plugins.workloads.catalog import digits\n\ndef factory():\n    return digits()\n"
     )
     env = dict(home.env)
     env.pop("PYTHONPATH", None)

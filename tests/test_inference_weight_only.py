@@ -1,4 +1,4 @@
-"""The weight_only inference knob (plugins/weight_only.py): torchao's int8 weight-only
+"""The weight_only inference knob (plugins/serving/weight_only.py): torchao's int8 weight-only
 quantization of a real trained model's Linear layers, served and judged as a trial serves it, its
 conditions, its reason when torchao is missing, and the served model written by `study export
 --model`. The digits model is test_inference's (trained briefly, once per module)."""

@@ -32,7 +32,7 @@ from autotune.hardware import Hardware, detect
 from autotune.knob import Knob, exclusion
 from autotune.run.plan import Rank, TrainingPlan
 from autotune.registry import DEFAULT_PLUGINS, Registry, load_registry
-from autotune.plugins.workload_data import LeNet
+from autotune.plugins.workloads.vision import LeNet
 from autotune.workloads import Workload
 
 STEPS = 2

@@ -180,7 +180,7 @@ def test_infeasible_region_is_in_micro_batch_samples() -> None:
 
 @pytest.fixture(scope="module")
 def lm() -> Workload:
-    from autotune.plugins.workloads import tinylm
+    from autotune.plugins.workloads.catalog import tinylm
 
     return tinylm()
 

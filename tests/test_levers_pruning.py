@@ -1,4 +1,4 @@
-"""structured_pruning (plugins/structured_pruning.py), applied for real: short CPU runs through the
+"""structured_pruning (plugins/training/structured_pruning.py), applied for real: short CPU runs through the
 engine on synthetic-resnet18 (CIFAR-shaped, tiny data), tinylm and digits. A probe knob, loaded
 after the built-ins, records at FIT_START the model that trains and the optimizer that trains it,
 and at FIT_END the trained model's output shape. Step times are a benchmark's business
@@ -85,7 +85,7 @@ def reg(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 @pytest.fixture(scope="module")
 def resnet() -> Workload:
-    from autotune.plugins.workloads import synthetic_resnet18
+    from autotune.plugins.workloads.catalog import synthetic_resnet18
 
     return synthetic_resnet18(train_size=32, val_size=16)
 
@@ -138,7 +138,7 @@ def test_zero_is_the_untouched_baseline(reg: Registry, hardware: Hardware, resne
 
 
 def test_a_transformer_loses_mlp_width_only(reg: Registry, hardware: Hardware) -> None:
-    from autotune.plugins.workloads import tinylm
+    from autotune.plugins.workloads.catalog import tinylm
 
     full = tinylm()
     workload = dataclasses.replace(full, val_data=Subset(full.val_data, range(32)))  # validation is not the point
@@ -180,7 +180,7 @@ def test_without_torch_pruning_the_knob_says_how_to_install_it(
 
 
 def test_the_unstructured_knob_says_it_brings_no_speed() -> None:
-    from autotune.plugins import pruning
+    from autotune.plugins.training import pruning
 
     assert "not faster" in pruning.Pruning.help
     assert "model-size knob" in (pruning.__doc__ or "")

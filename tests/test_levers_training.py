@@ -23,7 +23,7 @@ from autotune.budget import Budget
 from autotune.errors import Unsupported, UsageError
 from autotune.hardware import Hardware
 from autotune.knob import exclusion
-from autotune.plugins.matmul_precision import cpu_bf16_flags
+from autotune.plugins.training.matmul_precision import cpu_bf16_flags
 from autotune.registry import Registry, load_registry
 from autotune.run import engine
 from autotune.run.local import build_plan

@@ -54,7 +54,7 @@ def test_wheel_has_only_autotune_at_top_level(wheel: Path) -> None:
     assert len(dist_info) == 1
     assert top - dist_info == {"autotune"}, sorted(top)
 
-    assert "autotune/plugins/batch_size.py" in names
+    assert "autotune/plugins/training/batch_size.py" in names
     assert "autotune/tui/__init__.py" in names
     for toml in sorted((ROOT / "search_spaces").glob("*.toml")):
         assert f"autotune/search_spaces/{toml.name}" in names

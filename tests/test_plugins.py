@@ -83,7 +83,7 @@ def test_plugins_json_lists_exactly_the_builtin_knobs() -> None:
     knobs = knob_rows(json.loads(result.stdout))
     assert set(knobs) == BUILTIN_KNOBS
     for name, (row, knob) in knobs.items():
-        assert row["module"] == f"autotune.plugins.{name}"
+        assert row["module"] == f"autotune.plugins.training.{name}"
         assert row["source"] == "built-in"
         assert knob["kind"] in ("systems", "statistical") and knob["help"]
 
@@ -243,7 +243,7 @@ def test_disable_knob_turns_it_off() -> None:
     listed = invoke("plugins", "--json", "--disable-knob", "pruning")
     assert listed.exit_code == 0, listed.output
     row, knob = knob_rows(json.loads(listed.stdout))["pruning"]
-    assert row["module"] == "autotune.plugins.pruning"
+    assert row["module"] == "autotune.plugins.training.pruning"
     assert knob.get("disabled") and "kind" not in knob
 
     text = invoke("plugins", "--disable-knob", "pruning")

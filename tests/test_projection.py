@@ -9,7 +9,7 @@ import pytest
 
 from autotune.budget import Budget
 from autotune.hardware import detect
-from autotune.plugins.workloads import digits, tinylm
+from autotune.plugins.workloads.catalog import digits, tinylm
 from autotune.registry import load_registry
 from autotune.run import engine
 from autotune.run.projection import StepClock, measured_time

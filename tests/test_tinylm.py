@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from autotune.plugins.workload_tinylm import BLOCK_SIZE, evaluate, train_step
-from autotune.plugins.workloads import tinylm
+from autotune.plugins.workloads.language import BLOCK_SIZE, evaluate, train_step
+from autotune.plugins.workloads.catalog import tinylm
 from autotune.storage.results import best_row
 from autotune.study.slots import counted_trials
 from autotune.workloads import Workload

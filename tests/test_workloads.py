@@ -19,7 +19,7 @@ from autotune.settings import resolve_settings
 from autotune.errors import UsageError
 from autotune.hardware import detect
 from autotune.registry import Registry, load_registry
-from autotune.plugins.workloads import synthetic_resnet18
+from autotune.plugins.workloads.catalog import synthetic_resnet18
 from autotune.workloads import Workload, load_workload
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from autotune.plugins.workloads import digits
+from autotune.plugins.workloads.catalog import digits
 from autotune.workloads import Workload
 
 FORWARD_FAILURE = "deliberate failure in forward from tests.workloads_for_tests"

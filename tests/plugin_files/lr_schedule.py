@@ -1,7 +1,7 @@
 """Plugin: knob `doc_lr_schedule`, a learning-rate schedule sized from the run's budget.
 
 Written from docs/plugins.md alone, as a proof that the docs suffice; the built-in
-`lr_schedule` (plugins/lr_schedule.py) grew from it, so this one's names carry `doc_` to load
+`lr_schedule` (plugins/training/lr_schedule.py) grew from it, so this one's names carry `doc_` to load
 beside it.
 
 - `none`: the optimizer's learning rate throughout (the baseline).

@@ -2,13 +2,13 @@
 model trains: fewer parameters, fewer multiply-accumulates, and (unlike `pruning`, which only
 zeroes weights that dense kernels still multiply) less work in every step.
 
-The channels go with torch-pruning's dependency graph (autotune.channel_pruning, shared with the
-inference knob `serve_pruning`): the lowest group L2 magnitude, the same fraction in every group,
-once, when the model has been built and before the optimizer is. A model with convolutions loses
-channels in every group that does not reach the output layer; a model without (an MLP, a
-transformer) only hidden widths (a transformer's MLP width; attention and the residual width are
-kept). The output layer keeps its outputs, so the model's output shape does not change; a run in
-which it would have changed fails with one line saying so.
+The channels go with torch-pruning's dependency graph (autotune.plugins.channel_pruning, shared
+with the inference knob `serve_pruning`): the lowest group L2 magnitude, the same fraction in
+every group, once, when the model has been built and before the optimizer is. A model with
+convolutions loses channels in every group that does not reach the output layer; a model without
+(an MLP, a transformer) only hidden widths (a transformer's MLP width; attention and the residual
+width are kept). The output layer keeps its outputs, so the model's output shape does not change;
+a run in which it would have changed fails with one line saying so.
 
 torch-pruning is an optional extra (`pip install 'autotune[prune]'`): without it the knob is
 unavailable, with that line as the reason, and everything else works.
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from autotune import Knob, Param, TrainingPlan, channel_pruning, hookimpl
+from autotune import Knob, Param, TrainingPlan, hookimpl
+from autotune.plugins import channel_pruning
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +66,7 @@ class StructuredPruning(Knob):
 
 def prune_channels(model: torch.nn.Module, fraction: float, call: Call) -> dict[str, Any]:
     """Remove `fraction` of the channels of every prunable group of `model` in place
-    (autotune.channel_pruning: which groups, and how) and return the notes describing it.
+    (autotune.plugins.channel_pruning: which groups, and how) and return the notes describing it.
 
     `call` is what the model is called with (`example_call`). The model keeps its train/eval mode.
     Raises RuntimeError naming the knob if the model's output shape changed.

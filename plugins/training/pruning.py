@@ -8,7 +8,7 @@ A model-size knob, not a speed knob: unstructured (masked) pruning makes the mod
 faster. The tensors keep their shapes and dense kernels multiply the zeros like any other value,
 so a step costs the same (the masking of gradients adds a little); what shrinks is the model once
 stored sparse or compressed. For fewer operations per step, remove whole channels instead:
-`structured_pruning` (plugins/structured_pruning.py).
+`structured_pruning` (plugins/training/structured_pruning.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ text). A plugin like any other: it registers through `register_workloads` and us
 autotune's public API.
 
 Importing this module loads neither torch nor torchvision, so commands that only list what is
-registered stay quick; each factory imports autotune.plugins.workload_data when it is called.
+registered stay quick; each factory imports its torch side when it is called
+(autotune.plugins.workloads.vision, or .language for tinylm).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 def digits() -> Workload:
     """scikit-learn's 1,797 handwritten digits (shipped in its wheel), upsampled for LeNet."""
     from autotune import Workload
-    from autotune.plugins.workload_data import LeNet, digits_datasets
+    from autotune.plugins.workloads.vision import LeNet, digits_datasets
 
     train, val = digits_datasets()
     return Workload(
@@ -45,7 +46,7 @@ def _data_root(data_dir: str | os.PathLike[str] | None) -> Path:
 def cifar10(data_dir: str | None = None, download: bool = False) -> Workload:
     """CIFAR-10 from torchvision with the standard crop+flip augmentation, LeNet."""
     from autotune import Workload
-    from autotune.plugins.workload_data import LeNet, cifar10_datasets
+    from autotune.plugins.workloads.vision import LeNet, cifar10_datasets
 
     train, val = cifar10_datasets(_data_root(data_dir), download)
     return Workload(
@@ -61,7 +62,7 @@ def cifar10(data_dir: str | None = None, download: bool = False) -> Workload:
 def mnist(data_dir: str | None = None, download: bool = False) -> Workload:
     """MNIST from torchvision, padded to 32x32, LeNet."""
     from autotune import Workload
-    from autotune.plugins.workload_data import LeNet, mnist_datasets
+    from autotune.plugins.workloads.vision import LeNet, mnist_datasets
 
     train, val = mnist_datasets(_data_root(data_dir), download)
     return Workload(
@@ -77,7 +78,7 @@ def mnist(data_dir: str | None = None, download: bool = False) -> Workload:
 def synthetic_resnet18(train_size: int = 2048, val_size: int = 256) -> Workload:
     """Random 3x32x32 images (torchvision FakeData) and ResNet-18: pure throughput work."""
     from autotune import Workload
-    from autotune.plugins.workload_data import fake_datasets, resnet18
+    from autotune.plugins.workloads.vision import fake_datasets, resnet18
 
     train, val = fake_datasets(train_size, val_size)
     return Workload(
@@ -126,7 +127,7 @@ def tinylm() -> Workload:
     train in ~10 s on 2 idle CPU cores; dropout is left out, since runs this short do not overfit.
     """
     from autotune import Workload
-    from autotune.plugins.workload_tinylm import BLOCK_SIZE, TinyLM, evaluate, tinylm_datasets, train_step
+    from autotune.plugins.workloads.language import BLOCK_SIZE, TinyLM, evaluate, tinylm_datasets, train_step
 
     vocab, train, val = tinylm_datasets(BLOCK_SIZE)
     return Workload(

@@ -2,8 +2,8 @@
 the text of the standard library's `pydoc_data.topics` (Python's own help topics, installed with
 every Python, so no download and no data folder).
 
-autotune.plugins.workloads registers `tinylm` without importing this module; its factory imports
-it when called, so torch loads only when the workload is built.
+autotune.plugins.workloads.catalog registers `tinylm` without importing this module; its factory
+imports it when called, so torch loads only when the workload is built.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 # Small enough that 200 steps of 64 windows train in ~10 s on 2 idle CPU cores (measured: 8.4 s,
-# and 1.1 s for the validations); see the factory, autotune.plugins.workloads.tinylm.
+# and 1.1 s for the validations); see the factory, autotune.plugins.workloads.catalog.tinylm.
 BLOCK_SIZE = 64
 D_MODEL = 64
 N_LAYERS = 2

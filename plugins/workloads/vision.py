@@ -1,7 +1,8 @@
-"""The torch side of the built-in workloads: models, datasets, transforms and dataset loading.
+"""The torch side of the built-in image workloads (digits, CIFAR-10, MNIST, synthetic ResNet-18):
+models, datasets, transforms and dataset loading.
 
-autotune.plugins.workloads registers the workloads without importing this module; each of its
-factories imports it when called, so torch and torchvision load only when a workload is built.
+autotune.plugins.workloads.catalog registers the workloads without importing this module; each of
+their factories imports it when called, so torch and torchvision load only when a workload is built.
 """
 
 from __future__ import annotations

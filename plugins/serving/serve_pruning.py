@@ -1,9 +1,9 @@
 """serve_pruning: structured pruning of the trained model for serving, then a short fine-tune.
 
 A fraction of the channels goes, with the same method as the training knob `structured_pruning`
-(autotune.channel_pruning: torch-pruning's dependency graph, the lowest L2 magnitude, the output
-layer kept): a smaller dense model, fewer multiply-accumulates a call. Removing channels of a
-trained model costs accuracy; `serve_prune_finetune_steps` optimizer steps on the workload's
+(autotune.plugins.channel_pruning: torch-pruning's dependency graph, the lowest L2 magnitude, the
+output layer kept): a smaller dense model, fewer multiply-accumulates a call. Removing channels
+of a trained model costs accuracy; `serve_prune_finetune_steps` optimizer steps on the workload's
 training data, with its own loss, win some back before the model is served. The accuracy guard
 judges the result like any trial's: an over-pruned model is infeasible.
 
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import time
 
-from autotune import InferencePlan, Knob, Param, channel_pruning, hookimpl
+from autotune import InferencePlan, Knob, Param, hookimpl
+from autotune.plugins import channel_pruning
 
 # Before channels_last (5), quantization (10), the precision cast (20) and compilation (90): they
 # must see the final shapes, and the fine-tune trains the fp32 NCHW model as training did.

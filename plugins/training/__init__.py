@@ -1,0 +1,1 @@
+"""The built-in training knobs (`Knob.task` "training"), one a module named after its knob."""
