@@ -14,7 +14,7 @@
         session.report({"val_loss": ..., "accuracy": ...})   # True: stop (pruned, target, budget)
 
 Run by `autotune study start --script train.py`, each trial runs the script in its own process
-(autotune.run.trial_process) with that trial's settings, budget and target; the session measures
+(autotune.launch.trial_process) with that trial's settings, budget and target; the session measures
 what the engine measures for a workload (throughput with data loading, step times, data wait,
 peak memory, the reported metrics and the time to the target) and reports validations to the
 study for pruning. Run as a plain `python train.py`, the same script trains with the baseline
@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from autotune import batches
 from autotune.api import Tuned, plan_for
 from autotune.budget import Budget
 from autotune.errors import RunError, Unsupported
 from autotune.metrics import SCRIPT_METRIC, Metric
-from autotune.run import batches
 from autotune.run.evaluation import checked
 from autotune.run.local import plain
 from autotune.run.measure import nonzero_fraction, peak_memory, step_figures, sync

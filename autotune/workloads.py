@@ -119,7 +119,7 @@ def _convolutional(model_fn: Callable[[], nn.Module]) -> bool | None:
 
 def _image_inputs(data: Any) -> bool | None:
     """Whether a training sample holds a 3-D (C, H, W) tensor: batched, a 4-D image batch."""
-    from autotune.run.batches import tensors
+    from autotune.batches import tensors
 
     try:
         sample = data[0] if hasattr(data, "__getitem__") and hasattr(data, "__len__") else next(iter(data))

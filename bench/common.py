@@ -306,7 +306,7 @@ def run_config(
     log_path: str | None = None,
 ) -> dict[str, Any]:
     """One measured training run in its own process, exactly as a study trial runs
-    (autotune.run.trial_process.launch -> autotune.run.engine.run).
+    (autotune.launch.trial_process.launch -> autotune.run.engine.run).
 
     Returns the engine's RunResult as a dict plus parent-side wall clock: `launch_wall` (launch
     call to the child's exit, so process start and teardown included) and, per validation the
@@ -315,14 +315,15 @@ def run_config(
     autotune.metrics.Metric; default accuracy, higher is better) is what the run's `metric_value`,
     curve and target are in: a workload judged by another (tinylm: val_loss) must pass its own.
     """
-    from autotune.run.trial_process import TrialRequest, launch
+    from autotune.launch.requests import TrainingRequest
+    from autotune.launch.trial_process import launch
     from autotune.run.types import RunOptions
 
     if log_path is None:  # the child's own output (its settings line, tracebacks) goes here
         logs = Path(os.environ.get("AUTOTUNE_HOME", tempfile.gettempdir())) / "logs" / "bench"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = str(logs / f"run-{next(_RUN_NUMBER)}.log")
-    request = TrialRequest(
+    request = TrainingRequest(
         workload=workload, overrides=dict(overrides), budget=dict(budget), device=device, log_path=log_path,
         options=RunOptions(seed=seed, target=target, stop_at_target=stop_at_target, evals_per_epoch=evals_per_epoch,
                            evals_per_budget=evals_per_budget, eval_every_steps=eval_every_steps,

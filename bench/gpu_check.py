@@ -325,14 +325,15 @@ def check_peak(g: Gpu) -> str:
 
 def check_pool(g: Gpu) -> str:
     from autotune.devices import DevicePool
-    from autotune.run.trial_process import TrialRequest, launch
+    from autotune.launch.requests import TrainingRequest
+    from autotune.launch.trial_process import launch
 
     pool = DevicePool.for_cuda() if g.cuda else DevicePool(())
     if g.cuda:
         assert pool.slots == g.torch.cuda.device_count(), f"{pool.slots} slots for {g.torch.cuda.device_count()} GPUs"
     with pool.lease() as env:
-        request = TrialRequest(workload="synthetic-resnet18", overrides={"batch_size": g.batch},
-                               budget={"steps": g.steps}, device=g.device, env=dict(env))
+        request = TrainingRequest(workload="synthetic-resnet18", overrides={"batch_size": g.batch},
+                                  budget={"steps": g.steps}, device=g.device, env=dict(env))
         outcome = launch(request)
     assert outcome.status == "ok", f"{outcome.status}: {outcome.error}"
     device = (outcome.result or {}).get("device")

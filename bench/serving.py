@@ -111,15 +111,16 @@ def timed_together(workload: str, model: Path, levers: list[str], repeats: int) 
     trial process serving both, 6 alternating blocks of 30 calls: autotune.inference.compare),
     `repeats` processes each: the per-process median block ratios."""
     from autotune.inference.types import InferenceOptions
-    from autotune.run.trial_process import TrialRequest, launch
+    from autotune.launch.requests import InferenceRequest
+    from autotune.launch.trial_process import launch
 
     out: dict[str, Any] = {}
     for lever in levers:
         overrides = dict(part.split("=") for part in lever.split(","))
         ratios, p50s = [], []
         for i in range(repeats):
-            request = TrialRequest(workload=workload, overrides=overrides, budget={}, task="inference",
-                                   inference=InferenceOptions(checkpoint=str(model), reference={}, seed=i))
+            request = InferenceRequest(workload=workload, overrides=overrides,
+                                       inference=InferenceOptions(checkpoint=str(model), reference={}, seed=i))
             outcome = launch(request)
             result = outcome.result or {}
             if outcome.status != "ok":

@@ -1,10 +1,10 @@
 """Trial launch latency: how long from "launch a trial" to the trial process running user code.
 
 Every trial runs in its own process, forked from autotune's forkserver (torch and the engine are
-preloaded there, see autotune/run/trial_process.py). This measures, for a trivial trial (a tiny
+preloaded there, see autotune/launch/trial_process.py). This measures, for a trivial trial (a tiny
 import-path workload, budget steps=1):
 
-- cold: a fresh interpreter (`python -c ...`) that imports autotune.run.trial_process and launches one
+- cold: a fresh interpreter (`python -c ...`) that imports autotune.launch.trial_process and launches one
   trial. Timed from just before the interpreter is started until the workload factory (user code)
   runs in the trial process, so it includes the interpreter start and the forkserver's boot.
 - warm: the same parent then launches N more trials; timed from `launch()` to user code.
@@ -61,7 +61,8 @@ def tiny() -> Any:
 
 def launch_once(stamp_dir: str, index: int) -> dict[str, float]:
     """Launch one trivial trial from this process and time it."""
-    from autotune.run.trial_process import TrialRequest, launch
+    from autotune.launch.requests import TrainingRequest
+    from autotune.launch.trial_process import launch
 
     stamp = Path(stamp_dir) / f"{index}.stamp"
     first: list[float] = []
@@ -71,7 +72,7 @@ def launch_once(stamp_dir: str, index: int) -> dict[str, float]:
             first.append(time.time())
         return False
 
-    request = TrialRequest(
+    request = TrainingRequest(
         workload="trial_launch:tiny", overrides={"batch_size": 32, "workers": 0}, budget={"steps": 1},
         env={STAMP_ENV: str(stamp)}, log_path=str(Path(stamp_dir) / f"{index}.log"),
     )

@@ -383,7 +383,7 @@ def test_19_a_trial_failed_by_heartbeat_says_why() -> None:
 
 
 def test_9_the_watchdog_allows_a_multiple_of_the_median_step() -> None:
-    from autotune.run.trial_process import Watchdog
+    from autotune.launch.trial_process import Watchdog
 
     dog = Watchdog(floor=2.0)
     assert dog.allowance() == 20.0  # before the first step: time to start, load and compile

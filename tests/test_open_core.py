@@ -16,6 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from autotune import batches
 from autotune import Knob, Need, Param
 from autotune.budget import Budget
 from autotune.cli import cli
@@ -24,7 +25,7 @@ from autotune.hardware import detect
 from autotune.knob import Traits, apply_order, exclusion
 from autotune.metrics import MAXIMIZE, MINIMIZE, Metric, Target, study_metric
 from autotune.registry import load_registry
-from autotune.run import batches, engine
+from autotune.run import engine
 from autotune.settings import resolve_settings
 from autotune.space import load_space
 from tests.workloads_for_tests import regression

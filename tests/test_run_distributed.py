@@ -23,7 +23,8 @@ from autotune.run import engine
 from autotune.settings import resolve_settings
 from autotune.hardware import Hardware
 from autotune.registry import Registry
-from autotune.run.trial_process import TrialRequest, launch
+from autotune.launch.requests import TrainingRequest
+from autotune.launch.trial_process import launch
 from autotune.workloads import Workload, load_workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,8 +52,8 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def request(tmp_path: Path, budget: dict[str, Any], **overrides: Any) -> TrialRequest:
-    return TrialRequest(
+def request(tmp_path: Path, budget: dict[str, Any], **overrides: Any) -> TrainingRequest:
+    return TrainingRequest(
         workload="digits", overrides={**DDP, **overrides}, budget=budget, plugin_paths=(PROBE,),
         log_path=str(tmp_path / "trial.log"),
         env={"DDP_PROBE_DIR": str(tmp_path)},  # the trial process's, and so its ranks'

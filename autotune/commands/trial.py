@@ -177,14 +177,16 @@ def _run_script(
     """One run of a script in this process, measured as a trial measures it."""
     import dataclasses
 
-    from autotune.run.script import run_script
-    from autotune.run.trial_process import TrialRequest
+    from autotune.launch.requests import ScriptRequest
+    from autotune.launch.script import run_script
+
     class NoStudy:  # nobody prunes a single run; progress goes nowhere
         on_eval = None
         on_progress = None
 
-    request = TrialRequest(workload=f"script:{script}", overrides={}, budget=dataclasses.asdict(budget),
-                           options=options, device=device, script=script, script_args=script_args)
+    # the settings are resolved here already: the request says only how the script runs
+    request = ScriptRequest(script=script, script_args=script_args, budget=dataclasses.asdict(budget),
+                            options=options, device=device)
     return run_script(request, settings, registry, hardware, NoStudy())
 
 

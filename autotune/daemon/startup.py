@@ -55,7 +55,7 @@ def warm_up() -> None:
 def warm_forkserver() -> None:
     """Boot the trial forkserver (it preloads torch and the engine) before the first trial needs it."""
     try:
-        from autotune.run.trial_process import context
+        from autotune.launch.trial_process import context
 
         ctx = context()
         started = time.monotonic()

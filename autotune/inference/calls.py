@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 from torch.utils.data import default_collate
 
+from autotune import batches
 from autotune.errors import RunError
 from autotune.inference.plan import Call
-from autotune.run import batches
 
 if TYPE_CHECKING:
     from autotune.workloads import Workload

@@ -29,7 +29,7 @@ import torch
 
 from autotune.errors import UsageError
 from autotune.inference.serve import Served, build_plan, built
-from autotune.run.batches import map_tensors
+from autotune.batches import map_tensors
 from autotune.run.measure import seed_everything
 from autotune.run.saving import model_from, read_checkpoint
 
@@ -70,7 +70,7 @@ class _OneInput(torch.nn.Module):
 def rebuild(spec: dict[str, Any], settings: dict[str, Any], checkpoint: dict[str, Any] | None = None,
             device: str | None = None) -> tuple[ServedModel, "InferencePlan"]:
     """The served model of a trial of the inference study `spec` (its stored spec) under
-    `settings`, built as the trial process built it (autotune.inference.request.serve_request)."""
+    `settings`, built as the trial process built it (autotune.launch.trials)."""
     from autotune.hardware import detect
     from autotune.registry import load_registry
     from autotune.workloads import load_workload

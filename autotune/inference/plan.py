@@ -75,7 +75,7 @@ class InferencePlan:
     def inputs(self, call: Call) -> Call:
         """`call` with every input transform registered so far applied to its tensors: what the
         served model is called with (a knob that traces or calibrates the model uses it)."""
-        from autotune.run.batches import map_tensors
+        from autotune.batches import map_tensors
 
         args, kwargs = call
         for fn in self.input_transforms:
@@ -92,7 +92,7 @@ class InferencePlan:
         import torch
         from torch.utils.data import DataLoader
 
-        from autotune.run.batches import to_device
+        from autotune.batches import to_device
 
         order = torch.Generator().manual_seed(self.seed)
         loader = DataLoader(self.workload.train_data, batch_size=batch_size, shuffle=True, generator=order)

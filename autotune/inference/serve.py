@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch.utils.data import DataLoader
 
+from autotune import batches
 from autotune.inference import calls, timing
 from autotune.inference.plan import EXECUTION_ORDER, InferencePlan
 from autotune.inference.types import InferenceOptions, InferenceResult
-from autotune.run import batches
 from autotune.run.evaluation import evaluate, primary
 from autotune.run.local import apply_knobs, failure, plain
 from autotune.run.measure import MachineLoad, seed_everything

@@ -1,5 +1,5 @@
 """The one protocol between a launching process and the processes it starts: a trial process
-(autotune.run.trial_process) and the processes of a data-parallel run (autotune.run.distributed).
+(autotune.launch.trial_process) and the processes of a data-parallel run (autotune.run.distributed).
 
 Over a Pipe, child -> parent: ("progress", dict) and ("eval", dict), the latter answered by the
 parent with "continue" or "prune"; then exactly one of ("result", dict) or ("error", message).

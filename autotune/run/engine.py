@@ -2,7 +2,7 @@
 
 Its parts: the plan (autotune.run.plan) knobs edit, the loop (autotune.run.loop) that trains one
 process, the data-parallel launcher (autotune.run.distributed) and the trial process that isolates
-a run (autotune.run.trial_process).
+a run (autotune.launch.trial_process).
 
 What is measured, and how:
 - throughput: samples / seconds over the timed steps, where a step's time runs from asking the

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import torch
 
+from autotune import batches
 from autotune.errors import RunError
-from autotune.run import batches
 from autotune.run.collective import Collective
 from autotune.run.loop_state import autocast
 

@@ -14,10 +14,10 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from autotune import batches
 from autotune.budget import Budget
 from autotune.errors import Unsupported
 from autotune.metrics import Metric
-from autotune.run import batches
 from autotune.run.collective import Collective
 from autotune.run.evaluation import evaluate, primary, train_step_for
 from autotune.run.loop_events import Event

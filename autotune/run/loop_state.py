@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from autotune.run import batches
+from autotune import batches
 from autotune.run.loop_events import Event
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class LoopState:
 
     @staticmethod
     def split(batch: Any, parts: int) -> list[Any]:
-        """`batch` cut into at most `parts` micro-batches (autotune.run.batches.split)."""
+        """`batch` cut into at most `parts` micro-batches (autotune.batches.split)."""
         return batches.split(batch, parts)
 
     @staticmethod

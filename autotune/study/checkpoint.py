@@ -95,14 +95,15 @@ def trained_model(runner: "StudyRunner", source: dict[str, Any]) -> str:
     path = model_file(spec)
     if path.is_file():
         return str(path)
-    from autotune.run.trial_process import TrialRequest, launch
+    from autotune.launch.requests import TrainingRequest
+    from autotune.launch.trial_process import launch
     from autotune.run.types import RunOptions
 
     trained = StudySpec.from_dict(source["spec"])
     metric = source.get("metric") or {}
     options = RunOptions(seed=trained.seed or 0, metric=metric.get("name", "accuracy"),
                          direction=metric.get("direction", "maximize"), save_model=str(path))
-    request = TrialRequest(
+    request = TrainingRequest(
         workload=trained.workload, overrides=dict(source["settings"]), budget=dict(trained.budget), options=options,
         device=spec.device, plugin_paths=trained.plugin_paths, disabled_knobs=trained.disabled_knobs,
         data_dir=trained.data_dir, log_path=str(runner.logs_dir / "train-model.log"), workdir=trained.workdir,

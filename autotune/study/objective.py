@@ -12,7 +12,7 @@ import optuna
 
 from autotune.formatting import settings_text
 from autotune.run.plan import OUT_OF_MEMORY_ROWS
-from autotune.run.trial_process import TrialOutcome, launch
+from autotune.launch.trial_process import TrialOutcome, launch
 from autotune.settings import resolve_settings
 from autotune.statuses import FAILED_RUN_STATUSES, TRIAL_METRICS, RunStatus
 from autotune.study import retries

@@ -8,7 +8,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from autotune.run.projection import measured_time, time_before_missing
-from autotune.run.trial_process import TrialOutcome, launch
+from autotune.launch.trial_process import TrialOutcome, launch
 from autotune.statuses import RunStatus
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from autotune.errors import RunError, UsageError
 from autotune.formatting import values_text
 from autotune.home import trial_logs
 from autotune.inference.types import InferenceOptions
-from autotune.run.trial_process import TrialRequest
+from autotune.launch.requests import InferenceRequest, ScriptRequest, TrainingRequest, TrialRequest
 from autotune.run.types import RunOptions
 from autotune.settings import baseline_settings
 from autotune.statuses import RunStatus, StudyStatus
@@ -222,12 +222,28 @@ class StudyRunner:
         return {**overrides, "threads": max(1, share - workers)}
 
     def request(self, overrides: dict[str, Any], is_baseline: bool, log_path: str) -> TrialRequest:
+        """One trial process's request: an InferenceRequest in an inference study, a ScriptRequest
+        in a --script one, else a TrainingRequest."""
         threads = None
         if self.parallel > 1 and self.p.hardware.device_type == "cpu":
             # Trials running side by side split the cores instead of each taking them all.
             threads = max(1, self.p.hardware.cpu_count // self.parallel)
             if "threads" in self.p.registry.knobs:
                 overrides = {**overrides, "threads": min(int(overrides.get("threads", threads)), threads)}
+        common: dict[str, Any] = dict(
+            overrides=overrides, device=self.spec.device, threads=threads, log_path=log_path,
+            workdir=self.spec.workdir, stall_timeout=self.spec.stall_timeout or None,
+            plugin_paths=self.spec.plugin_paths, disabled_knobs=self.spec.disabled_knobs,
+        )
+        if self.spec.task == "inference":
+            assert self.spec.checkpoint is not None
+            inference = InferenceOptions(
+                checkpoint=self.spec.checkpoint, iterations=self.spec.iterations, seed=self.spec.seed or 0,
+                metric=self.p.metric.name, direction=self.p.metric.direction,
+                paired=None if is_baseline else dict(self.baseline),
+            )
+            return InferenceRequest(workload=self.spec.workload, data_dir=self.spec.data_dir, inference=inference,
+                                    **common)
         options = RunOptions(
             seed=self.spec.seed or 0,
             target=None if is_baseline and self.target is None else self.target,
@@ -235,22 +251,11 @@ class StudyRunner:
             evals_per_epoch=self.objective.evals_per_epoch, evals_per_budget=self.objective.evals_per_budget,
             metric=self.p.metric.name, direction=self.p.metric.direction, run_scale=self.spec.run_scale,
         )
-        request = TrialRequest(
-            workload=self.spec.workload, overrides=overrides, budget=dict(self.spec.budget), options=options,
-            device=self.spec.device, plugin_paths=self.spec.plugin_paths, disabled_knobs=self.spec.disabled_knobs,
-            data_dir=self.spec.data_dir, threads=threads, log_path=log_path, workdir=self.spec.workdir,
-            stall_timeout=self.spec.stall_timeout or None,
-            script=self.spec.script, script_args=tuple(self.spec.script_args),
-        )
-        if self.spec.task == "inference":
-            assert self.spec.checkpoint is not None
-            request.task = "inference"
-            request.inference = InferenceOptions(
-                checkpoint=self.spec.checkpoint, iterations=self.spec.iterations, seed=self.spec.seed or 0,
-                metric=self.p.metric.name, direction=self.p.metric.direction,
-                paired=None if is_baseline else dict(self.baseline),
-            )
-        return request
+        if self.spec.script is not None:
+            return ScriptRequest(script=self.spec.script, script_args=tuple(self.spec.script_args),
+                                 budget=dict(self.spec.budget), options=options, **common)
+        return TrainingRequest(workload=self.spec.workload, budget=dict(self.spec.budget), options=options,
+                               data_dir=self.spec.data_dir, **common)
 
     # running ---------------------------------------------------------------------------------
 

@@ -166,7 +166,7 @@ def _run(fn, modules, args, kwargs):
     if _MODE["off"] or not torch.is_grad_enabled():
         return fn(*args, **kwargs)
     if _MODE["held"] is not None:
-        from autotune.run.batches import tensors
+        from autotune.batches import tensors
 
         for tensor in tensors((args, kwargs)):
             _MODE["held"](tensor)
@@ -209,7 +209,7 @@ class _RestoredBuffers:
 def _first_rows(batch, rows: int):
     """A copy of the first `rows` samples of `batch` (copies: a view would keep, and be counted
     as, the whole batch)."""
-    from autotune.run import batches
+    from autotune import batches
 
     size = batches.batch_size(batch)
     return batches.map_tensors(
@@ -222,7 +222,7 @@ def _measure(state, model, sample) -> dict[str, Any] | str:
     parameters, buffers and the random number generators are left as they were."""
     import torch
 
-    from autotune.run import batches
+    from autotune import batches
 
     rows = batches.batch_size(sample)
     saved = [(b, b.clone()) for b in model.buffers()]

@@ -24,14 +24,13 @@ from autotune.run.types import RunResult
 
 if TYPE_CHECKING:
     from autotune.hardware import Hardware
+    from autotune.launch.requests import ScriptRequest
     from autotune.registry import Registry
-    from autotune.run.trial_process import TrialRequest
 
 
 def run_script(
-    request: "TrialRequest", settings: dict[str, Any], registry: "Registry", hardware: "Hardware", reporter: Any
+    request: "ScriptRequest", settings: dict[str, Any], registry: "Registry", hardware: "Hardware", reporter: Any
 ) -> RunResult:
-    assert request.script is not None
     path = os.path.abspath(request.script)
     session = sessions.Session(
         settings, budget=Budget(**request.budget), options=request.options, registry=registry, hardware=hardware,

@@ -3,6 +3,7 @@
 Each trial runs in a child process so a crash, a segfault or the kernel's OOM killer takes down
 that trial only. Children come from a multiprocessing forkserver that has already imported torch
 and the engine, so a trial starts in milliseconds instead of paying `import torch` each time.
+What the child runs depends on its request's type (autotune.launch.requests, autotune.launch.trials).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import statistics
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from autotune.inference.types import InferenceOptions
-from autotune.run.child import describe_exit, die_with_parent, log_tail, redirect_output, relay, serve
-from autotune.run.types import RunOptions
+from autotune.home import log_tail
+from autotune.launch.requests import TrialRequest
+from autotune.launch.trials import run_trial
+from autotune.run.child import describe_exit, die_with_parent, redirect_output, relay, serve
 
 _CONTEXT: Any = None
 _CONTEXT_LOCK = threading.Lock()
@@ -35,9 +37,9 @@ def context() -> Any:
             if "forkserver" in multiprocessing.get_all_start_methods():
                 ctx = multiprocessing.get_context("forkserver")
                 ctx.set_forkserver_preload(
-                    ["autotune.run.trial_process", "autotune.run.engine", "autotune.registry",
-                     "autotune.workloads", "autotune.plugins.workloads",
-                     "autotune.plugins.workload_data", "torchvision", "sklearn.datasets"]
+                    ["autotune.launch.trial_process", "autotune.run.engine", "autotune.registry",
+                     "autotune.workloads", "autotune.plugins.workloads.catalog",
+                     "autotune.plugins.workloads.vision", "torchvision", "sklearn.datasets"]
                 )
                 with safe_path():
                     multiprocessing.forkserver.ensure_running()
@@ -45,31 +47,6 @@ def context() -> Any:
                 ctx = multiprocessing.get_context("spawn")
             _CONTEXT = ctx
         return _CONTEXT
-
-
-@dataclass
-class TrialRequest:
-    """Everything a child needs to rebuild the run: no live objects cross the process boundary."""
-
-    workload: str
-    overrides: dict[str, Any]
-    budget: dict[str, Any]
-    options: RunOptions = field(default_factory=RunOptions)
-    device: str | None = None
-    plugin_paths: tuple[str, ...] = ()
-    disabled_knobs: tuple[str, ...] = ()
-    data_dir: str | None = None
-    threads: int | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    log_path: str | None = None
-    workdir: str | None = None  # the trial runs there (default: wherever the forkserver started)
-    stall_timeout: float | None = None  # the watchdog's floor in seconds (see Watchdog); None: off
-    script: str | None = None  # the user's training script, run instead of a workload (autotune.run.script)
-    script_args: tuple[str, ...] = ()
-    # "inference": serve a trained model and measure it (autotune.inference.serve) instead of
-    # training; `inference` says from which checkpoint and how it is measured
-    task: str = "training"
-    inference: InferenceOptions | None = None
 
 
 @dataclass
@@ -147,43 +124,11 @@ def child_main(request: TrialRequest, conn: Any, parent_pid: int) -> None:
 
 
 def _run(request: TrialRequest, reporter: Any) -> dict[str, Any]:
-    import torch
-
-    from autotune.budget import Budget
-    from autotune.hardware import detect
-    from autotune.registry import load_registry
-    from autotune.run import engine
-    from autotune.settings import resolve_settings
-    from autotune.workloads import load_workload
-
     if request.threads:
+        import torch
+
         torch.set_num_threads(request.threads)
-    if request.task == "inference":
-        from autotune.inference.request import serve_request
-
-        return serve_request(request)
-    registry = load_registry(plugin_paths=request.plugin_paths, disabled_knobs=request.disabled_knobs)
-    hardware = detect((request.device or "").split(":")[0] or None)
-    if request.script is not None:
-        from autotune.run.script import run_script
-        from autotune.workloads import script_workload
-
-        settings = resolve_settings(registry, hardware, script_workload(request.workload), request.overrides)
-        print(f"trial pid {os.getpid()}: {request.script} {settings}", flush=True)
-        outcome = run_script(request, settings, registry, hardware, reporter)
-        if outcome.traceback:
-            print(outcome.traceback, flush=True)
-        return outcome.to_dict()
-    workload = load_workload(request.workload, registry, data_dir=request.data_dir, workdir=request.workdir)
-    settings = resolve_settings(registry, hardware, workload, request.overrides)
-    print(f"trial pid {os.getpid()}: {request.workload} {settings}", flush=True)
-    result = engine.run(
-        workload, settings, registry, hardware, Budget(**request.budget), device=request.device,
-        options=request.options, on_eval=reporter.on_eval, on_progress=reporter.on_progress,
-    )
-    if result.traceback:
-        print(result.traceback, flush=True)
-    return result.to_dict()
+    return run_trial(request, reporter)
 
 
 class Watchdog:
@@ -260,42 +205,9 @@ def launch(
     launch_seconds = time.perf_counter() - started
     if on_start is not None and process.pid is not None:
         on_start(process.pid)
-    status, result, error = "crashed", None, None
     watchdog = Watchdog(request.stall_timeout) if request.stall_timeout else None
     try:
-        while True:
-            kill_reason = should_kill() if should_kill is not None else None
-            if kill_reason:
-                process.kill()
-                status = "killed"
-                error = kill_reason if isinstance(kill_reason, str) else "stopped by the user"
-                break
-            silent = watchdog.stalled() if watchdog is not None else None
-            if silent is not None:
-                process.kill()
-                status = "stalled"
-                error = (f"no progress for {silent:.0f} s (allowed {watchdog.allowance():.0f} s): the trial "
-                         f"process was stopped or hung, and was killed")
-                break
-            if not parent_conn.poll(poll_interval):
-                if not process.is_alive() and not parent_conn.poll(0):
-                    break
-                continue
-            try:
-                kind, payload = parent_conn.recv()
-            except (EOFError, OSError):
-                break
-            if watchdog is not None:
-                watchdog.heard(kind, payload)
-            if relay(parent_conn, kind, payload, on_eval, on_progress):
-                continue
-            if kind == "result":
-                status, result = payload["status"], payload
-                error = payload.get("error")
-                break
-            if kind == "error":
-                status, error = "error", payload
-                break
+        status, result, error = _wait(process, parent_conn, watchdog, on_eval, on_progress, should_kill, poll_interval)
     except BaseException:
         process.kill()
         process.join(5)
@@ -303,14 +215,65 @@ def launch(
         raise
     finally:
         parent_conn.close()
-    process.join(30)
-    if process.is_alive():
-        process.kill()
-        process.join(5)
-    _kill_group(process.pid)
+    _reap(process)
     if status == "crashed":
         error = describe_exit(process.exitcode)
     return TrialOutcome(
         status=status, result=result, error=error, exitcode=process.exitcode,
         log_tail=log_tail(request.log_path), pid=process.pid, launch_seconds=launch_seconds,
     )
+
+
+def _wait(
+    process: Any, conn: Any, watchdog: Watchdog | None,
+    on_eval: Callable[[dict[str, Any]], bool] | None, on_progress: Callable[[dict[str, Any]], None] | None,
+    should_kill: Callable[[], bool | str | None] | None, poll_interval: float,
+) -> tuple[str, dict[str, Any] | None, str | None]:
+    """Relay the child's reports until it sends its result or an error, dies, stalls or is to be
+    killed: (status, result, error); "crashed" when it died without a word."""
+    while True:
+        stopped = _stop(process, watchdog, should_kill)
+        if stopped is not None:
+            return stopped[0], None, stopped[1]
+        if not conn.poll(poll_interval):
+            if not process.is_alive() and not conn.poll(0):
+                return "crashed", None, None
+            continue
+        try:
+            kind, payload = conn.recv()
+        except (EOFError, OSError):
+            return "crashed", None, None
+        if watchdog is not None:
+            watchdog.heard(kind, payload)
+        if relay(conn, kind, payload, on_eval, on_progress):
+            continue
+        if kind == "result":
+            return payload["status"], payload, payload.get("error")
+        if kind == "error":
+            return "error", None, payload
+
+
+def _stop(
+    process: Any, watchdog: Watchdog | None, should_kill: Callable[[], bool | str | None] | None
+) -> tuple[str, str] | None:
+    """Kill the child when asked to or when it stalled: (status, why); None while it may run on."""
+    kill_reason = should_kill() if should_kill is not None else None
+    if kill_reason:
+        process.kill()
+        return "killed", kill_reason if isinstance(kill_reason, str) else "stopped by the user"
+    silent = watchdog.stalled() if watchdog is not None else None
+    if silent is not None:
+        process.kill()
+        return "stalled", (f"no progress for {silent:.0f} s (allowed {watchdog.allowance():.0f} s): the trial "
+                           f"process was stopped or hung, and was killed")
+    return None
+
+
+def _reap(process: Any) -> None:
+    """Wait for a child that has answered (or was killed) to exit, then kill what is left of its
+    group."""
+    process.join(30)
+    if process.is_alive():
+        process.kill()
+        process.join(5)
+    _kill_group(process.pid)
