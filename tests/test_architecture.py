@@ -163,3 +163,38 @@ def test_architecture_doc_names_every_package() -> None:
     text = (ROOT / "docs" / "architecture.md").read_text()
     missing = [p for p in sorted(PACKAGES) if f"`{p}`" not in text]
     assert missing == [], f"docs/architecture.md does not describe: {', '.join(missing)}"
+
+
+def package_of(module: str) -> str:
+    """The unit of the package-cycle check a module belongs to: its subpackage of autotune
+    (`autotune.run`, `autotune.tui`), or itself for a top-level module (`autotune.api`)."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """A module graph folded onto packages (package_of): one edge for every import from a module
+    of one package to a module of another."""
+    folded: dict[str, set[str]] = {}
+    for source, targets in edges.items():
+        unit = package_of(source)
+        folded.setdefault(unit, set()).update(package_of(t) for t in targets if package_of(t) != unit)
+    return folded
+
+
+def test_packages_do_not_import_each_other_in_a_cycle() -> None:
+    """Layers import only downward (`autotune.launch` above `autotune.run` and
+    `autotune.inference`, `autotune.workloads` below them): a cycle between packages can close
+    without any between modules, which test_modules_do_not_import_each_other_in_a_cycle misses."""
+    found = cycles(package_graph(graph()))
+    assert found == [], f"packages that import each other: {found}"
+
+
+def test_the_package_check_catches_a_planted_cycle() -> None:
+    # a.x -> b -> a.y: no cycle of modules, one of packages
+    planted = {"autotune.a.x": {"autotune.b"}, "autotune.b": {"autotune.a.y"}, "autotune.a.y": set()}
+    assert cycles(planted) == []
+    assert cycles(package_graph(planted)) == [["autotune.a", "autotune.b"]]
+    # the tree itself, with the import that closed the last real one (workloads -> run)
+    edges = graph()
+    edges["autotune.workloads"] = edges["autotune.workloads"] | {"autotune.run.plan"}
+    assert any({"autotune.run", "autotune.workloads"} <= set(c) for c in cycles(package_graph(edges)))
