@@ -60,20 +60,6 @@ def describe_exit(exitcode: int | None, who: str = "trial process") -> str:
     return f"{who} exited with code {exitcode} before reporting a result"
 
 
-def log_tail(path: str | None, lines: int = 40) -> str:
-    """The last `lines` lines of a child's log (from its last 16 KiB)."""
-    if not path:
-        return ""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 16384))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
