@@ -1,14 +1,15 @@
 """The training loop of one process: loaders, the measured steps, validation, early stops.
 
-What is measured, and how, is described in autotune.run.engine; `train` fills a RunResult.
+What is measured, and how, is described in autotune.run.engine; `train` fills a RunResult. Its
+parts: the `Schedule` (steps, validation interval, warm-up), the `TrainingLoop` (the steps and
+the early stops), its `Validation`, and its timing (autotune.run.loop_timing.StepTimer).
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 import time
-from collections import deque
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -22,7 +23,8 @@ from autotune.run.collective import Collective
 from autotune.run.evaluation import evaluate, primary, train_step_for
 from autotune.run.loop_events import Event
 from autotune.run.loop_state import LoopState
-from autotune.run.measure import peak_memory, step_figures, sync, worker_init
+from autotune.run.loop_timing import StepTimer
+from autotune.run.measure import peak_memory, sync, worker_init
 from autotune.run.plan import TrainingPlan
 from autotune.run.projection import StepClock
 from autotune.run.types import EvalPoint, Progress, RunOptions, RunResult
@@ -71,6 +73,225 @@ def loaders(plan: TrainingPlan, seed: int) -> tuple[DataLoader, DataLoader]:
     return train, val
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """The run in steps: its budget (None for a budget in seconds), how often it validates, and
+    how many of its first steps are the warm-up that the step figures leave out."""
+
+    steps_per_epoch: int
+    total_steps: int | None
+    eval_every_steps: int
+    warmup_steps: int
+
+    @classmethod
+    def of(cls, budget: Budget, options: RunOptions, steps_per_epoch: int) -> "Schedule":
+        total_steps = budget.epochs * steps_per_epoch if budget.epochs is not None else budget.steps
+        every = options.eval_every_steps
+        if every is None:
+            if budget.steps is not None:
+                every = max(1, min(steps_per_epoch, budget.steps // max(5, options.evals_per_budget)))
+            else:
+                every = max(1, steps_per_epoch // max(1, options.evals_per_epoch))
+                if total_steps is not None and options.evals_per_budget:
+                    every = max(1, min(every, total_steps // options.evals_per_budget))
+        warmup = options.warmup_steps
+        if total_steps is not None and total_steps <= 2 * warmup:
+            warmup = total_steps // 4
+        return cls(steps_per_epoch, total_steps, every, warmup)
+
+
+class Inputs:
+    """Batches as the model takes them: moved to the plan's device (data loading), then through
+    every knob's input transform (compute)."""
+
+    def __init__(self, plan: TrainingPlan) -> None:
+        self.plan = plan
+        self.non_blocking = bool(plan.loader.get("pin_memory"))
+
+    def moved(self, batch: Any) -> Any:
+        return batches.to_device(batch, self.plan.device, self.non_blocking)
+
+    def transformed(self, batch: Any) -> Any:
+        for fn in self.plan.input_transforms:
+            batch = batches.map_tensors(batch, fn)
+        return batch
+
+    def __call__(self, batch: Any) -> Any:
+        return self.transformed(self.moved(batch))
+
+
+class Validation:
+    """The run's validations: each one timed into `result.val_time`, its metrics into the result
+    and the loop state, its point onto the curve; then the target or the pruner may stop the run."""
+
+    def __init__(
+        self, state: LoopState, result: RunResult, options: RunOptions, metric: Metric, loader: DataLoader,
+        comm: Collective | None, clock: StepClock, on_eval: Callable[[EvalPoint], bool | None] | None,
+    ) -> None:
+        self.state, self.result, self.metric, self.loader = state, result, metric, loader
+        self.target, self.stop_at_target = options.target, options.stop_at_target
+        self.comm, self.clock, self.on_eval = comm, clock, on_eval
+        self.inputs = Inputs(state.plan)
+        self.last_step = -1  # the step of the last validation on the curve
+
+    def measure(self) -> float:
+        """Validate now: the primary metric's value, the metrics recorded, the seconds added to
+        `result.val_time` even when it fails."""
+        state, result = self.state, self.result
+        started = time.perf_counter()
+        try:
+            state.emit(Event.BEFORE_EVAL)
+            metrics = evaluate(state.plan, state.model, self.loader, self.inputs)
+            state.metrics = metrics
+            result.metrics = metrics
+            result.val_loss, result.val_accuracy = metrics.get("val_loss"), metrics.get("accuracy")
+            result.metric_value = primary(state.plan.workload.name, metrics, self.metric.name)
+            state.emit(Event.AFTER_EVAL, metrics)
+            return result.metric_value
+        finally:
+            result.val_time = (result.val_time or 0.0) + time.perf_counter() - started
+
+    def point(self) -> EvalPoint:
+        """Validate now and add the point to the curve."""
+        state, result = self.state, self.result
+        self.last_step = state.step
+        value = self.measure()
+        point = EvalPoint(
+            index=len(result.curve), step=state.step, epoch=state.step / state.steps_per_epoch,
+            train_time=state.train_time, value=value, metrics=dict(state.metrics),
+            val_loss=result.val_loss, val_accuracy=result.val_accuracy, projected=self.clock.projected(state.step),
+        )
+        result.curve.append(point)
+        return point
+
+    def judge(self, point: EvalPoint) -> None:
+        """Record the first time the target is reached (Stop("ok") there with stop_at_target);
+        Stop("pruned") when the pruner says so."""
+        result = self.result
+        if self.target is not None and result.time_to_target is None and self.metric.reached(point.value, self.target):
+            result.time_to_target = self.state.train_time
+            result.projected_time_to_target = point.projected
+            if self.stop_at_target:
+                raise Stop("ok")
+        prune = self.on_eval is not None and bool(self.on_eval(point))
+        if self.comm is not None:
+            prune = self.comm.from_first(prune)  # only the first process asks the pruner
+        if prune:
+            raise Stop("pruned")
+
+
+class TrainingLoop:
+    """The measured steps of one run, epoch after epoch, until its budget is spent or it stops
+    early (target, pruner, divergence); `run` announces the loop events to the knobs."""
+
+    def __init__(
+        self, state: LoopState, schedule: Schedule, budget: Budget, loader: DataLoader, timer: StepTimer,
+        validation: Validation, comm: Collective | None, on_progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.state, self.schedule, self.budget, self.loader = state, schedule, budget, loader
+        self.timer, self.validation, self.comm, self.on_progress = timer, validation, comm, on_progress
+        self.result = validation.result
+        self.inputs = Inputs(state.plan)
+        rank = state.plan.rank
+        self.world = rank.world_size if rank is not None else 1
+        self.time_up = False  # a seconds budget, agreed between processes
+        self.last_progress = time.perf_counter()
+        self.one_step = state.step_chain()
+
+    def run(self) -> None:
+        state = self.state
+        state.emit(Event.FIT_START)
+        try:
+            while not self.budget_spent():
+                self.epoch()
+            if self.validation.last_step != state.step:
+                self.validate()
+        except Stop as stop:
+            self.result.status = stop.status
+            if stop.status == "diverged":
+                self.result.error = f"loss is not finite at step {state.step}"
+                if self.validation.last_step != state.step:
+                    self.validation.measure()
+        state.emit(Event.FIT_END)
+
+    def budget_spent(self) -> bool:
+        state = self.state
+        if self.schedule.total_steps is not None:
+            return state.step >= self.schedule.total_steps
+        assert self.budget.seconds is not None
+        return self.time_up if self.comm is not None else state.train_time >= self.budget.seconds
+
+    def epoch(self) -> None:
+        """One pass over the training loader, or less when the budget runs out within it."""
+        state = self.state
+        started = time.perf_counter()
+        if isinstance(self.loader.sampler, DistributedSampler):
+            self.loader.sampler.set_epoch(state.epoch)
+        state.epoch += 1
+        iterator = iter(self.loader)
+        self.timer.epoch_started(time.perf_counter() - started)
+        while not self.budget_spent():
+            fetch_started = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                state.train_time += self.timer.epoch_ended(fetch_started)
+                state.emit(Event.EPOCH_END)
+                return
+            self.step(batch, fetch_started)
+
+    def step(self, batch: Any, t0: float) -> None:
+        """One training step on `batch`, fetched from `t0` on, timed; then the early stops, the
+        progress report, and a validation when one is due."""
+        state = self.state
+        batch = self.inputs.moved(batch)
+        t1 = time.perf_counter()  # the transforms are compute, the move is data loading
+        loss = self.one_step(self.inputs.transformed(batch))
+        state.step += 1
+        state.loss = None if loss is None else _float(loss)  # .item() waits for the device
+        state.emit(Event.AFTER_STEP, state.loss)
+        sync(state.device)
+        t2 = time.perf_counter()
+        size = batches.batch_size(batch) * self.world  # the shards are equal: DistributedSampler pads
+        data_time = self.timer.step(t1 - t0, t2 - t1, size, timed=state.step > self.schedule.warmup_steps)
+        state.samples += size
+        state.train_time += data_time + (t2 - t1)
+        self.stop_if_diverged()
+        if self.on_progress is not None and t2 - self.last_progress >= 0.5:
+            self.last_progress = t2
+            self.report_progress(size / max(t2 - t0, 1e-9))
+        if state.step % self.schedule.eval_every_steps == 0:
+            self.validate()
+
+    def stop_if_diverged(self) -> None:
+        """Stop("diverged") on a loss that is not finite; the processes of a run also agree here
+        on whether its seconds budget is spent."""
+        state = self.state
+        diverged = state.loss is not None and not math.isfinite(state.loss)
+        if self.comm is not None:
+            seconds_up = self.budget.seconds is not None and state.train_time >= self.budget.seconds
+            diverged, self.time_up = self.comm.any(diverged, seconds_up)
+        if diverged:
+            raise Stop("diverged")
+
+    def report_progress(self, samples_per_s: float) -> None:
+        assert self.on_progress is not None
+        state = self.state
+        self.on_progress(
+            Progress(
+                step=state.step, total_steps=self.schedule.total_steps, epoch=state.step / self.schedule.steps_per_epoch,
+                train_time=state.train_time, fraction=state.fraction, samples_per_s=samples_per_s,
+                peak_memory_bytes=peak_memory(state.device),
+            )
+        )
+
+    def validate(self) -> None:
+        before = self.result.val_time or 0.0
+        point = self.validation.point()
+        self.timer.validated((self.result.val_time or 0.0) - before)
+        self.validation.judge(point)
+
+
 def train(
     plan: TrainingPlan,
     budget: Budget,
@@ -81,35 +302,40 @@ def train(
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """Train `plan` for `budget`, measuring into `result`; returns the model and optimizer (the
     caller frees them)."""
-    dev = plan.device
-    target, stop_at_target = options.target, options.stop_at_target
     metric = Metric(options.metric, options.direction)
-    eval_every_steps, evals_per_epoch = options.eval_every_steps, options.evals_per_epoch
-    warmup_steps = options.warmup_steps
     set_up = time.perf_counter()
     train_loader, val_loader = loaders(plan, options.seed)
     result.val_samples = dataset_size(plan.workload.val_data)
     # several processes must take the same decisions at the same step: each stops on its own
     # only for what they all see alike (step counts, epoch ends, the summed validation)
-    comm = Collective(dev) if plan.rank is not None else None
-    world = plan.rank.world_size if plan.rank is not None else 1
-    time_up = False  # a seconds budget, agreed between processes
-    steps_per_epoch = len(train_loader)
-    if budget.epochs is not None:
-        total_steps: int | None = budget.epochs * steps_per_epoch
-    else:
-        total_steps = budget.steps
-    if eval_every_steps is None:
-        if budget.steps is not None:
-            eval_every_steps = max(1, min(steps_per_epoch, budget.steps // max(5, options.evals_per_budget)))
-        else:
-            eval_every_steps = max(1, steps_per_epoch // max(1, evals_per_epoch))
-            if total_steps is not None and options.evals_per_budget:
-                eval_every_steps = max(1, min(eval_every_steps, total_steps // options.evals_per_budget))
-    if total_steps is not None and total_steps <= 2 * warmup_steps:
-        warmup_steps = total_steps // 4
+    comm = Collective(plan.device) if plan.rank is not None else None
+    schedule = Schedule.of(budget, options, len(train_loader))
+    model, optimizer = _model_and_optimizer(plan)
+    state = LoopState(
+        plan=plan, model=model, optimizer=optimizer,
+        scaler=torch.amp.GradScaler(plan.device.type, enabled=plan.grad_scaler), train_step=train_step_for(plan),
+        total_steps=schedule.total_steps, budget_seconds=budget.seconds, steps_per_epoch=schedule.steps_per_epoch,
+    )
+    clock = StepClock(schedule.warmup_steps, scale=options.run_scale, setup=time.perf_counter() - set_up)
+    timer = StepTimer(result, clock, _prefetch_depth(plan))
+    validation = Validation(state, result, options, metric, val_loader, comm, clock, on_eval)
+    TrainingLoop(state, schedule, budget, train_loader, timer, validation, comm, on_progress).run()
 
-    model = plan.workload.model_fn().to(dev)
+    result.steps = state.step
+    result.samples = state.samples
+    result.epochs = state.step / schedule.steps_per_epoch
+    result.train_time = state.train_time
+    timer.record(state.samples, state.train_time)
+    if result.throughput is not None:
+        units = plan.workload.units_per_sample
+        result.rates = {f"{unit}_per_s": result.throughput * count for unit, count in units.items()}
+    return state.model, optimizer
+
+
+def _model_and_optimizer(plan: TrainingPlan) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The workload's model on the plan's device with the knobs' transforms applied, in train
+    mode, and its optimizer."""
+    model = plan.workload.model_fn().to(plan.device)
     for _, fn in sorted(plan.model_transforms, key=lambda item: item[0]):
         # not `fn(model) or model`: truth-testing calls __len__, which torch.compile's
         # OptimizedModule forwards to the model (TypeError for a model without one)
@@ -117,172 +343,13 @@ def train(
         model = model if transformed is None else transformed
     model.train()
     assert plan.optimizer_factory is not None
-    optimizer = plan.optimizer_factory(model.parameters(), **plan.optimizer_kwargs)
-    state = LoopState(
-        plan=plan, model=model, optimizer=optimizer,
-        scaler=torch.amp.GradScaler(dev.type, enabled=plan.grad_scaler), train_step=train_step_for(plan),
-        total_steps=total_steps, budget_seconds=budget.seconds, steps_per_epoch=steps_per_epoch,
-    )
-    non_blocking = bool(plan.loader.get("pin_memory"))
-    clock = StepClock(warmup_steps, scale=options.run_scale, setup=time.perf_counter() - set_up)
+    return model, plan.optimizer_factory(model.parameters(), **plan.optimizer_kwargs)
 
-    def transformed(batch: Any) -> Any:
-        """A batch on the device with every knob's input transform applied to its tensors."""
-        for fn in plan.input_transforms:
-            batch = batches.map_tensors(batch, fn)
-        return batch
 
-    def prepare(batch: Any) -> Any:
-        return transformed(batches.to_device(batch, dev, non_blocking))
-
-    timed_samples = 0
-    data_times: list[float] = []
+def _prefetch_depth(plan: TrainingPlan) -> int:
+    """How many batches the loader's workers hold ready (0 without workers)."""
     workers = int(plan.loader.get("num_workers", 0))
-    prefetch_depth = workers * int(plan.loader.get("prefetch_factor") or 2) if workers else 0
-    recent_waits: deque[float] = deque(maxlen=8)
-    catch_up = 0  # steps still eating batches prefetched during a validation
-    typical_wait = 0.0
-    # Seconds of the last validation that the catch-up steps may still be charged with: what they
-    # are charged moves from validation time to training time, never more than the validation
-    # lasted, so train_time + val_time stays the time that really passed.
-    credit = 0.0
-    compute_times: list[float] = []
-    last_progress = time.perf_counter()
-    last_eval_step = -1
-
-    def evaluate_now() -> None:
-        nonlocal last_eval_step, catch_up, typical_wait, credit
-        last_eval_step = state.step
-        if prefetch_depth:
-            catch_up = prefetch_depth
-            typical_wait = statistics.median(recent_waits) if recent_waits else 0.0
-        before = result.val_time or 0.0
-        value = timed_evaluate()
-        credit = (result.val_time or 0.0) - before
-        point = EvalPoint(
-            index=len(result.curve), step=state.step, epoch=state.step / steps_per_epoch,
-            train_time=state.train_time, value=value, metrics=dict(state.metrics),
-            val_loss=result.val_loss, val_accuracy=result.val_accuracy, projected=clock.projected(state.step),
-        )
-        result.curve.append(point)
-        if target is not None and result.time_to_target is None and metric.reached(value, target):
-            result.time_to_target = state.train_time
-            result.projected_time_to_target = point.projected
-            if stop_at_target:
-                raise Stop("ok")
-        prune = on_eval is not None and bool(on_eval(point))
-        if comm is not None:
-            prune = comm.from_first(prune)  # only the first process asks the pruner
-        if prune:
-            raise Stop("pruned")
-
-    def timed_evaluate() -> float:
-        started = time.perf_counter()
-        try:
-            state.emit(Event.BEFORE_EVAL)
-            metrics = evaluate(plan, state.model, val_loader, prepare)
-            state.metrics = metrics
-            result.metrics = metrics
-            result.val_loss, result.val_accuracy = metrics.get("val_loss"), metrics.get("accuracy")
-            result.metric_value = primary(plan.workload.name, metrics, metric.name)
-            state.emit(Event.AFTER_EVAL, metrics)
-            return result.metric_value
-        finally:
-            result.val_time = (result.val_time or 0.0) + time.perf_counter() - started
-
-    def budget_spent() -> bool:
-        if total_steps is not None:
-            return state.step >= total_steps
-        assert budget.seconds is not None
-        return time_up if comm is not None else state.train_time >= budget.seconds
-
-    one_step = state.step_chain()
-    state.emit(Event.FIT_START)
-    try:
-        while not budget_spent():
-            t_iter = time.perf_counter()
-            if isinstance(train_loader.sampler, DistributedSampler):
-                train_loader.sampler.set_epoch(state.epoch)
-            state.epoch += 1
-            iterator = iter(train_loader)
-            pending_data = time.perf_counter() - t_iter
-            while not budget_spent():
-                t0 = time.perf_counter()
-                try:
-                    batch = next(iterator)
-                except StopIteration:
-                    ended = pending_data + time.perf_counter() - t0
-                    state.train_time += ended
-                    clock.epoch_boundary(ended)
-                    state.emit(Event.EPOCH_END)
-                    break
-                batch = batches.to_device(batch, dev, non_blocking)
-                t1 = time.perf_counter()  # the transforms are compute, the move is data loading
-                loss = one_step(transformed(batch))
-                state.step += 1
-                state.loss = None if loss is None else _float(loss)  # .item() waits for the device
-                state.emit(Event.AFTER_STEP, state.loss)
-                sync(dev)
-                t2 = time.perf_counter()
-                epoch_start, pending_data = pending_data, 0.0
-                data_time = epoch_start + (t1 - t0)
-                clock.epoch_boundary(epoch_start)
-                if catch_up:
-                    catch_up -= 1
-                    charge = min(max(0.0, typical_wait - data_time), credit)
-                    credit -= charge
-                    result.val_time = (result.val_time or 0.0) - charge
-                    data_time += charge
-                else:
-                    recent_waits.append(data_time)
-                size = batches.batch_size(batch) * world  # the shards are equal: DistributedSampler pads
-                state.samples += size
-                state.train_time += data_time + (t2 - t1)
-                clock.step(data_time - epoch_start + (t2 - t1))
-                if state.step > warmup_steps:
-                    data_times.append(data_time)
-                    compute_times.append(t2 - t1)
-                    timed_samples += size
-                diverged = state.loss is not None and not math.isfinite(state.loss)
-                if comm is not None:
-                    seconds_up = budget.seconds is not None and state.train_time >= budget.seconds
-                    diverged, time_up = comm.any(diverged, seconds_up)
-                if diverged:
-                    raise Stop("diverged")
-                if on_progress is not None and t2 - last_progress >= 0.5:
-                    last_progress = t2
-                    on_progress(
-                        Progress(
-                            step=state.step, total_steps=total_steps, epoch=state.step / steps_per_epoch,
-                            train_time=state.train_time, fraction=state.fraction,
-                            samples_per_s=size / max(t2 - t0, 1e-9),
-                            peak_memory_bytes=peak_memory(dev),
-                        )
-                    )
-                if state.step % eval_every_steps == 0:
-                    evaluate_now()
-        if last_eval_step != state.step:
-            evaluate_now()
-    except Stop as stop:
-        result.status = stop.status
-        if stop.status == "diverged":
-            result.error = f"loss is not finite at step {state.step}"
-            if last_eval_step != state.step:
-                timed_evaluate()
-    state.emit(Event.FIT_END)
-
-    result.steps = state.step
-    result.samples = state.samples
-    result.epochs = state.step / steps_per_epoch
-    result.train_time = state.train_time
-    result.setup_time = clock.setup
-    result.one_time = clock.one_time()
-    result.step_time = clock.step_time
-    step_figures(result, data_times, compute_times, timed_samples, state.samples, state.train_time)
-    if result.throughput is not None:
-        units = plan.workload.units_per_sample
-        result.rates = {f"{unit}_per_s": result.throughput * count for unit, count in units.items()}
-    return state.model, optimizer
+    return workers * int(plan.loader.get("prefetch_factor") or 2) if workers else 0
 
 
 def _float(loss: Any) -> float:
