@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -59,6 +60,88 @@ def trial() -> None:
     """Run single configurations."""
 
 
+@dataclass
+class RunArgs:
+    """`trial run`'s command line as click parses it (its parameters by name), and what is read
+    from it in order: the config file, the budget, the target, the workload to train."""
+
+    workload: str | None
+    data_dir: str | None
+    download: bool
+    assignments: tuple[str, ...]
+    config_file: str | None
+    budget_epochs: int | None
+    budget_steps: int | None
+    budget_seconds: float | None
+    device: str | None
+    seed: int
+    target: str | None
+    metric: str | None
+    script: str | None
+    save_model: str | None
+    script_args: tuple[str, ...]
+    as_json: bool
+    plugin_paths: tuple[str, ...]
+    disabled_knobs: tuple[str, ...]
+
+    def check(self) -> None:
+        from autotune.errors import UsageError
+
+        if self.script_args and self.script is None:
+            raise UsageError(
+                f"unexpected arguments {' '.join(self.script_args)!r} (arguments after -- go to a --script)"
+            )
+        if self.save_model and self.script is not None:
+            raise UsageError("--save-model saves a workload's model; a --script saves its own")
+
+    def read_config(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The --config file's settings and run (empty without one); its workload becomes the
+        run's unless --workload names one."""
+        from autotune.settings import load_config_file
+
+        if not self.config_file:
+            return {}, {}
+        config = load_config_file(self.config_file)
+        self.workload = self.workload or config["workload"]
+        return dict(config["settings"]), config["run"]
+
+    def budget(self, run: dict[str, Any]) -> Any:
+        if self.budget_epochs is None and self.budget_steps is None and self.budget_seconds is None:
+            # an exported study's budget, so the run repeats the study's trial (the CLI's wins)
+            self.budget_epochs, self.budget_steps, self.budget_seconds = (
+                run.get(k) for k in ("epochs", "steps", "seconds")
+            )
+        return make_budget(self.budget_epochs, self.budget_steps, self.budget_seconds)
+
+    def goal(self, run: dict[str, Any]) -> Any:
+        """--target, else the config's target; None without either."""
+        from autotune.metrics import Target
+
+        goal = Target.parse(self.target) if self.target is not None else None
+        if goal is None and run.get("target") is not None:
+            goal = Target(float(run["target"]), run.get("target_metric"))
+        return goal
+
+    def what_to_train(self, registry: Any, goal: Any, override: Any) -> tuple[str, Any, Any]:
+        """The workload's spec, the workload (a --script's, or a config's `script:PATH`, sets
+        `script`), and the metric the run is judged by."""
+        from autotune.errors import UsageError
+        from autotune.metrics import SCRIPT_METRIC, Metric, study_metric
+        from autotune.spec import DEFAULT_WORKLOAD
+        from autotune.workloads import load_workload, script_workload
+
+        if self.script is None and self.workload is not None and self.workload.startswith("script:"):
+            self.script = self.workload.removeprefix("script:")  # an exported config of a --script study
+            if not os.path.isfile(self.script):
+                raise UsageError(f"the config's script {self.script} is not there")
+        if self.script is not None:
+            spec = f"script:{self.script}"
+            return spec, script_workload(spec), study_metric(Metric.named(SCRIPT_METRIC), goal, override)
+        spec = self.workload or DEFAULT_WORKLOAD
+        wl = load_workload(spec, registry, data_dir=self.data_dir, download=self.download)
+        return spec, wl, study_metric(wl.primary_metric, goal, override)
+
+
 @trial.command("run")
 @workload_options
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
@@ -82,76 +165,45 @@ def trial() -> None:
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @json_option
 @registry_options
-def run_cmd(
-    workload: str | None, data_dir: str | None, download: bool, assignments: tuple[str, ...],
-    config_file: str | None, budget_epochs: int | None, budget_steps: int | None,
-    budget_seconds: float | None, device: str | None, seed: int, target: str | None, metric: str | None,
-    script: str | None, save_model: str | None, script_args: tuple[str, ...], as_json: bool,
-    plugin_paths: tuple[str, ...], disabled_knobs: tuple[str, ...],
-) -> None:
+def run_cmd(**params: Any) -> None:
     """Train one configuration of a workload and print its measured metrics.
 
     Settings not given keep the workload's baseline recipe (batch 64, SGD lr=0.01 momentum 0.9,
     fp32, no workers, no pruning for the built-ins). Exit code 1 when the run fails.
     """
-    from autotune.metrics import SCRIPT_METRIC, Metric, Target, study_metric
+    from autotune.metrics import Metric
     from autotune.run import engine
-    from autotune.settings import load_config_file, parse_assignments, resolve_settings
-    from autotune.workloads import DEFAULT_WORKLOAD, load_workload, script_workload
+    from autotune.settings import parse_assignments, resolve_settings
 
-    if script_args and script is None:
-        from autotune.errors import UsageError
-
-        raise UsageError(f"unexpected arguments {' '.join(script_args)!r} (arguments after -- go to a --script)")
-    if save_model and script is not None:
-        from autotune.errors import UsageError
-
-        raise UsageError("--save-model saves a workload's model; a --script saves its own")
-
-    overrides: dict[str, Any] = {}
-    run: dict[str, Any] = {}
-    if config_file:
-        config = load_config_file(config_file)
-        overrides.update(config["settings"])
-        workload = workload or config["workload"]
-        run = config["run"]
-    if budget_epochs is None and budget_steps is None and budget_seconds is None:
-        # an exported study's budget, so the run repeats the study's trial (the CLI's wins)
-        budget_epochs, budget_steps, budget_seconds = (run.get(k) for k in ("epochs", "steps", "seconds"))
-    budget = make_budget(budget_epochs, budget_steps, budget_seconds)
-    goal = Target.parse(target) if target is not None else None
-    if goal is None and run.get("target") is not None:
-        goal = Target(float(run["target"]), run.get("target_metric"))
-    override = Metric.parse(metric) if metric else None
-    overrides.update(parse_assignments(list(assignments)))
-    registry = get_registry(plugin_paths, disabled_knobs)
-    hardware = resolve_device(device)
-    if script is None and workload is not None and workload.startswith("script:"):
-        script = workload.removeprefix("script:")  # an exported config of a --script study
-        if not os.path.isfile(script):
-            from autotune.errors import UsageError
-
-            raise UsageError(f"the config's script {script} is not there")
-    if script is not None:
-        spec = f"script:{script}"
-        wl = script_workload(spec)
-        judged = study_metric(Metric.named(SCRIPT_METRIC), goal, override)
-    else:
-        spec = workload or DEFAULT_WORKLOAD
-        wl = load_workload(spec, registry, data_dir=data_dir, download=download)
-        judged = study_metric(wl.primary_metric, goal, override)
+    args = RunArgs(**params)
+    args.check()
+    overrides, run = args.read_config()
+    budget = args.budget(run)
+    goal = args.goal(run)
+    override = Metric.parse(args.metric) if args.metric else None
+    overrides.update(parse_assignments(list(args.assignments)))
+    registry = get_registry(args.plugin_paths, args.disabled_knobs)
+    hardware = resolve_device(args.device)
+    spec, wl, judged = args.what_to_train(registry, goal, override)
     settings = resolve_settings(registry, hardware, wl, overrides)
-    if not as_json:
+    if not args.as_json:
         click.echo(f"training {spec} on {hardware.device_type} for {budget.describe()} ...", err=True)
     options = engine.RunOptions(
-        seed=seed, target=goal.value if goal else None, evals_per_epoch=int(run.get("evals_per_epoch", 1)),
+        seed=args.seed, target=goal.value if goal else None, evals_per_epoch=int(run.get("evals_per_epoch", 1)),
         evals_per_budget=int(run.get("evals_per_budget", 0)),
-        metric=judged.name, direction=judged.direction, save_model=save_model,
+        metric=judged.name, direction=judged.direction, save_model=args.save_model,
     )
-    if script is not None:
-        result = _run_script(script, script_args, settings, registry, hardware, budget, device, options)
+    if args.script is not None:
+        result = _run_script(
+            args.script, args.script_args, settings, registry, hardware, budget, args.device, options
+        )
     else:
-        result = engine.run(wl, settings, registry, hardware, budget, device=device, options=options)
+        result = engine.run(wl, settings, registry, hardware, budget, device=args.device, options=options)
+    _report_run(result, spec, judged, budget, args.as_json)
+
+
+def _report_run(result: Any, spec: str, judged: Any, budget: Any, as_json: bool) -> None:
+    """What the run measured, as JSON or as rows; exit code 1 when it failed."""
     data = result.to_dict()
     tb = data.pop("traceback")
     if click.get_current_context().find_root().params.get("debug") and tb:
