@@ -128,9 +128,6 @@ def _image_inputs(data: Any) -> bool | None:
         return None
 
 
-from autotune.spec import DEFAULT_WORKLOAD  # noqa: E402,F401  (re-exported; the torch-free spec owns it)
-
-
 def importable_from(workdir: str | os.PathLike[str] | None) -> None:
     """Let `module:function` import paths name modules in `workdir` (default: the current folder),
     as `python -m` would. The folder goes after the installed packages, so a folder there named

@@ -41,6 +41,9 @@ class Objective:
     # Whether a trial already slower than the best by more than the noise is pruned
     # (autotune.study.objective.beyond): its reports are lower bounds on its value.
     prunes_slower_than_best: bool = False
+    # Whether its values are projections (autotune.run.projection) that confirmation checks
+    # against the values it measures end to end.
+    projected: bool = False
     stop_at_target: bool = False
     # Time to target is only as fine as validation is frequent: a 1-epoch budget validated 4
     # times can tell configurations apart only by quarters, and every good one reaches the

@@ -23,8 +23,6 @@ class TimeToAccuracy(Objective):
     prunes_slower_than_best: bool = True
     evals_per_epoch: int = 4
     evals_per_budget: int = 12
-    # its values are projections (autotune.run.projection), which confirmation checks against
-    # the time it measures end to end
     projected: bool = True
 
     def metric_names(self) -> list[str]:

@@ -11,7 +11,7 @@ its whole budget without reaching the target (a smaller batch at the baseline's 
 sees fewer samples in a steps budget) took at least that long: the steps on either side of it
 are then bounds ("at most 0.8x", "at least 9.7x"), not dropped. Knobs interact (a learning rate means
 something else with another optimizer), so a step's ratio is that knob's effect on this path,
-not alone. Threads the study fitted rather than searched (autotune.study.runner.fit_threads)
+not alone. Threads the study fitted rather than searched (autotune.study.launcher.TrialLauncher.fit_threads)
 follow the step that changes what they were fitted to (the DataLoader workers), as they did in
 the search: a step of its own would measure an oversubscribed configuration no trial ran.
 """
@@ -27,14 +27,17 @@ from autotune.statuses import RunStatus
 from autotune.study.reruns import missed_time, real_value, rerun
 
 if TYPE_CHECKING:
-    from autotune.study.runner import StudyRunner
+    from autotune.study.context import TrialContext
+    from autotune.study.events import StudyEvents
+    from autotune.study.launcher import TrialLauncher
 
 
-def knob_steps(runner: "StudyRunner", start: dict[str, Any], end: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def knob_steps(context: "TrialContext", start: dict[str, Any],
+               end: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The knobs whose settings differ between `start` and `end`, in apply order, each with the
     settings it takes from `end`."""
-    index = settings_index(runner.p.registry, runner.p.hardware)
-    names = list(runner.p.registry.knobs)
+    index = settings_index(context.registry, context.hardware)
+    names = list(context.registry.knobs)
 
     def knob_of(key: str) -> str:
         return index[key][0].name if key in index else key
@@ -51,29 +54,31 @@ def knob_steps(runner: "StudyRunner", start: dict[str, Any], end: dict[str, Any]
 
 
 def path_configurations(
-    runner: "StudyRunner", start: dict[str, Any], end: dict[str, Any], fitted_threads: bool,
+    launcher: "TrialLauncher", start: dict[str, Any], end: dict[str, Any], fitted_threads: bool,
 ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """The path from `start` to `end`: each step's knob, its changes and the whole configuration
     after it. With `fitted_threads`, threads are no step of their own but refitted after each."""
-    steps = [(k, c) for k, c in knob_steps(runner, start, end) if not (fitted_threads and k == "threads")]
+    steps = [(k, c) for k, c in knob_steps(launcher.context, start, end)
+             if not (fitted_threads and k == "threads")]
     current, path = dict(start), []
     for knob, changes in steps:
         current = {**current, **changes}
         if fitted_threads:
-            current = runner.fit_threads({k: v for k, v in current.items() if k != "threads"})
+            current = launcher.fit_threads({k: v for k, v in current.items() if k != "threads"})
         path.append((knob, changes, current))
     return path
 
 
-def ablation_path(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial, confirmation: dict[str, Any]) -> dict[str, Any] | None:
+def ablation_path(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenTrial, baseline: FrozenTrial,
+                  confirmation: dict[str, Any]) -> dict[str, Any] | None:
     """Measure the path from the baseline to the best; None when there is nothing to split (one
     knob changed, or the confirmation gave no time for either end)."""
-    objective, spec = runner.objective, runner.spec
+    objective, spec = launcher.context.objective, launcher.context.spec
     start_value, end_value = confirmation.get("baseline_value_median"), confirmation.get("best_value_median")
     if objective.multi or not start_value or not end_value:
         return None
     start, end = baseline.user_attrs["settings"], best.user_attrs["settings"]
-    steps = path_configurations(runner, start, end, "threads" in end and "threads" not in best.params)
+    steps = path_configurations(launcher, start, end, "threads" in end and "threads" not in best.params)
     if len(steps) < 2:
         return None
     measured: list[tuple[float | None, bool, str]] = []
@@ -81,12 +86,12 @@ def ablation_path(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTria
         if i == len(steps) - 1:
             measured.append((end_value, False, RunStatus.OK.value))
             continue
-        runner.events.emit("explaining", f"why it is faster: step {i + 1}/{len(steps) - 1} ({knob})",
-                           step=i + 1, of=len(steps) - 1, knob=knob)
-        outcome, result = rerun(runner, current, (spec.seed or 0) + 2000 + i, f"ablation-{i}.log")
-        value, missed = real_value(runner, outcome, result), False
+        events.emit("explaining", f"why it is faster: step {i + 1}/{len(steps) - 1} ({knob})",
+                    step=i + 1, of=len(steps) - 1, knob=knob)
+        outcome, result = rerun(launcher, current, (spec.seed or 0) + 2000 + i, f"ablation-{i}.log")
+        value, missed = real_value(objective, outcome, result), False
         if value is None:
-            lower = missed_time(runner, outcome, result)  # its time to the target is at least that
+            lower = missed_time(objective, outcome, result)  # its time to the target is at least that
             value, missed = lower, lower is not None
         measured.append((value, missed, outcome.status))
     path = [

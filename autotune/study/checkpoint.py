@@ -12,9 +12,11 @@ from autotune.errors import RunError, UsageError
 from autotune.home import study_dir
 from autotune.run.saving import describe, read_checkpoint
 from autotune.spec import StudySpec
+from autotune.tasks import task_of
 
 if TYPE_CHECKING:
-    from autotune.study.runner import StudyRunner
+    from autotune.study.context import TrialContext
+    from autotune.study.events import StudyEvents
 
 MODEL_FILE = "model.pt"
 
@@ -69,7 +71,7 @@ def training_study(name: str, storage: str | None) -> dict[str, Any]:
     except UsageError:
         raise UsageError(f"--from-study {name}: no such study (see `autotune study list`)") from None
     attrs = study.user_attrs.get("autotune") or {}
-    if attrs.get("task", "training") != "training":
+    if task_of(attrs).serves_model:
         raise UsageError(f"--from-study {name}: an inference study; name the training study its model came from")
     status = row["status"] if row else None
     rows = trial_rows(study)
@@ -85,11 +87,11 @@ def training_study(name: str, storage: str | None) -> dict[str, Any]:
     }
 
 
-def trained_model(runner: "StudyRunner", source: dict[str, Any]) -> str:
+def trained_model(context: "TrialContext", events: "StudyEvents", source: dict[str, Any]) -> str:
     """The checkpoint to serve: `--checkpoint`, or the training study's best configuration
     trained once (in a trial process, as its trials were) with its model saved into this
     study's folder; a model already there from an earlier start of this study is reused."""
-    spec = runner.spec
+    spec = context.spec
     if spec.checkpoint is not None:
         return spec.checkpoint
     path = model_file(spec)
@@ -106,12 +108,12 @@ def trained_model(runner: "StudyRunner", source: dict[str, Any]) -> str:
     request = TrainingRequest(
         workload=trained.workload, overrides=dict(source["settings"]), budget=dict(trained.budget), options=options,
         device=spec.device, plugin_paths=trained.plugin_paths, disabled_knobs=trained.disabled_knobs,
-        data_dir=trained.data_dir, log_path=str(runner.logs_dir / "train-model.log"), workdir=trained.workdir,
+        data_dir=trained.data_dir, log_path=str(context.logs_dir / "train-model.log"), workdir=trained.workdir,
         stall_timeout=trained.stall_timeout or None,
     )
-    runner.logs_dir.mkdir(parents=True, exist_ok=True)
-    runner.events.emit("training_model", f"training the best configuration of study '{source['study']}' "
-                       f"(trial {source['trial']}) for {trained.budget_text}, to serve it")
+    context.logs_dir.mkdir(parents=True, exist_ok=True)
+    events.emit("training_model", f"training the best configuration of study '{source['study']}' "
+                f"(trial {source['trial']}) for {trained.budget_text}, to serve it")
     outcome = launch(request)
     if outcome.status != "ok" or not path.is_file():
         raise RunError(f"training study '{source['study']}''s best configuration to serve it failed: "

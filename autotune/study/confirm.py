@@ -15,34 +15,39 @@ from autotune.metrics import Metric
 from autotune.statuses import TRIAL_METRICS, RunStatus
 from autotune.storage.results import trial_counts
 from autotune.storage.trial_row import row_from_frozen
+from autotune.study.trial_watch import noise_margin
 
 if TYPE_CHECKING:
-    from autotune.study.runner import StudyRunner
+    from autotune.study.context import StudyState, TrialContext
+    from autotune.study.events import StudyEvents
+    from autotune.study.launcher import TrialLauncher
 
 
-def confirm_best(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial) -> dict[str, Any]:
+def confirm_best(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenTrial,
+                 baseline: FrozenTrial) -> dict[str, Any]:
     """Re-run best and baseline side by side, alternating, with fresh seeds."""
-    spec, objective = runner.spec, runner.objective
+    context = launcher.context
+    spec, objective = context.spec, context.objective
     runs: list[dict[str, Any]] = []
     for i in range(spec.confirm):
         pair: dict[str, Any] = {"seed": (spec.seed or 0) + 1000 + i}
-        if spec.task == "inference":
-            runner.events.emit("confirming", f"confirming: baseline and best timed together {i + 1}/{spec.confirm}",
+        if context.task.serves_model:
+            events.emit("confirming", f"confirming: baseline and best timed together {i + 1}/{spec.confirm}",
                                which="baseline and best", run=i + 1, of=spec.confirm)
-            pair.update(serving_pair(runner, best, baseline, pair["seed"], i))
+            pair.update(serving_pair(launcher, best, baseline, pair["seed"], i))
             runs.append(pair)
             continue
         for label, trial in (("baseline", baseline), ("best", best)):
-            runner.events.emit("confirming", f"confirming: {label} run {i + 1}/{spec.confirm}",
-                               which=label, run=i + 1, of=spec.confirm)
-            outcome, result = rerun(runner, trial.user_attrs["settings"], pair["seed"], f"confirm-{label}-{i}.log")
-            value = real_value(runner, outcome, result)
+            events.emit("confirming", f"confirming: {label} run {i + 1}/{spec.confirm}",
+                        which=label, run=i + 1, of=spec.confirm)
+            outcome, result = rerun(launcher, trial.user_attrs["settings"], pair["seed"], f"confirm-{label}-{i}.log")
+            value = real_value(objective, outcome, result)
             pair[label] = {"status": outcome.status, "value": value, **{k: result.get(k) for k in (
                 "throughput", "metric_value", "val_accuracy", "time_to_target", "projected_time_to_target",
                 "setup_time", "peak_memory_bytes")}}
             if label == "baseline" and value is None:
                 # its whole run, a lower bound on its time to the target (pair_speedup)
-                pair[label]["missed_after"] = missed_time(runner, outcome, result)
+                pair[label]["missed_after"] = missed_time(objective, outcome, result)
         speedup, lower_bound = pair_speedup(objective, pair["best"], pair["baseline"])
         if speedup is not None:
             pair["speedup"] = speedup
@@ -66,22 +71,22 @@ def confirm_best(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial
     for label, trial in (("best", best), ("baseline", baseline)):
         values = [r[label]["value"] for r in runs if r[label]["value"] is not None]
         confirmation[f"{label}_value_median"] = statistics.median(values) if values else None
-        if objective.name == "time-to-accuracy" and spec.run_scale == 1.0 and values and trial.value:
+        if objective.projected and spec.run_scale == 1.0 and values and trial.value:
             # the search's projection against the time measured here, end to end, fresh seeds
             confirmation.setdefault("projection", {})[label] = {
                 "projected": trial.value, "measured": statistics.median(values),
                 "error": statistics.median(values) / trial.value - 1.0,
             }
-    assert runner.study is not None
-    runner.study.set_user_attr("confirmation", confirmation)
+    launcher.state.study.set_user_attr("confirmation", confirmation)
     return confirmation
 
 
-def serving_pair(runner: "StudyRunner", best: FrozenTrial, baseline: FrozenTrial, seed: int, i: int) -> dict[str, Any]:
+def serving_pair(launcher: "TrialLauncher", best: FrozenTrial, baseline: FrozenTrial, seed: int,
+                 i: int) -> dict[str, Any]:
     """One pair of an inference study's confirmation: the best and the baseline served in one
     process, timed in alternating blocks (autotune.inference.compare); its speedup is the
     median of the blocks' latency ratios."""
-    outcome, result = timed_against(runner, baseline.user_attrs["settings"], best.user_attrs["settings"], seed,
+    outcome, result = timed_against(launcher, baseline.user_attrs["settings"], best.user_attrs["settings"], seed,
                                     f"confirm-{i}.log")
     pair: dict[str, Any] = {"timed_together": True}
     for label, side in (("baseline", "reference"), ("best", "candidate")):
@@ -117,19 +122,18 @@ def pair_speedup(objective: Any, best: dict[str, Any], baseline: dict[str, Any])
 PLAYOFF = 3
 
 
-def playoff(runner: "StudyRunner", best: FrozenTrial, report: dict[str, Any]) -> FrozenTrial:
+def playoff(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenTrial,
+            report: dict[str, Any]) -> FrozenTrial:
     """Choose among the trials whose values lie within the noise margin of the best: each is
     re-run once with a fresh seed and the one with the best mean of its two values wins. The
     best of a search is partly the luckiest (a seed that reached the target at an early
     validation); a tie within the noise is not a win. Recorded as the study's "chosen_best"."""
-    from autotune.study.objective import noise_margin
-
-    assert runner.study is not None
-    objective, spec = runner.objective, runner.spec
+    state = launcher.state
+    objective, spec = launcher.context.objective, launcher.context.spec
     if objective.multi or best.value is None:
         return best
-    margin = noise_margin(runner.baseline_trial())
-    complete = [t for t in runner.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    margin = noise_margin(state.baseline_trial())
+    complete = [t for t in state.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if not t.user_attrs.get("baseline") and t.value is not None and t.user_attrs.get("feasible", True)]
     if objective.directions[0] == "minimize":
         tied = sorted((t for t in complete if t.value <= best.value * (1 + margin)), key=lambda t: t.value)
@@ -140,16 +144,16 @@ def playoff(runner: "StudyRunner", best: FrozenTrial, report: dict[str, Any]) ->
         return best
     rows = []
     for i, trial in enumerate(tied):
-        runner.events.emit("confirming", f"choosing among trials tied within the noise: trial {trial.number}",
-                           which=f"trial {trial.number}", run=i + 1, of=len(tied))
-        outcome, result = rerun(runner, trial.user_attrs["settings"], (spec.seed or 0) + 500 + i,
+        events.emit("confirming", f"choosing among trials tied within the noise: trial {trial.number}",
+                    which=f"trial {trial.number}", run=i + 1, of=len(tied))
+        outcome, result = rerun(launcher, trial.user_attrs["settings"], (spec.seed or 0) + 500 + i,
                                 f"playoff-{trial.number}.log")
         # projected, like the search values it is averaged with
         value = objective.values(result) if outcome.status == RunStatus.OK else None
         rows.append({"number": trial.number, "search_value": trial.value, "rerun_value": value})
     winner = playoff_winner(rows, objective.directions[0])
     choice = {"number": winner["number"], "against": best.value, "contenders": rows, "margin": margin}
-    runner.study.set_user_attr("chosen_best", choice)
+    state.study.set_user_attr("chosen_best", choice)
     report["playoff"] = choice
     return next(t for t in tied if t.number == winner["number"])
 
@@ -167,10 +171,10 @@ def playoff_winner(rows: list[dict[str, Any]], direction: str) -> dict[str, Any]
     return min(rows, key=score)
 
 
-def build_report(runner: "StudyRunner", confirm: bool = True) -> dict[str, Any]:
+def build_report(context: "TrialContext", state: "StudyState", launcher: "TrialLauncher", events: "StudyEvents",
+                 confirm: bool = True) -> dict[str, Any]:
     """What the study found: counts, baseline, best (or the Pareto front), speedups."""
-    study, spec, objective = runner.study, runner.spec, runner.objective
-    assert study is not None
+    study, spec, objective = state.study, context.spec, context.objective
     trials = study.get_trials(deepcopy=False)
     tally = trial_counts([row_from_frozen(t) for t in trials])
     counts = {k: tally[k] for k in ("complete", "pruned", "failed")}
@@ -178,40 +182,40 @@ def build_report(runner: "StudyRunner", confirm: bool = True) -> dict[str, Any]:
         counts["surplus"] = tally["surplus"]
     report: dict[str, Any] = {
         "study": spec.name, "workload": spec.workload, "objective": spec.objective,
-        "space": spec.space, "target": runner.target, "metric": runner.p.metric.to_dict(), "budget": spec.budget_text,
-        "storage": runner.p.storage_url, "device": runner.p.hardware.device_type,
-        "cpu_count": runner.p.hardware.cpu_count,
+        "space": spec.space, "target": state.target, "metric": context.metric.to_dict(), "budget": spec.budget_text,
+        "storage": context.storage_url, "device": context.hardware.device_type,
+        "cpu_count": context.hardware.cpu_count,
         "counts": counts, "trials": sum(1 for t in trials if t.user_attrs.get("autotune_status") != RunStatus.SURPLUS),
         "done": tally["done"],
     }
-    baseline = runner.baseline_trial()
+    baseline = state.baseline_trial()
     if baseline is not None:
         report["baseline"] = trial_summary(baseline)
-        report["baseline_still_improving"] = still_improving(baseline, runner.p.metric)
+        report["baseline_still_improving"] = still_improving(baseline, context.metric)
     if objective.multi:
         report["pareto_front"] = [trial_summary(t) for t in study.best_trials]
         return report
-    best = runner.best_trial()
+    best = state.best_trial()
     if best is None:
         report["best"] = None
-        report["noise"] = noise(runner, trials, baseline, None)
+        report["noise"] = noise(context, trials, baseline, None)
         return report
     report["best"] = trial_summary(best)
     if baseline is not None and baseline.state == TrialState.COMPLETE and baseline.value:
         report["speedup_in_search"] = objective.speedup(best.value, baseline.value)
     if confirm and spec.confirm > 0 and baseline is not None and best.number != baseline.number:
-        best = playoff(runner, best, report)
+        best = playoff(launcher, events, best, report)
         report["best"] = trial_summary(best)
-        report["confirmation"] = confirm_best(runner, best, baseline)
+        report["confirmation"] = confirm_best(launcher, events, best, baseline)
         if spec.explain and report["confirmation"].get("confirmed"):
-            path = ablation_path(runner, best, baseline, report["confirmation"])
+            path = ablation_path(launcher, events, best, baseline, report["confirmation"])
             if path is not None:
                 study.set_user_attr("why_faster", path)
     elif "confirmation" in study.user_attrs:
         report["confirmation"] = study.user_attrs["confirmation"]
     if "why_faster" in study.user_attrs:
         report["why_faster"] = study.user_attrs["why_faster"]
-    report["noise"] = noise(runner, trials, baseline, report.get("confirmation"))
+    report["noise"] = noise(context, trials, baseline, report.get("confirmation"))
     study.set_user_attr("noise", report["noise"])
     return report
 
@@ -224,7 +228,7 @@ BUSY_CORES = 0.5
 
 
 def noise(
-    runner: "StudyRunner", trials: list[FrozenTrial], baseline: FrozenTrial | None, conf: dict[str, Any] | None
+    context: "TrialContext", trials: list[FrozenTrial], baseline: FrozenTrial | None, conf: dict[str, Any] | None
 ) -> dict[str, Any]:
     """The machine's noise as this study measured it, and the load average its trials ended
     with. Run to run: how far the baseline's re-runs in confirmation spread about their median
@@ -232,8 +236,6 @@ def noise(
     inference study, whose pairs time both in one process, how far the baseline's blocks in a
     pair spread (the median over pairs); before there are two, the spread of the baseline's own
     steps (pruning's margin)."""
-    from autotune.study.objective import noise_margin
-
     margin, source = noise_margin(baseline), "steps"
     pairs = (conf or {}).get("runs", [])
     runs = [r["baseline"]["value"] for r in pairs if r["baseline"]["value"]]
@@ -250,7 +252,7 @@ def noise(
         return statistics.median(values) if values else None
 
     load, others = median_of("load_avg"), median_of("others")
-    cores = runner.p.hardware.cpu_count
+    cores = context.hardware.cpu_count
     busy = others is not None and others > BUSY_CORES
     return {"margin": margin, "source": source, "load_avg": load, "others": others, "busy": busy,
             "noisy": margin > NOISY or (load is not None and bool(cores) and load > cores) or busy}

@@ -1,31 +1,33 @@
 """One trial of a study, as Optuna's objective: claim a slot, resolve the settings, run the trial
-process, report validations for pruning, and record what it measured."""
+process, report validations for pruning (autotune.study.trial_watch), and record what it
+measured."""
 
 from __future__ import annotations
 
 import math
-import time
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
 
 from autotune.formatting import settings_text
+from autotune.launch.trial_process import TrialOutcome
 from autotune.run.plan import OUT_OF_MEMORY_ROWS
-from autotune.launch.trial_process import TrialOutcome, launch
 from autotune.settings import resolve_settings
 from autotune.statuses import FAILED_RUN_STATUSES, TRIAL_METRICS, RunStatus
 from autotune.study import retries
 from autotune.study.slots import GiveWay, is_priority
+from autotune.study.trial_watch import TrialWatch
 
 if TYPE_CHECKING:
-    from autotune.study.runner import StudyRunner
+    from autotune.study.context import StudyState, TrialContext
+    from autotune.study.events import StudyEvents
+    from autotune.study.launcher import TrialLauncher
+    from autotune.study.slots import StudySlots
 
 # Settings that barely change activation memory: ignored when deciding whether a configuration
 # lies in a region that already ran out of memory.
 MEMORY_NEUTRAL = {"learning_rate", "momentum", "weight_decay", "beta2", "workers", "threads", "pruning"}
-# How often a running trial's "live" user attr (what other machines see of it) is rewritten.
-LIVE_INTERVAL = 5.0
 
 # The baseline recipe is enqueued as fixed params and may lie outside the space searched (a batch
 # size below the space's low, say): it runs as given, on purpose, and Optuna's warning about it
@@ -36,31 +38,6 @@ warnings.filterwarnings("ignore", message=r"Fixed parameter .* is out of range",
 # A baseline that fails runs again this many times before the study gives up (its trial process
 # was killed, the machine ran out of memory once: one failure must not ruin the study).
 MAX_BASELINE_RETRIES = 2
-
-
-# The least margin by which a trial must be slower than the best before it is pruned for it:
-# two runs of one configuration on an idle machine differ by a few percent.
-MIN_NOISE_MARGIN = 0.10
-MAX_NOISE_MARGIN = 1.0
-
-
-def noise_margin(baseline: "optuna.trial.FrozenTrial | None") -> float:
-    """How much slower than the best a trial may be before the slower-than-best rule prunes it:
-    the spread of the baseline's own step times, (p95 - p50) / p50, which is how much the
-    machine's load moved its steps about (a busy machine's is large), between MIN_NOISE_MARGIN
-    and MAX_NOISE_MARGIN."""
-    attrs = baseline.user_attrs if baseline is not None else {}
-    p50, p95 = attrs.get("step_time_p50"), attrs.get("step_time_p95")
-    if not p50 or p95 is None:
-        return MIN_NOISE_MARGIN
-    return min(MAX_NOISE_MARGIN, max(MIN_NOISE_MARGIN, (p95 - p50) / p50))
-
-
-def beyond(seconds: float, best: float | None, margin: float) -> bool:
-    """Whether `seconds` without reaching the target is already slower than the best by more
-    than the noise margin: a trial within the noise of the best may still turn out faster."""
-    return best is not None and seconds > best * (1.0 + margin)
-
 
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
@@ -83,9 +60,7 @@ def infeasible(settings: dict[str, Any], trials: list["optuna.trial.FrozenTrial"
     rows = micro_batch_rows(settings)
     for t in trials:
         other = t.user_attrs.get("settings", {})
-        failed = (t.user_attrs.get("notes") or {}).get(OUT_OF_MEMORY_ROWS)
-        if failed is None and t.user_attrs.get("autotune_status") == RunStatus.OOM and "batch_size" in other:
-            failed = micro_batch_rows(other)
+        failed = _failed_rows(t, other)
         if failed is None or rows < failed:
             continue
         if {k: v for k, v in other.items() if k not in ignored} != mine:
@@ -104,135 +79,73 @@ def infeasible(settings: dict[str, Any], trials: list["optuna.trial.FrozenTrial"
     return None
 
 
+def _failed_rows(trial: "optuna.trial.FrozenTrial", settings: dict[str, Any]) -> int | None:
+    """The micro-batch at which `trial` ran out of memory; None when it did not."""
+    failed = (trial.user_attrs.get("notes") or {}).get(OUT_OF_MEMORY_ROWS)
+    if failed is None and trial.user_attrs.get("autotune_status") == RunStatus.OOM and "batch_size" in settings:
+        failed = micro_batch_rows(settings)
+    return failed
+
+
 class TrialFailed(Exception):
     """Raised inside the objective so Optuna records FAIL and the study goes on."""
 
 
 class TrialObjective:
-    """Optuna's objective for one runner's trials; the runner holds the study's state."""
+    """Optuna's objective for one runner's trials. It reads the study's fixed facts from
+    `context`, changes only `state` (the target, why the study cannot go on), starts trial
+    processes through `launcher`, tells what happens through `events`, and takes a slot of the
+    study's count from `slots` (stopping when `should_stop` says so)."""
 
-    def __init__(self, runner: "StudyRunner") -> None:
-        self.runner = runner
+    def __init__(self, context: "TrialContext", state: "StudyState", launcher: "TrialLauncher",
+                 events: "StudyEvents", slots: "StudySlots", should_stop: Callable[[], bool]) -> None:
+        self.context = context
+        self.state = state
+        self.launcher = launcher
+        self.events = events
+        self.slots = slots
+        self.should_stop = should_stop
 
     def __call__(self, trial: optuna.Trial) -> Any:
-        r = self.runner
-        assert r.study is not None
         is_baseline = bool(trial.user_attrs.get("baseline"))
         try:
             self._take_slot(trial, is_baseline)
         except KeyboardInterrupt:
             self._surplus(trial, "not run: interrupted while waiting for a slot", requeue=True)
             raise
-        suggested = r.p.space.suggest(trial)
-        overrides = dict(r.baseline) if is_baseline else r.fit_threads(suggested)
-        settings = resolve_settings(r.p.registry, r.p.hardware, r.p.workload, overrides)
-        trial.set_user_attr("settings", settings)
-        trial.set_user_attr("baseline", is_baseline)
-        trial.set_user_attr("runner", retries.RUNNER_ID)
-        name = r.spec.name
-
-        reason = self._infeasible(settings)
+        overrides, settings = self._settings(trial, is_baseline)
+        reason = infeasible(settings, self.state.study.get_trials(deepcopy=False, states=FINISHED_STATES))
         if reason is not None:
             trial.set_user_attr("autotune_status", RunStatus.INFEASIBLE.value)
             trial.set_user_attr("reason", reason)
             trial.set_constraint("memory", 1.0)
             raise optuna.TrialPruned(reason)
-
-        best = r.best_value()
-        margin = noise_margin(r.baseline_trial())
-        metric = r.p.metric
-        prune_reason: list[str] = []
-
-        def on_eval(point: dict[str, Any]) -> bool:
-            value = r.objective.intermediate(point)
-            if not r.objective.multi:
-                trial.report(value, point["index"])
-            if is_baseline:
-                return False
-            if r.objective.prunable and trial.should_prune():
-                prune_reason.append(
-                    f"pruned by the {r.spec.pruner} pruner after validation {point['index']} "
-                    f"({r.p.metric.name} {point['value']:.4g})"
-                )
-                return True
-            if r.objective.name == "time-to-accuracy" and beyond(value, best, margin):
-                prune_reason.append(
-                    f"pruned: {value:.2f} s (projected) of training without reaching the target "
-                    f"{metric.bound(r.target)}, already slower than the best ({best:.2f} s) by more "
-                    f"than the noise margin (+{margin:.0%})"
-                )
-                return True
-            return False
-
-        live_written = [-math.inf]
-
-        def on_progress(progress: dict[str, Any]) -> None:
-            r.store.trial_progress(
-                name, trial.number, step=progress["step"], total_steps=progress["total_steps"],
-                fraction=progress["fraction"], samples_per_s=progress["samples_per_s"],
-                train_time=progress["train_time"], peak_memory_bytes=progress["peak_memory_bytes"],
-            )
-            r.events.emit("trial_progress", f"trial {trial.number} at step {progress['step']}", trial.number,
-                          number=trial.number, **progress)
-            # What other machines see of this trial, through the shared storage: throttled,
-            # since each write is a round trip to the database.
-            now = time.monotonic()
-            if now - live_written[0] >= LIVE_INTERVAL:
-                live_written[0] = now
-                trial.set_user_attr("live", {
-                    "samples_per_s": progress["samples_per_s"], "step": progress["step"],
-                    "fraction": progress["fraction"], "updated": time.time(),
-                })
-
-        log_path = r.logs_dir / f"{trial.number}.log"
-        request = r.request(overrides, is_baseline, str(log_path))
-        r.store.trial_started(name, trial.number, None, settings)
-        searched = {p.name for p in r.p.space.params}
-        shown = {k: v for k, v in settings.items() if k in searched} or settings
-        r.events.emit("trial_started", f"trial {trial.number} started: {settings_text(shown)}", trial.number,
-                      number=trial.number, settings=settings, baseline=is_baseline)
-        try:
-            with r.lease() as gpus:
-                r.use_gpus(request, gpus)
-                outcome = launch(
-                    request,
-                    on_eval=on_eval,
-                    on_progress=on_progress,
-                    should_kill=lambda: r.store.kill_requested(name, trial.number),
-                    on_start=lambda pid: r.store.trial_progress(name, trial.number, pid=pid),
-                )
-        except KeyboardInterrupt:
-            trial.set_user_attr("autotune_status", RunStatus.INTERRUPTED.value)
-            trial.set_user_attr("reason", "interrupted (SIGINT/SIGTERM); it will run again on resume")
-            raise
-        finally:
-            r.store.trial_finished(name, trial.number)
-        return self._record(trial, outcome, is_baseline, prune_reason)
+        watch = TrialWatch(trial, is_baseline, self.context, self.state, self.launcher.store, self.events)
+        outcome = self._run(trial, overrides, settings, is_baseline, watch)
+        return TrialRecord(self, trial, outcome, is_baseline, watch.prune_reason).value()
 
     # before the run ------------------------------------------------------------------------------
 
     def _take_slot(self, trial: optuna.Trial, is_baseline: bool) -> None:
         """Wait for the baseline's target if needed, then claim a slot; TrialPruned if this trial
         must not train (it is recorded as surplus and does not count)."""
-        r = self.runner
-        assert r.study is not None
-        if r.fatal is not None:
-            raise self._surplus(trial, f"not run: {r.fatal}")
-        if not is_baseline and r.objective.needs_target and r.target is None:
+        state = self.state
+        if state.fatal is not None:
+            raise self._surplus(trial, f"not run: {state.fatal}")
+        if not is_baseline and self.context.objective.needs_target and state.target is None:
             try:
-                r.target = r.slots.wait_for_target(r.study, r.should_stop)
+                state.set_target(self.slots.wait_for_target(state.study, self.should_stop))
             except GiveWay as exc:
                 raise self._surplus(trial, str(exc), requeue=True) from None
-        if r.should_stop():
+        if self.should_stop():
             raise self._surplus(trial, "not run: the study was stopping", requeue=True)
-        if not r.slots.claim(r.study, trial):
-            raise self._surplus(trial, f"not run: the study already has its {r.spec.n_trials} trials")
+        if not self.slots.claim(state.study, trial):
+            raise self._surplus(trial, f"not run: the study already has its {self.context.spec.n_trials} trials")
 
     def _surplus(self, trial: optuna.Trial, reason: str, requeue: bool = False) -> optuna.TrialPruned:
         """Mark a trial that never trained; it does not count. With `requeue`, a trial that must
         run (baseline, retry) is enqueued again so that stopping does not lose it."""
-        study = self.runner.study
-        assert study is not None
+        study = self.state.study
         trial.set_user_attr("autotune_status", RunStatus.SURPLUS.value)
         trial.set_user_attr("reason", reason)
         trials = study.get_trials(deepcopy=False)
@@ -241,41 +154,96 @@ class TrialObjective:
             retries.requeue(study, frozen, trials)
         return optuna.TrialPruned(reason)
 
-    def _infeasible(self, settings: dict[str, Any]) -> str | None:
-        study = self.runner.study
-        assert study is not None
-        return infeasible(settings, study.get_trials(deepcopy=False, states=FINISHED_STATES))
+    def _settings(self, trial: optuna.Trial, is_baseline: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What the trial asks for (the baseline's recipe, or what Optuna suggests with threads
+        fitted) and what that resolves to, recorded on the trial."""
+        context = self.context
+        suggested = context.space.suggest(trial)
+        overrides = dict(context.baseline) if is_baseline else self.launcher.fit_threads(suggested)
+        settings = resolve_settings(context.registry, context.hardware, context.workload, overrides)
+        trial.set_user_attr("settings", settings)
+        trial.set_user_attr("baseline", is_baseline)
+        trial.set_user_attr("runner", retries.RUNNER_ID)
+        return overrides, settings
+
+    def _run(self, trial: optuna.Trial, overrides: dict[str, Any], settings: dict[str, Any], is_baseline: bool,
+             watch: TrialWatch) -> TrialOutcome:
+        """Start the trial process and wait for it; its live rows in the store last as long."""
+        name, number, store = self.context.spec.name, trial.number, self.launcher.store
+        log_path = self.context.logs_dir / f"{number}.log"
+        request = self.launcher.request(overrides, is_baseline, str(log_path))
+        store.trial_started(name, number, None, settings)
+        shown = {k: v for k, v in settings.items() if k in self.context.searched} or settings
+        self.events.emit("trial_started", f"trial {number} started: {settings_text(shown)}", number,
+                         number=number, settings=settings, baseline=is_baseline)
+        try:
+            return self.launcher.run(request, number, on_eval=watch.on_eval, on_progress=watch.on_progress)
+        except KeyboardInterrupt:
+            trial.set_user_attr("autotune_status", RunStatus.INTERRUPTED.value)
+            trial.set_user_attr("reason", "interrupted (SIGINT/SIGTERM); it will run again on resume")
+            raise
+        finally:
+            store.trial_finished(name, number)
 
     # after the run -------------------------------------------------------------------------------
 
-    def _baseline_failed(self, trial: optuna.Trial, reason: str) -> None:
+    def baseline_failed(self, trial: optuna.Trial, reason: str) -> None:
         """The baseline fixes the target and every speedup: run it again, at most
-        MAX_BASELINE_RETRIES times; after that the study cannot go on (runner.fatal).
+        MAX_BASELINE_RETRIES times; after that the study cannot go on (state.fail).
 
         The retry is enqueued while this trial still runs, so no other trial sees "no baseline
         pending" in between and goes ahead without a target."""
-        r = self.runner
-        assert r.study is not None
-        trials = r.study.get_trials(deepcopy=False)
+        study = self.state.study
+        trials = study.get_trials(deepcopy=False)
         earlier = [t for t in trials if t.user_attrs.get("baseline") and t.state == optuna.trial.TrialState.FAIL
                    and t.number != trial.number]
         if len(earlier) < MAX_BASELINE_RETRIES:
             frozen = next(t for t in trials if t.number == trial.number)
-            retries.requeue(r.study, frozen, trials)
-            r.events.emit("trial_retried", f"trial {trial.number} (the baseline) failed: {reason}; running it again",
-                          trial.number, number=trial.number)
+            retries.requeue(study, frozen, trials)
+            self.events.emit("trial_retried", f"trial {trial.number} (the baseline) failed: {reason}; running it "
+                             "again", trial.number, number=trial.number)
             return
-        r.fatal = (
+        self.state.fail(
             f"the baseline failed {len(earlier) + 1} times (trials "
             f"{', '.join(str(t.number) for t in [*earlier, trial])}), last: {reason}; without it the study "
             f"has no target and no speedup to measure"
         )
 
-    def _record(
-        self, trial: optuna.Trial, outcome: TrialOutcome, is_baseline: bool, prune_reason: list[str]
-    ) -> Any:
-        r = self.runner
-        result = outcome.result or {}
+
+class TrialRecord:
+    """What one finished trial process measured, written onto its Optuna trial, and the value
+    it earned (or TrialPruned / TrialFailed with the reason)."""
+
+    def __init__(self, objective: TrialObjective, trial: optuna.Trial, outcome: TrialOutcome, is_baseline: bool,
+                 prune_reason: str | None) -> None:
+        self.owner = objective
+        self.context, self.state = objective.context, objective.state
+        self.trial = trial
+        self.outcome = outcome
+        self.result = outcome.result or {}
+        self.is_baseline = is_baseline
+        self.prune_reason = prune_reason
+
+    def value(self) -> Any:
+        self._measurements()
+        if self.outcome.status in FAILED_RUN_STATUSES:
+            reason = self.outcome.error or self.outcome.status
+            self.trial.set_user_attr("reason", reason)
+            if self.is_baseline:
+                self.owner.baseline_failed(self.trial, reason)
+            raise TrialFailed(reason)
+        if self.is_baseline:
+            self._baseline_sets_the_target()
+            self._baseline_time_to_target()
+        if self.outcome.status == RunStatus.PRUNED:
+            reason = self.prune_reason or "pruned"
+            self.trial.set_user_attr("reason", reason)
+            raise optuna.TrialPruned(reason)
+        self._judge()
+        return self._earned()
+
+    def _measurements(self) -> None:
+        trial, result, outcome = self.trial, self.result, self.outcome
         for key in TRIAL_METRICS:
             if result.get(key) is not None:
                 trial.set_user_attr(key, result[key])
@@ -288,105 +256,69 @@ class TrialObjective:
         trial.set_user_attr("autotune_status", outcome.status)
         # Every finished trial carries the constraint (set once: Optuna ignores a second value).
         trial.set_constraint("memory", 1.0 if outcome.status == RunStatus.OOM else 0.0)
-        number = trial.number
 
-        if outcome.status in FAILED_RUN_STATUSES:
-            reason = outcome.error or outcome.status
-            trial.set_user_attr("reason", reason)
-            if is_baseline:
-                self._baseline_failed(trial, reason)
-            raise TrialFailed(reason)
+    def _baseline_sets_the_target(self) -> None:
+        """The first baseline to finish fixes the study's bar (its task says which: a target, or
+        an accuracy guard) from the metric it measured."""
+        context, state, result = self.context, self.state, self.result
+        if state.target is not None or not context.objective.needs_target:
+            return
+        if result.get("metric_value") is None:
+            state.fail(f"the baseline measured no {context.metric.name}, so the study has no target")
+            raise TrialFailed(state.fatal)
+        bar = context.task.target_from_baseline(context.metric, result, context.spec)
+        state.set_target(bar.target)
+        for key, value in bar.attrs.items():
+            state.study.set_user_attr(key, value)
+        state.study.set_user_attr("target", bar.target)
+        self.owner.events.emit("target", bar.said, self.trial.number, target=bar.target, metric=context.metric.name)
 
-        metric = r.p.metric
-        if is_baseline and r.target is None and r.objective.needs_target:
-            if result.get("metric_value") is None:
-                r.fatal = f"the baseline measured no {metric.name}, so the study has no target"
-                raise TrialFailed(r.fatal)
-            assert r.study is not None
-            if r.objective.task == "inference":
-                # the accuracy guard: the unoptimized model's own value, less --max-drop of it
-                r.target = metric.guard(result["metric_value"], r.spec.max_drop)
-                r.study.set_user_attr("reference_metric", result["metric_value"])
-                said = f"accuracy guard from the unoptimized model: {metric.bound(r.target)} (at most " \
-                       f"{r.spec.max_drop:.1%} worse than its {result['metric_value']:.4g})"
-            else:
-                r.target = metric.target_from(result["metric_value"], result.get("val_samples"))
-                said = f"target set from the baseline: {metric.bound(r.target)}"
-            r.study.set_user_attr("target", r.target)
-            r.events.emit("target", said, number, target=r.target, metric=metric.name)
-        if is_baseline and r.target is not None and result.get("time_to_target") is None:
-            hit = [p for p in result.get("curve", []) if metric.reached(p.get("value"), r.target)]
-            if hit:
-                result["time_to_target"] = hit[0]["train_time"]
-                result["projected_time_to_target"] = hit[0].get("projected")
-                for key in ("time_to_target", "projected_time_to_target"):
-                    if result[key] is not None:
-                        trial.set_user_attr(key, result[key])
+    def _baseline_time_to_target(self) -> None:
+        """A baseline that was not stopped at the target still passed it: when, from its curve."""
+        target, result = self.state.target, self.result
+        if target is None or result.get("time_to_target") is not None:
+            return
+        hit = [p for p in result.get("curve", []) if self.context.metric.reached(p.get("value"), target)]
+        if not hit:
+            return
+        result["time_to_target"] = hit[0]["train_time"]
+        result["projected_time_to_target"] = hit[0].get("projected")
+        for key in ("time_to_target", "projected_time_to_target"):
+            if result[key] is not None:
+                self.trial.set_user_attr(key, result[key])
 
-        if outcome.status == RunStatus.PRUNED:
-            reason = prune_reason[0] if prune_reason else "pruned"
-            trial.set_user_attr("reason", reason)
-            raise optuna.TrialPruned(reason)
+    def _judge(self) -> None:
+        """The trial against its task's bar: Optuna's accuracy constraint, feasible, why not."""
+        context, trial = self.context, self.trial
+        reference = self.state.study.user_attrs.get("reference_metric")
+        verdict = context.task.judge(context.objective, self.result.get("metric_value"), self.state.target,
+                                     reference, context.spec)
+        if verdict.drop is not None:
+            trial.set_user_attr("metric_drop", verdict.drop)
+        if verdict.constraint is not None:
+            trial.set_constraint("accuracy", verdict.constraint)
+        if verdict.feasible is not None:
+            trial.set_user_attr("feasible", verdict.feasible)
+        if verdict.reason is not None:
+            trial.set_user_attr("reason", verdict.reason)
 
+    def _earned(self) -> Any:
+        """The objective value(s), or TrialPruned for a run that earned none (target missed)."""
+        context, result = self.context, self.result
+        values = context.objective.values(result)
+        if not self.is_baseline:
+            baseline = self.state.baseline_trial()
+            values = context.task.trial_value(values, result, baseline.user_attrs if baseline is not None else {})
+        if values is not None:
+            return values
         reached = result.get("metric_value")
-        if r.objective.task == "inference":
-            guard(r, trial, reached)
-        elif r.objective.name == "throughput" and r.target is not None:
-            # Optuna's constraint: feasible when <= 0
-            if reached is None or not math.isfinite(reached):
-                shortfall = 1e9
-            else:
-                shortfall = r.target - reached if metric.higher_is_better else reached - r.target
-            trial.set_constraint("accuracy", shortfall)
-            trial.set_user_attr("feasible", metric.reached(reached, r.target))
-        values = r.objective.values(result)
-        if r.objective.task == "inference" and not is_baseline:
-            values = paired_latency(r, result, values)
-        if values is None:
-            shown = "nothing" if reached is None else f"{reached:.4g}"
-            reason = (
-                f"did not reach the target {metric.bound(r.target)} within "
-                f"{r.spec.budget_text} (reached {shown})"
-            )
-            trial.set_user_attr("autotune_status", RunStatus.PRUNED.value)
-            trial.set_user_attr("reason", reason)
-            if r.objective.name == "time-to-accuracy" and not r.objective.multi:
-                # It never reached the target: its time to it is unbounded, and Optuna takes a
-                # pruned trial's last report as its value, which must not read as a win
-                trial.report(math.inf, len(result.get("curve", [])))
-            raise optuna.TrialPruned(reason)
-        return values
-
-
-def paired_latency(r: "StudyRunner", result: dict[str, Any], measured: Any) -> Any:
-    """An inference trial's value: the unoptimized model's latency (trial 0's) over the trial's
-    speed against it timed in the same process (`paired_speedup`, autotune.inference.serve.
-    pair_with): its latency on the baseline's clock, so that machine drift between trial
-    processes does not pick the best. The trial's own measured latency when it has no pairing."""
-    baseline = r.baseline_trial()
-    base = baseline.user_attrs.get("latency_p50") if baseline is not None else None
-    speedup = result.get("paired_speedup")
-    if not base or not speedup or not math.isfinite(speedup) or speedup <= 0:
-        return measured
-    return base / speedup
-
-
-def guard(r: "StudyRunner", trial: optuna.Trial, reached: float | None) -> None:
-    """An inference trial against the accuracy guard: its metric's relative drop from the
-    unoptimized model's (user attr metric_drop), and infeasible (Optuna's constraint, user attr
-    feasible, a reason; never the best) when it drops more than --max-drop."""
-    assert r.study is not None
-    metric, reference = r.p.metric, r.study.user_attrs.get("reference_metric")
-    drop = None
-    if reached is not None and reference is not None and math.isfinite(reached):
-        drop = metric.drop(reference, reached)
-        trial.set_user_attr("metric_drop", drop)
-    feasible = drop is not None and drop <= r.spec.max_drop + 1e-12
-    trial.set_constraint("accuracy", 0.0 if feasible else (drop if drop is not None and drop > 0 else 1.0))
-    trial.set_user_attr("feasible", feasible)
-    if not feasible:
         shown = "nothing" if reached is None else f"{reached:.4g}"
-        worse = f", {drop:.2%} worse" if drop is not None else ""
-        base = "-" if reference is None else f"{reference:.4g}"
-        trial.set_user_attr("reason", f"infeasible: {metric.name} {shown}{worse} than the unoptimized model's "
-                                      f"{base} (the guard allows {r.spec.max_drop:.1%})")
+        reason = (f"did not reach the target {context.metric.bound(self.state.target)} within "
+                  f"{context.spec.budget_text} (reached {shown})")
+        self.trial.set_user_attr("autotune_status", RunStatus.PRUNED.value)
+        self.trial.set_user_attr("reason", reason)
+        if context.objective.prunes_slower_than_best and not context.objective.multi:
+            # It never reached the target: its time to it is unbounded, and Optuna takes a
+            # pruned trial's last report as its value, which must not read as a win
+            self.trial.report(math.inf, len(result.get("curve", [])))
+        raise optuna.TrialPruned(reason)

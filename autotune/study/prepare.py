@@ -19,6 +19,7 @@ from autotune.spec import StudySpec
 from autotune.study.checkpoint import check_source
 from autotune.study.enqueued import parse_enqueued
 from autotune.storage.rdb import default_storage_url, open_storage, sqlalchemy_url
+from autotune.tasks import Task, get_task
 from autotune.workloads import Workload, load_workload, script_workload
 
 if TYPE_CHECKING:
@@ -55,6 +56,10 @@ class Prepared:
     # the params of the trials `--enqueue` asks for (autotune.study.enqueued), run after the baseline
     enqueued: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
+    @property
+    def task(self) -> Task:
+        return get_task(self.spec.task)
+
 
 def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None = None) -> Prepared:
     """Validate a spec completely. Raises UsageError; writes nothing.
@@ -72,20 +77,18 @@ def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None =
     if check_hardware is not None:
         check_hardware(hardware)
     source = None
+    task = get_task(spec.task)
     if spec.script is not None:
         # the script builds its own model and data, in its trials; it is judged by val_loss
         # unless --metric names what its session.report() gives
         workload = script_workload(spec.workload)
         metric = spec.study_metric(Metric.named(SCRIPT_METRIC))
     else:
-        source = check_source(spec) if spec.task == "inference" else None
+        source = check_source(spec) if task.serves_model else None
         workload = load_workload(spec.workload, registry, data_dir=spec.data_dir, workdir=spec.workdir)
         metric = spec.study_metric(workload.primary_metric)
     objective = get_objective(spec.objective, metric)
-    # the bundled cpu and gpu spaces tune training knobs; an inference study's default space is
-    # every inference knob over its own range
-    space_name = spec.space or ("default" if spec.task == "inference" else
-                                {"cuda": "gpu", "cpu": "cpu"}.get(hardware.device_type, "default"))
+    space_name = spec.space or task.default_space(hardware.device_type)
     space = load_space(space_name, registry, hardware, workload.traits())
     spec.space = space_name
     storage_url = sqlalchemy_url(spec.storage or default_storage_url())

@@ -16,7 +16,6 @@ import signal
 import threading
 import time
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,21 +24,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune.errors import RunError, UsageError
 from autotune.formatting import values_text
-from autotune.home import trial_logs
-from autotune.inference.types import InferenceOptions
-from autotune.launch.requests import InferenceRequest, ScriptRequest, TrainingRequest, TrialRequest
-from autotune.run.types import RunOptions
-from autotune.settings import baseline_settings
+from autotune.spec import StudySpec
 from autotune.statuses import RunStatus, StudyStatus
 from autotune.storage.local import Store
 from autotune.storage.rdb import display_url, sqlite_path
-from autotune.storage.results import best_row
-from autotune.storage.trial_row import row_from_frozen
 from autotune.study import retries
 from autotune.study.checkpoint import trained_model
 from autotune.study.confirm import build_report
+from autotune.study.context import StudyState, TrialContext
 from autotune.study.enqueued import enqueue_all, trial_params
 from autotune.study.events import Listener, StoreRecorder, StudyEvents
+from autotune.study.launcher import TrialLauncher
 from autotune.study.objective import TrialFailed, TrialObjective
 from autotune.study.prepare import Prepared, fit_to_devices, make_pruner
 from autotune.study.slots import StudySlots, counted_trials
@@ -58,6 +53,9 @@ class StudyRunner:
     counted through shared slots (autotune.study.slots.StudySlots), so together they finish
     exactly `n_trials`. `devices` hands each trial its own GPUs (CUDA_VISIBLE_DEVICES).
     `listeners` watch the study's events besides the local Store (autotune.study.events).
+
+    The parts it drives are handed what they need, not the runner: the read-only `context`,
+    the shared `state`, the `launcher` of trial processes and the `events`.
     """
 
     def __init__(
@@ -70,19 +68,14 @@ class StudyRunner:
     ) -> None:
         if devices is not None:
             fit_to_devices(prepared, devices)
-        self.p = prepared
-        self.spec = prepared.spec
-        self.objective = prepared.objective
+        self.prepared = prepared
+        self.context = TrialContext.of(prepared)
+        self.state = StudyState(prepared.objective, prepared.spec.target)
         self.store = store
+        self.launcher = TrialLauncher(self.context, self.state, store, devices)
         self.events = StudyEvents(self.spec.name, [StoreRecorder(store), *listeners])
         self.stop_event = stop_event or threading.Event()
-        self.baseline = baseline_settings(prepared.registry, prepared.hardware, prepared.workload)
-        self.study: optuna.Study | None = None
-        self.target: float | None = prepared.spec.target
-        self.fatal: str | None = None  # why the study cannot go on (a baseline that keeps failing)
         self._storage_file: tuple[int, int] | None = None
-        self.logs_dir = trial_logs(self.spec.name)
-        self.devices = devices
         # Runners sharing a seeded study must not share a sampler seed (each would propose the
         # same configurations): autotune.study.worker gives each worker its own.
         self.sampler_seed = prepared.spec.seed
@@ -90,6 +83,23 @@ class StudyRunner:
         if not logging.getLogger().isEnabledFor(logging.DEBUG):
             # autotune reports trials itself, with reasons; Optuna's own lines would repeat them.
             optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+    @property
+    def spec(self) -> StudySpec:
+        return self.context.spec
+
+    @property
+    def study(self) -> optuna.Study | None:
+        return self.state.study if self.state.is_open else None
+
+    @property
+    def target(self) -> float | None:
+        return self.state.target
+
+    @property
+    def baseline(self) -> dict[str, Any]:
+        """The baseline recipe's settings."""
+        return self.context.baseline
 
     # setup -----------------------------------------------------------------------------------
 
@@ -99,163 +109,91 @@ class StudyRunner:
         Only the runner that creates the study enqueues the baseline, so runners starting at
         once enqueue it once. `create=False` (workers) only loads: UsageError if it is missing.
         """
-        storage = self.p.storage
-        directions = list(self.objective.directions)
-        # Fewer random start-up trials than Optuna's 10 in a short study, so that TPE guides
-        # most of a dozen trials instead of none.
-        startup = min(10, max(4, self.spec.n_trials // 3))
-        sampler = optuna.samplers.TPESampler(seed=self.sampler_seed, n_startup_trials=startup)
-        pruner = make_pruner(self.spec.pruner, self.objective.evals_per_epoch, self.spec.budget.get("epochs") or 5)
-        existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
-        if self.spec.task == "inference" and self.p.source is not None and create:
+        if self.context.task.serves_model and self.prepared.source is not None and create:
             # before the study is created, so that its stored spec names the model it serves
-            self.spec.checkpoint = trained_model(self, self.p.source)
-        created = lost_race = False
-        if self.spec.name not in existing and not create:
-            raise UsageError(
-                f"no study '{self.spec.name}' in {display_url(self.p.storage_url)}: create it first with "
-                f"`autotune study start --name {self.spec.name} --storage URL ...`"
-            )
-        if self.spec.name not in existing:
-            try:
-                study = optuna.create_study(
-                    study_name=self.spec.name, storage=storage, sampler=sampler, pruner=pruner,
-                    directions=directions,
-                )
-                created = True
-            except optuna.exceptions.DuplicatedStudyError:  # another runner created it just now
-                lost_race = True
-        if not created:
-            study = optuna.load_study(study_name=self.spec.name, storage=storage, sampler=sampler, pruner=pruner)
-            stored = study.user_attrs.get("autotune", {})
-            for key in ("workload", "objective"):
-                if stored.get(key) not in (None, getattr(self.spec, key)):
-                    raise UsageError(
-                        f"study '{self.spec.name}' exists with {key} '{stored[key]}', not "
-                        f"'{getattr(self.spec, key)}'; pick another --name or `autotune study delete {self.spec.name}`"
-                    )
-            if self.target is None:
-                self.target = study.user_attrs.get("target")
-        else:
-            study.set_user_attr("autotune", {
-                **self.spec.to_dict(), "budget_text": self.spec.budget_text,
-                "directions": directions,
-            })
-            study.set_user_attr("hardware", self.p.hardware.to_dict())
-            study.set_user_attr("target", self.target)
-            study.set_user_attr("metric", self.p.metric.to_dict())
-            with warnings.catch_warnings():  # experimental in Optuna's eyes; nothing a user can act on
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names(self.objective.metric_names())
-        self.study = study
-        self._storage_file = _file_id(sqlite_path(self.p.storage_url))
-        self.store.put_study(
-            self.spec.name, storage=self.p.storage_url, workload=self.spec.workload,
-            space=str(self.spec.space), objective=self.spec.objective, n_trials=self.spec.n_trials,
-            spec=self.spec.to_dict(), status=StudyStatus.RUNNING,
-        )
-        self.store.set_study_status(self.spec.name, StudyStatus.RUNNING, pid=os.getpid())
-        for number, why in retries.recover_stale_trials(study):
-            self.store.trial_finished(self.spec.name, number)
-            self.events.emit("trial_retried", f"trial {number} failed: {why}; retrying it", number, number=number)
+            self.spec.checkpoint = trained_model(self.context, self.events, self.prepared.source)
+        study, created, lost_race = self._create_or_load(create)
+        self.state.opened(study)
+        self._storage_file = _file_id(sqlite_path(self.context.storage_url))
+        self._register(study)
         # Resuming with no baseline at all (its creator died before enqueueing it) is the only
         # other case; workers and a runner that lost the race to create never enqueue it.
         if created or create and not lost_race and not any(
             t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)
         ):
-            retries.enqueue(study, trial_params(self.p.space, self.baseline), baseline=True)
+            retries.enqueue(study, trial_params(self.context.space, self.baseline), baseline=True)
         if create and not lost_race:
-            enqueue_all(study, self.p.enqueued)
+            enqueue_all(study, self.prepared.enqueued)
         return study
 
-    # what the trials add up to ------------------------------------------------------------------
+    def _create_or_load(self, create: bool) -> tuple[optuna.Study, bool, bool]:
+        """The Optuna study, and whether this runner created it or lost the race to."""
+        storage, spec, objective = self.prepared.storage, self.spec, self.context.objective
+        # Fewer random start-up trials than Optuna's 10 in a short study, so that TPE guides
+        # most of a dozen trials instead of none.
+        startup = min(10, max(4, spec.n_trials // 3))
+        sampler = optuna.samplers.TPESampler(seed=self.sampler_seed, n_startup_trials=startup)
+        pruner = make_pruner(spec.pruner, objective.evals_per_epoch, spec.budget.get("epochs") or 5)
+        existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+        if spec.name not in existing and not create:
+            raise UsageError(
+                f"no study '{spec.name}' in {display_url(self.context.storage_url)}: create it first with "
+                f"`autotune study start --name {spec.name} --storage URL ...`"
+            )
+        if spec.name not in existing:
+            try:
+                study = optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner,
+                                            directions=list(objective.directions))
+                self._describe(study)
+                return study, True, False
+            except optuna.exceptions.DuplicatedStudyError:  # another runner created it just now
+                lost_race = True
+        else:
+            lost_race = False
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner)
+        self._check_resumable(study)
+        return study, False, lost_race
 
-    def best_trial(self) -> FrozenTrial | None:
-        """The best feasible COMPLETE trial (autotune.storage.results.best_row); None for
-        multi-objective studies, whose answer is the Pareto front."""
-        assert self.study is not None
-        if self.objective.multi:
-            return None
-        trials = self.study.get_trials(deepcopy=False)
-        row = best_row(self.study, [row_from_frozen(t) for t in trials])
-        return next(t for t in trials if t.number == row.number) if row is not None else None
+    def _describe(self, study: optuna.Study) -> None:
+        """What a new study records about itself: its spec, machine, target and metric."""
+        study.set_user_attr("autotune", {
+            **self.spec.to_dict(), "budget_text": self.spec.budget_text,
+            "directions": list(self.context.objective.directions),
+        })
+        study.set_user_attr("hardware", self.context.hardware.to_dict())
+        study.set_user_attr("target", self.state.target)
+        study.set_user_attr("metric", self.context.metric.to_dict())
+        with warnings.catch_warnings():  # experimental in Optuna's eyes; nothing a user can act on
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(self.context.objective.metric_names())
 
-    def best_value(self) -> float | None:
-        best = self.best_trial()
-        return best.value if best is not None else None
+    def _check_resumable(self, study: optuna.Study) -> None:
+        """A study resumed under its name must be the same study; its target carries over."""
+        stored = study.user_attrs.get("autotune", {})
+        for key in ("workload", "objective"):
+            if stored.get(key) not in (None, getattr(self.spec, key)):
+                raise UsageError(
+                    f"study '{self.spec.name}' exists with {key} '{stored[key]}', not "
+                    f"'{getattr(self.spec, key)}'; pick another --name or `autotune study delete {self.spec.name}`"
+                )
+        if self.state.target is None:
+            self.state.set_target(study.user_attrs.get("target"))
 
-    def baseline_trial(self) -> FrozenTrial | None:
-        assert self.study is not None
-        finished = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
-        complete = [t for t in finished if t.state == TrialState.COMPLETE]
-        return (complete or finished or [None])[0]
-
-    # launching trials ---------------------------------------------------------------------------
+    def _register(self, study: optuna.Study) -> None:
+        """The study in the local store, running, with trials whose runner died recovered."""
+        spec = self.spec
+        self.store.put_study(
+            spec.name, storage=self.context.storage_url, workload=spec.workload,
+            space=str(spec.space), objective=spec.objective, n_trials=spec.n_trials,
+            spec=spec.to_dict(), status=StudyStatus.RUNNING,
+        )
+        self.store.set_study_status(spec.name, StudyStatus.RUNNING, pid=os.getpid())
+        for number, why in retries.recover_stale_trials(study):
+            self.store.trial_finished(spec.name, number)
+            self.events.emit("trial_retried", f"trial {number} failed: {why}; retrying it", number, number=number)
 
     def should_stop(self) -> bool:
         return self.stop_event.is_set() or self.store.study_status(self.spec.name) == StudyStatus.STOPPING
-
-    def lease(self) -> Any:
-        """A device lease for one training process: its GPUs on CUDA, a concurrency slot on CPU."""
-        return self.devices.lease() if self.devices is not None else nullcontext({})
-
-    def use_gpus(self, request: TrialRequest, gpus: dict[str, str]) -> None:
-        """Point a trial at the GPUs it leased: inside the trial they are renumbered from 0."""
-        if gpus and self.p.hardware.is_cuda:
-            request.env.update(gpus)
-            request.device = "cuda"
-
-    @property
-    def parallel(self) -> int:
-        """How many trials run side by side."""
-        return max(self.spec.workers, self.devices.capacity if self.devices is not None else 1)
-
-    def fit_threads(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        """A searched trial's settings with threads that fit it, where the search does not set
-        them: its share of the cores (trials running side by side split them) less its
-        DataLoader workers, so that no speedup comes from oversubscription the study made. The
-        baseline keeps its recipe (torch's default: every core)."""
-        if self.p.hardware.device_type != "cpu" or "threads" not in self.p.registry.knobs or "threads" in overrides:
-            return overrides
-        share = max(1, self.p.hardware.cpu_count // self.parallel)
-        workers = int(overrides.get("workers", self.baseline.get("workers", 0)) or 0)
-        return {**overrides, "threads": max(1, share - workers)}
-
-    def request(self, overrides: dict[str, Any], is_baseline: bool, log_path: str) -> TrialRequest:
-        """One trial process's request: an InferenceRequest in an inference study, a ScriptRequest
-        in a --script one, else a TrainingRequest."""
-        threads = None
-        if self.parallel > 1 and self.p.hardware.device_type == "cpu":
-            # Trials running side by side split the cores instead of each taking them all.
-            threads = max(1, self.p.hardware.cpu_count // self.parallel)
-            if "threads" in self.p.registry.knobs:
-                overrides = {**overrides, "threads": min(int(overrides.get("threads", threads)), threads)}
-        common: dict[str, Any] = dict(
-            overrides=overrides, device=self.spec.device, threads=threads, log_path=log_path,
-            workdir=self.spec.workdir, stall_timeout=self.spec.stall_timeout or None,
-            plugin_paths=self.spec.plugin_paths, disabled_knobs=self.spec.disabled_knobs,
-        )
-        if self.spec.task == "inference":
-            assert self.spec.checkpoint is not None
-            inference = InferenceOptions(
-                checkpoint=self.spec.checkpoint, iterations=self.spec.iterations, seed=self.spec.seed or 0,
-                metric=self.p.metric.name, direction=self.p.metric.direction,
-                paired=None if is_baseline else dict(self.baseline),
-            )
-            return InferenceRequest(workload=self.spec.workload, data_dir=self.spec.data_dir, inference=inference,
-                                    **common)
-        options = RunOptions(
-            seed=self.spec.seed or 0,
-            target=None if is_baseline and self.target is None else self.target,
-            stop_at_target=self.objective.stop_at_target and not is_baseline,
-            evals_per_epoch=self.objective.evals_per_epoch, evals_per_budget=self.objective.evals_per_budget,
-            metric=self.p.metric.name, direction=self.p.metric.direction, run_scale=self.spec.run_scale,
-        )
-        if self.spec.script is not None:
-            return ScriptRequest(script=self.spec.script, script_args=tuple(self.spec.script_args),
-                                 budget=dict(self.spec.budget), options=options, **common)
-        return TrainingRequest(workload=self.spec.workload, budget=dict(self.spec.budget), options=options,
-                               data_dir=self.spec.data_dir, **common)
 
     # running ---------------------------------------------------------------------------------
 
@@ -264,7 +202,7 @@ class StudyRunner:
         if frozen.user_attrs.get("autotune_status") != RunStatus.SURPLUS:  # it never ran: nothing to tell
             self._announce(frozen, done)
         self._check_storage()
-        if self.fatal is not None or done >= self.spec.n_trials:
+        if self.state.fatal is not None or done >= self.spec.n_trials:
             study.stop()
             return
         status = self.store.study_status(self.spec.name)
@@ -280,10 +218,11 @@ class StudyRunner:
 
     def _check_storage(self) -> None:
         """A SQLite storage deleted or replaced under a running study would take every later
-        trial with it into a file nobody can open: stop instead (runner.fatal)."""
-        path = sqlite_path(self.p.storage_url)
-        if path is not None and self.fatal is None and _file_id(path) != self._storage_file:
-            self.fatal = f"its storage {path} was deleted or replaced while it ran; the trials recorded since are lost"
+        trial with it into a file nobody can open: stop instead (state.fail)."""
+        path = sqlite_path(self.context.storage_url)
+        if path is not None and self.state.fatal is None and _file_id(path) != self._storage_file:
+            self.state.fail(f"its storage {path} was deleted or replaced while it ran; the trials recorded since are "
+                            "lost")
 
     def _free_slot(self, study: optuna.Study) -> bool:
         """Wait (without holding a trial) while other runners hold every remaining slot. False:
@@ -294,12 +233,12 @@ class StudyRunner:
         """One event for a finished trial (complete, pruned or failed), then new_best if it is;
         `done` is the study's count once it finished."""
         number, reason = frozen.number, frozen.user_attrs.get("reason")
-        best = self.best_value()
+        best = self.state.best_value()
         data: dict[str, Any] = {
-            "searched": [p.name for p in self.p.space.params],
+            "searched": [p.name for p in self.context.space.params],
             "number": number,
             "state": frozen.state.name,
-            "value": frozen.value if not self.objective.multi and frozen.values else frozen.values,
+            "value": frozen.value if not self.context.objective.multi and frozen.values else frozen.values,
             "reason": reason,
             "settings": frozen.user_attrs.get("settings", {}),
             "baseline": frozen.user_attrs.get("baseline", False),
@@ -329,13 +268,14 @@ class StudyRunner:
         """
         study = self.study or self.open()
         name = self.spec.name
-        self.events.emit("study_started", f"study {name} running on {self.p.hardware.device_type}")
+        self.events.emit("study_started", f"study {name} running on {self.context.hardware.device_type}")
         started = time.time()
         try:
             remaining = self.spec.n_trials - counted_trials(study)
             if remaining > 0 and self.store.study_status(name) != StudyStatus.STOPPING and self._free_slot(study):
                 study.optimize(
-                    TrialObjective(self),
+                    TrialObjective(self.context, self.state, self.launcher, self.events, self.slots,
+                                   self.should_stop),
                     n_trials=None,
                     timeout=self.spec.timeout,
                     n_jobs=self.spec.workers,
@@ -353,12 +293,13 @@ class StudyRunner:
             self.store.set_study_status(name, StudyStatus.FAILED, error=str(exc))
             self.events.emit("study_failed", f"study failed: {exc}")
             raise
-        if self.fatal is not None:
-            self.store.set_study_status(name, StudyStatus.FAILED, error=self.fatal)
-            self.events.emit("study_failed", f"study failed: {self.fatal}")
-            raise RunError(f"study '{name}' stopped: {self.fatal}")
+        fatal = self.state.fatal
+        if fatal is not None:
+            self.store.set_study_status(name, StudyStatus.FAILED, error=fatal)
+            self.events.emit("study_failed", f"study failed: {fatal}")
+            raise RunError(f"study '{name}' stopped: {fatal}")
         stopped = self.store.study_status(name) == StudyStatus.STOPPING or self.stop_event.is_set()
-        report = build_report(self, confirm=confirm and not stopped)
+        report = build_report(self.context, self.state, self.launcher, self.events, confirm=confirm and not stopped)
         report["elapsed"] = time.time() - started
         counts = report["counts"]
         summary = ", ".join(f"{v} {k}" for k, v in counts.items())

@@ -41,6 +41,10 @@ class Inference(Task):
         if spec.target is not None:
             raise UsageError("--target is for training; an inference study's guard is --max-drop")
 
+    def default_space(self, device_type: str) -> str:
+        # every inference knob over its own range (the cpu and gpu spaces tune training knobs)
+        return "default"
+
     def budget_text(self, spec: "StudySpec") -> str:
         return f"{spec.iterations} timed calls"
 
