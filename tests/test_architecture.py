@@ -1,5 +1,5 @@
-"""The house rules, checked on the source: small modules, no import cycles, the core free of
-Textual and the UI free of torch, and docs/architecture.md naming every package.
+"""The house rules, checked on the source: small modules and functions, no import cycles, the
+core free of Textual and the UI free of torch, and docs/architecture.md naming every package.
 
 The import graph is read with `ast`, so every import counts, those inside functions too; imports
 under `if TYPE_CHECKING:` do not run and are left out, and so are imports of a package itself
@@ -181,12 +181,37 @@ def package_graph(edges: dict[str, set[str]]) -> dict[str, set[str]]:
     return folded
 
 
+def import_graph_with_packages() -> dict[str, set[str]]:
+    """The module graph plus imports of a package itself (`from autotune.objectives import
+    get_objective` runs autotune/objectives/__init__.py and everything it imports): for the
+    package check they count as an edge to that package. `autotune` itself is left out: its
+    `__init__` is the public facade (Knob, TrainingPlan, apply ...) that plugins and users import,
+    above every package it re-exports, and nothing inside imports it."""
+    edges = graph()
+    subpackages = PACKAGES - {"autotune"}
+    for name in MODULES:
+        source = name.removesuffix(".__init__")
+        edges[source] = edges.get(source, set()) | {n for n in imported_names(name) if n in subpackages and n != source}
+    return edges
+
+
 def test_packages_do_not_import_each_other_in_a_cycle() -> None:
     """Layers import only downward (`autotune.launch` above `autotune.run` and
     `autotune.inference`, `autotune.workloads` below them): a cycle between packages can close
     without any between modules, which test_modules_do_not_import_each_other_in_a_cycle misses."""
-    found = cycles(package_graph(graph()))
+    found = cycles(package_graph(import_graph_with_packages()))
     assert found == [], f"packages that import each other: {found}"
+
+
+def test_nothing_inside_imports_from_the_public_facade() -> None:
+    """autotune/__init__.py re-exports the public API from the layers below it; a module of the
+    core that took a name from it (rather than a module, `from autotune import batches`) would
+    depend on every layer at once."""
+    core = [n for n in MODULES if not n.startswith(("autotune.plugins", "autotune.tui")) and n != "autotune.__init__"]
+    facade = [f"{n}: {name}" for n in core for name in imported_names(n)
+              if name.startswith("autotune.") and name.count(".") == 1
+              and name not in MODULES and f"{name}.__init__" not in MODULES]
+    assert facade == []
 
 
 def test_the_package_check_catches_a_planted_cycle() -> None:
@@ -195,6 +220,107 @@ def test_the_package_check_catches_a_planted_cycle() -> None:
     assert cycles(planted) == []
     assert cycles(package_graph(planted)) == [["autotune.a", "autotune.b"]]
     # the tree itself, with the import that closed the last real one (workloads -> run)
-    edges = graph()
+    edges = import_graph_with_packages()
     edges["autotune.workloads"] = edges["autotune.workloads"] | {"autotune.run.plan"}
     assert any({"autotune.run", "autotune.workloads"} <= set(c) for c in cycles(package_graph(edges)))
+    # and an import of a package itself counts: spec -> objectives -> run -> workloads -> spec
+    edges["autotune.workloads"] = edges["autotune.workloads"] | {"autotune.spec"}
+    assert any({"autotune.objectives", "autotune.spec"} <= set(c) for c in cycles(package_graph(edges)))
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(path: Path, root: Path = ROOT, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """`path:line name (N lines)` for each function of a file, methods and nested functions
+    included, longer than `limit` lines from its `def` to its last line (docstring counted)."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+            if lines > limit:
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_no_function_is_over_60_lines() -> None:
+    """A function longer than a screen does several things whose names the reader has to guess;
+    split it where its parts have names (a class that owns the state they share, a helper)."""
+    offenders = [entry for path in MODULES.values() for entry in long_functions(path)]
+    assert offenders == [], f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(offenders)
+
+
+def test_the_function_check_counts_from_def_to_the_last_line(tmp_path: Path) -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(58))
+    path = tmp_path / "long.py"
+    path.write_text(f'def fits():\n    """Doc."""\n{body}\n\nclass C:\n    def over(self):\n        """Doc."""\n'
+                    + body.replace("    ", "        ") + "        return x0\n")
+    assert long_functions(path, root=tmp_path) == ["long.py:64 over (61 lines)"]  # `fits` is 60
+
+
+# Objectives and tasks are objects (autotune.objectives, autotune.tasks): code elsewhere asks them
+# what differs instead of comparing their names. The names a comparison may hold are read from
+# the registries, so a new objective or task is counted without editing this test.
+NAME_OWNERS = ("autotune.objectives", "autotune.tasks")
+MAX_NAME_COMPARISONS = 3
+
+
+def _registered_names() -> set[str]:
+    from autotune.objectives import OBJECTIVES
+    from autotune.tasks import TASKS
+
+    return set(OBJECTIVES) | set(TASKS)
+
+
+def _constants(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return [c for element in node.elts for c in _constants(element)]
+    return []
+
+
+def name_comparisons(path: Path, names: set[str], root: Path = ROOT) -> list[str]:
+    """`path:line source` for each comparison (==, !=, in, not in) of an expression with an
+    objective's or a task's name. A metric is also called "accuracy": comparing a metric's name
+    (an expression that names a metric) is not comparing an objective's."""
+    source = path.read_text()
+    found = []
+    for node in ast.walk(ast.parse(source, str(path))):
+        if not isinstance(node, ast.Compare):
+            continue
+        operands = [node.left, *node.comparators]
+        if not any(set(_constants(o)) & names for o in operands):
+            continue
+        others = " ".join(ast.get_source_segment(source, o) or "" for o in operands if not _constants(o))
+        if "metric" in others.lower():
+            continue
+        found.append(f"{path.relative_to(root)}:{node.lineno} {ast.get_source_segment(source, node)}")
+    return found
+
+
+def all_name_comparisons() -> list[str]:
+    names = _registered_names()
+    return [entry for module, path in MODULES.items() if not module.startswith(NAME_OWNERS)
+            for entry in name_comparisons(path, names)]
+
+
+def test_objective_and_task_names_are_compared_only_in_their_own_modules() -> None:
+    found = all_name_comparisons()
+    assert len(found) <= MAX_NAME_COMPARISONS, "compare the objective or task object instead:\n" + "\n".join(found)
+
+
+def test_the_name_check_sees_comparisons_and_leaves_metrics_alone(tmp_path: Path) -> None:
+    path = tmp_path / "m.py"
+    path.write_text('if spec.task == "inference" or objective.name in ("throughput", "x"):\n    pass\n'
+                    'if metric.name == "accuracy" or named != "accuracy" or mode == "training":\n    pass\n')
+    assert name_comparisons(path, {"inference", "throughput", "accuracy", "training"}, root=tmp_path) == [
+        'm.py:1 spec.task == "inference"', 'm.py:1 objective.name in ("throughput", "x")',
+        'm.py:3 named != "accuracy"', 'm.py:3 mode == "training"',
+    ]
+
+
+if __name__ == "__main__":  # the count, for people: python tests/test_architecture.py
+    listed = all_name_comparisons()
+    print("\n".join(listed) or "(none)")
+    print(f"{len(listed)} comparisons of objective or task names outside autotune.objectives and autotune.tasks")
