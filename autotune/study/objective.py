@@ -226,6 +226,13 @@ class TrialRecord:
 
     def value(self) -> Any:
         self._measurements()
+        if self.outcome.status == RunStatus.UNSUPPORTED and not self.is_baseline:
+            # a combination this machine or torch cannot run (a fused optimizer torch lacks) is a
+            # point of the space that does not exist here, not a failure of the search; the
+            # baseline is the study's yardstick and fails like any failure
+            reason = f"unsupported here: {self.outcome.error or 'the knobs cannot run together'}"
+            self.trial.set_user_attr("reason", reason)
+            raise optuna.TrialPruned(reason)
         if self.outcome.status in FAILED_RUN_STATUSES:
             reason = self.outcome.error or self.outcome.status
             self.trial.set_user_attr("reason", reason)

@@ -251,7 +251,7 @@ class StudyRunner:
         if frozen.state == TrialState.COMPLETE:
             self.events.emit("trial_complete", f"trial {number} complete: {values_text(frozen.values)}", number, **data)
         elif frozen.state == TrialState.PRUNED:
-            skipped = frozen.user_attrs.get("autotune_status") == RunStatus.INFEASIBLE
+            skipped = frozen.user_attrs.get("autotune_status") in (RunStatus.INFEASIBLE, RunStatus.UNSUPPORTED)
             message = f"trial {number} skipped: {reason}" if skipped else f"trial {number} {reason or 'pruned'}"
             self.events.emit("trial_pruned", message, number, **data)
         else:
