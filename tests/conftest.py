@@ -1,11 +1,15 @@
 """Shared fixtures: a home of its own for every test, the built-in registry, this machine's CPU
-fingerprint, the digits workload."""
+fingerprint, the digits workload; a home driven through the CLI (`cli_home`); and, built once a
+session, a finished study of a lower-is-better metric and the models the serving tests serve."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -15,6 +19,10 @@ from autotune.registry import Registry, load_registry
 from autotune.plugins.workloads.catalog import digits
 from autotune.workloads import Workload
 
+from home_processes import CliHome, kill_all
+from serving_models import train_models
+
+ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_FILES = Path(__file__).parent / "plugin_files"
 
 # Tests press Ctrl-C on child processes (SIGINT). A test run started in the background of a
@@ -59,3 +67,42 @@ def tiny_budget() -> Callable[..., Budget]:
         return Budget(steps=steps)
 
     return make
+
+
+@pytest.fixture
+def cli_home(tmp_path: Path) -> Iterator[CliHome]:
+    """An AUTOTUNE_HOME driven through the real CLI (tests/home_processes.py); whatever process
+    still carries it when the test ends is killed, so a failing test leaves nothing training on the
+    shared cores."""
+    home = CliHome(tmp_path / "home")
+    yield home
+    kill_all(home.leftovers())
+
+
+@pytest.fixture(scope="session")
+def regression_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A real study of tests.workloads_for_tests:regression (val_mse: lower is better), 3 trials and a
+    confirmation, run by `study start` in a fresh process: its home folder and the finished process.
+    Read by the study runner's tests and the terminal UI's."""
+    tmp = tmp_path_factory.mktemp("regression")
+    env = {**os.environ, "AUTOTUNE_HOME": str(tmp / "home"),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "autotune.cli", "study", "start", "--name", "reg",
+         "--workload", "tests.workloads_for_tests:regression", "--n-trials", "3", "--no-tui", "--space", "quick",
+         "--budget-steps", "40", "--confirm", "1", "--seed", "1"],
+        cwd=tmp, env=env, capture_output=True, text=True, timeout=300,
+    )
+    return tmp / "home", proc
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The models the serving tests serve, built once a session (tests/serving_models.py)."""
+    return train_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def serving() -> tuple[Registry, Hardware]:
+    """The inference knobs' registry (built-ins only) and this machine's CPU fingerprint."""
+    return load_registry(entry_points=False, task="inference"), detect("cpu")

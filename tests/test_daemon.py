@@ -29,7 +29,7 @@ from autotune.storage.rdb import open_storage
 from autotune.study.slots import counted_trials
 
 sys.path.insert(0, str(Path(__file__).parent))
-from home_processes import kill_all, processes_of  # noqa: E402
+from home_processes import SLOW, TIMEOUT, CliHome, assert_sound, kill_all, processes_of  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "autotune.cli"]
@@ -403,3 +403,27 @@ def test_sigterm_drains_and_the_next_start_resumes(home: Home) -> None:
     assert counted_trials(study) == 3
     assert not [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
     home.cli("daemon", "stop")
+
+
+# --- a fault: the daemon SIGKILLed -----------------------------------------------------------
+
+
+def test_sigkill_of_the_daemon_loses_no_finished_trial(cli_home: CliHome) -> None:
+    started = cli_home.run("daemon", "start")
+    assert started.returncode == 0, started.stderr
+    submitted = cli_home.run("study", "start", "--detach", "--name", "dk", "--n-trials", "3", *SLOW[:-1])
+    assert submitted.returncode == 0, submitted.stderr
+    cli_home.live_pid("dk", 1)
+    before = {t.number for t in cli_home.trials("dk") if t.state.is_finished()}
+    os.kill(int((cli_home.path / "daemon.pid").read_text()), signal.SIGKILL)
+    restarted = cli_home.run("daemon", "start")
+    assert restarted.returncode == 0, restarted.stderr
+    deadline = time.monotonic() + TIMEOUT
+    while Store(cli_home.path / "autotune.db").study_status("dk") not in ("finished", "failed"):
+        assert time.monotonic() < deadline, "the study did not finish after the daemon restarted"
+        time.sleep(0.5)
+    stopped = cli_home.run("daemon", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert Store(cli_home.path / "autotune.db").study_status("dk") == "finished"
+    trials = assert_sound(cli_home, "dk", 3)
+    assert before <= {t.number for t in trials if t.state.is_finished()}

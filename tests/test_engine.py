@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 from pathlib import Path
@@ -19,6 +20,9 @@ from autotune.run.types import EvalPoint, RunOptions, RunResult
 from autotune.errors import UsageError
 from autotune.hardware import Hardware, detect
 from autotune.registry import Registry, load_registry
+from autotune.metrics import MINIMIZE
+
+from workloads_for_tests import regression
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -328,3 +332,31 @@ def test_machine_load_counts_other_processes_not_the_run_itself() -> None:
         hog.wait()
     assert own < quiet + 0.5, (quiet, own)
     assert hog_cores > 0.05 and beside > hog_cores - 0.25, (beside, hog_cores)
+
+
+# --- workloads of any batch structure, metrics of either direction ---------------------------
+
+
+def test_a_dict_batch_regression_trains_and_reports_its_own_metrics(registry) -> None:  # noqa: ANN001
+    hardware = detect("cpu")
+    workload = regression()
+    settings = resolve_settings(registry, hardware, workload, {})
+    options = engine.RunOptions(metric="val_mse", direction=MINIMIZE, target=0.5)
+    result = engine.run(workload, settings, registry, hardware, Budget(steps=40), device="cpu", options=options)
+    assert result.status == "ok", result.error
+    assert set(result.metrics) == {"val_mse", "val_mae"} and result.metric_value == result.metrics["val_mse"]
+    assert result.val_accuracy is None and result.steps == 40
+    first, last = result.curve[0], result.curve[-1]
+    assert last.value < first.value  # it learns
+    # time_to_target: the first validation at or below the target
+    hit = next(p for p in result.curve if p.value <= 0.5)
+    assert result.time_to_target == hit.train_time
+
+
+def test_evaluate_without_the_primary_metric_fails_the_run_with_its_name(registry) -> None:  # noqa: ANN001
+    hardware = detect("cpu")
+    workload = dataclasses.replace(regression(), metric="val_r2")
+    result = engine.run(workload, resolve_settings(registry, hardware, workload, {}), registry, hardware,
+                        Budget(steps=4), device="cpu", options=engine.RunOptions(metric="val_r2"))
+    assert result.status == "failed"
+    assert "measured val_mae, val_mse but not 'val_r2'" in result.error and result.traceback is None

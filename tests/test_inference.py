@@ -1,9 +1,10 @@
 """Serving a trained model (autotune.inference): saving the model a training run trained, the
-inference knobs on a real model (int8 quantization dynamic and static), the measurements, the
-accuracy guard, and an inference study end to end as a user runs it.
+measurements, the accuracy guard, the knobs of the two tasks kept apart, and an inference study end
+to end as a user runs it.
 
-Models are trained for real but briefly (digits for one epoch, tinylm for a few steps) and
-once per module; serving measures few calls, so that the whole file stays within seconds.
+Models are trained for real but briefly, once a session (tests/serving_models.py: the `models` and
+`serving` fixtures); serving measures few calls, so that the whole file stays within seconds. The
+inference knobs on a real model are tested in tests/knobs/, one file each.
 """
 
 from __future__ import annotations
@@ -18,86 +19,21 @@ from typing import Any
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from autotune.budget import Budget
-from autotune.cli import cli
 from autotune.hardware import detect
 from autotune.inference.compare import compare
-from autotune.inference.serve import build_plan, built, serve
 from autotune.inference.types import InferenceOptions
 from autotune.registry import load_registry
 from autotune.run import engine
-from autotune.run.saving import MODULE, STATE_DICT, model_from, read_checkpoint, save_model
+from autotune.run.saving import MODULE, STATE_DICT, model_from, read_checkpoint
 from autotune.settings import resolve_settings
 from autotune.workloads import load_workload
 
+from serving_models import FAST, QUICK, invoke, served
+
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_FILES = Path(__file__).parent / "plugin_files"
-CPU = torch.device("cpu")
-FAST = {"warmup": 2, "iterations": 5}
-QUICK = {"serve_threads": 1, "serve_batch_size": 8}
-
-
-def invoke(*args: str) -> Any:
-    result = CliRunner().invoke(cli, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A digits model trained briefly and saved by `trial run --save-model`, as a user would,
-    and an untrained tinylm model saved as that option saves it."""
-    folder = tmp_path_factory.mktemp("models")
-    old_home = os.environ.get("AUTOTUNE_HOME")
-    os.environ["AUTOTUNE_HOME"] = str(folder / "home")
-    try:
-        digits_path = folder / "digits.pt"
-        # ten steps at a higher learning rate learn what one epoch of the recipe does (~0.6 accuracy)
-        ran = invoke("trial", "run", "--workload", "digits", "--budget-steps", "10", "--set", "learning_rate=0.05",
-                     "--save-model", str(digits_path), "--json")
-        assert ran.exit_code == 0, ran.output
-        # tinylm untrained: serving it needs no training (its validation alone costs a second)
-        registry = load_registry(entry_points=False)
-        tinylm = load_workload("tinylm", registry)
-        tinylm_path = folder / "tinylm.pt"
-        torch.manual_seed(0)
-        save_model(tinylm.model_fn(), tinylm_path, tinylm, {}, {"name": "val_loss", "direction": "minimize"}, {})
-    finally:
-        if old_home is None:
-            os.environ.pop("AUTOTUNE_HOME", None)
-        else:
-            os.environ["AUTOTUNE_HOME"] = old_home
-    return {"digits": digits_path, "digits_run": json.loads(ran.stdout), "tinylm": tinylm_path}
-
-
-@pytest.fixture(scope="module")
-def serving() -> tuple[Any, Any]:
-    return load_registry(entry_points=False, task="inference"), detect("cpu")
-
-
-def served(models: dict[str, Any], serving: tuple[Any, Any], name: str, eval_batches: int | None = None,
-           **overrides: Any) -> Any:
-    """Serve model `name` under `overrides`, measured briefly (judged on `eval_batches` batches
-    of the validation set, None: all of it)."""
-    registry, hardware = serving
-    payload = read_checkpoint(models[name])
-    workload = load_workload(payload["workload"], registry)
-    # one thread, small batches: quick calls, also on a machine another process keeps busy
-    settings = resolve_settings(registry, hardware, workload, {**QUICK, **overrides})
-    metric = payload["metric"]
-    options = InferenceOptions(checkpoint=str(models[name]), metric=metric["name"], direction=metric["direction"],
-                               max_eval_batches=eval_batches, **FAST)
-    return serve(registry, hardware, workload, payload, settings, options, device="cpu")
-
-
-def plan_for(models: dict[str, Any], serving: tuple[Any, Any], name: str, **overrides: Any) -> Any:
-    registry, hardware = serving
-    payload = read_checkpoint(models[name])
-    workload = load_workload(payload["workload"], registry)
-    settings = resolve_settings(registry, hardware, workload, overrides)
-    return build_plan(registry, hardware, workload, settings, model_from(payload, workload), CPU), workload
 
 
 # --- saving the trained model ------------------------------------------------------------------
@@ -143,55 +79,6 @@ def test_a_structured_pruned_model_is_saved_whole_and_serves(tmp_path: Path, ser
     out = served({"pruned": path}, serving, "pruned")
     assert out.status == "ok", out.error
     assert out.metric_value == pytest.approx(result.metric_value, abs=1e-9)
-
-
-# --- the knobs on a real model -------------------------------------------------------------------
-
-
-def test_int8_dynamic_quantizes_the_linear_layers_within_the_guard(
-    models: dict[str, Any], serving: tuple[Any, Any]
-) -> None:
-    plan, _ = plan_for(models, serving, "digits", int8_dynamic=True)
-    model, size = built(plan)
-    quantized = [m for m in model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
-    assert len(quantized) == 3 and not any(type(m) is torch.nn.Linear for m in model.modules())
-    fp32_plan, _ = plan_for(models, serving, "digits")
-    assert size < built(fp32_plan)[1]  # int8 weights: the classifier's ~59k weights shrink 4x
-    out = served(models, serving, "digits", int8_dynamic=True)
-    base = served(models, serving, "digits")
-    assert out.status == "ok", out.error
-    assert "3 Linear layers quantized" in out.notes["int8_dynamic"]
-    assert abs(base.metric_value - out.metric_value) / base.metric_value <= 0.01
-
-
-def test_int8_static_gives_a_quantized_program_for_a_conv_model(
-    models: dict[str, Any], serving: tuple[Any, Any]
-) -> None:
-    pytest.importorskip("torchao")
-    plan, workload = plan_for(models, serving, "digits", int8_static=True, calibration_batches=2)
-    model, size = built(plan)
-    assert isinstance(model, torch.fx.GraphModule)
-    ops = {str(node.target) for node in model.graph.nodes if node.op == "call_function"}
-    assert any("quantize_per_tensor" in op for op in ops) and any("dequantize_per_channel" in op for op in ops)
-    # int8 weights for its 2 convolutions and 3 Linear layers, and nothing of the fp32 ones left
-    assert sum(1 for t in model.state_dict().values() if t.dtype == torch.int8) == 5
-    assert size < built(plan_for(models, serving, "digits")[0])[1] / 3
-    # the quantized program predicts what the fp32 model predicts, one batch at any size
-    images = torch.stack([workload.val_data[i][0] for i in range(64)])
-    with torch.no_grad():
-        agree = (model(images).argmax(1) == plan.model(images).argmax(1)).float().mean().item()
-        assert model(images[:1]).shape == (1, 10)
-    assert agree >= 0.95
-
-
-def test_a_tinylm_model_serves_with_int8_and_keeps_its_loss(models: dict[str, Any], serving: tuple[Any, Any]) -> None:
-    base = served(models, serving, "tinylm", eval_batches=1)
-    assert base.status == "ok", base.error
-    assert base.metric_value > 3.0 and base.metrics["perplexity"] > 20  # untrained: ~log(vocabulary)
-    out = served(models, serving, "tinylm", eval_batches=1, int8_dynamic=True, serve_batch_size=4)
-    assert out.status == "ok", out.error
-    assert out.notes["serve_threads"] == 1 and out.batch_size == 4
-    assert out.metric_value <= base.metric_value * 1.01  # val_loss: lower is better
 
 
 # --- knobs of two tasks, kept apart --------------------------------------------------------------

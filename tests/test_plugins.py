@@ -23,6 +23,8 @@ from autotune.cli import cli
 from autotune.errors import PluginError
 from autotune.registry import load_registry
 
+from home_processes import CliHome, error_lines
+
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_FILES = Path(__file__).resolve().parent / "plugin_files"
 EXAMPLE = ROOT / "examples" / "autotune-label-smoothing"
@@ -443,3 +445,33 @@ def test_the_documented_loop_knob_example_runs_as_written(tmp_path: Path, digits
     assert len(lrs) == 10
     assert lrs[0] == pytest.approx(0.05) and lrs[1] == pytest.approx(0.1)  # warm-up: 1/2 then 2/2 of 0.2
     assert all(a >= b for a, b in zip(lrs[1:], lrs[2:])) and lrs[-1] == pytest.approx(1e-4)  # decayed
+
+
+# --- errors at load --------------------------------------------------------------------------
+
+
+def test_a_plugin_cycle_is_a_plugin_error_at_load(tmp_path: Path) -> None:
+    plugin = tmp_path / "cycle.py"
+    plugin.write_text(
+        "from autotune import Knob, Param, hookimpl\n"
+        "class K(Knob):\n"
+        "    def __init__(self, name, after): self.name, self.after = name, after\n"
+        "    def params(self, hardware): return [Param(self.name, 'bool')]\n"
+        "    def baseline(self, hardware): return {self.name: False}\n"
+        "    def apply(self, settings, plan): pass\n"
+        "@hookimpl\n"
+        "def register_knobs(register):\n"
+        "    register(K('first', ('second',)))\n"
+        "    register(K('second', ('first',)))\n"
+    )
+    with pytest.raises(PluginError, match="cycle: first -> second -> first"):
+        load_registry(plugin_paths=[plugin], entry_points=False)
+
+
+def test_10_a_plugin_that_calls_sys_exit_at_import_is_one_line_exit_2(cli_home: CliHome, tmp_path: Path) -> None:
+    plugin = tmp_path / "exits.py"
+    plugin.write_text("import sys\nsys.exit(3)\n")
+    result = cli_home.run("plugins", "--plugin", str(plugin))
+    assert result.returncode == 2
+    (line,) = error_lines(result.stderr)
+    assert "exits.py" in line and "sys.exit(3)" in line

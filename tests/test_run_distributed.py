@@ -150,37 +150,3 @@ def test_ddp_needs_a_workload_it_can_build_again(registry: Registry, hardware: H
     result = engine.run(changed, settings, registry, hardware, engine.Budget(steps=2), device="cpu")
     assert result.status == "unsupported"
     assert "built in code, not loaded by name" in result.error
-
-
-def test_data_parallel_knob_is_available_where_it_can_run(registry: Registry, hardware: Hardware) -> None:
-    knob = registry.knob("data_parallel")
-    assert knob.kind == "systems"
-    one_gpu = dataclasses.replace(hardware, device_type="cuda", device_count=1)
-    assert knob.unavailable(one_gpu) == "needs 2+ CUDA GPUs for this trial"
-    two_gpus = dataclasses.replace(hardware, device_type="cuda", device_count=2)
-    assert knob.unavailable(two_gpus) is None
-    assert [p.name for p in knob.params(two_gpus)] == ["data_parallel"]  # one process per GPU
-    assert knob.params(two_gpus)[0].choices == ("none", "ddp", "dp")
-    assert knob.unavailable(dataclasses.replace(hardware, device_type="mps")) == "not supported on mps"
-    one_core = dataclasses.replace(hardware, cpu_count=1)
-    assert knob.unavailable(one_core) == "needs 2+ CPU cores"
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("mode", ["dp", "ddp"])
-def test_data_parallel_trains_on_two_gpus(mode: str, registry: Registry) -> None:
-    import torch
-
-    if torch.cuda.device_count() < 2:
-        pytest.skip("needs 2+ CUDA GPUs")
-    from autotune.run import engine
-    from autotune.settings import resolve_settings
-    from autotune.hardware import detect
-    from autotune.workloads import load_workload
-
-    cuda = detect("cuda")
-    workload = load_workload("digits", registry)
-    settings = resolve_settings(registry, cuda, workload, {"data_parallel": mode})
-    result = engine.run(workload, settings, registry, cuda, engine.Budget(steps=30), device="cuda")
-    assert result.status == "ok", result.error
-    assert result.steps == 30 and result.samples > 30 * settings["batch_size"] // 2

@@ -21,6 +21,8 @@ from autotune.knob import exclusion
 from autotune.space import load_space
 from autotune.space_files import bundled_names
 
+ROOT = Path(__file__).resolve().parents[1]
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -364,3 +366,13 @@ def test_cli_bad_space_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [f"autotune: error: {path}: knob 'batch_size': low (512) > high (64)"]
     assert proc.stdout == ""
+
+
+def test_space_show_for_a_workload_names_what_it_leaves_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    shown = CliRunner().invoke(cli, ["space", "show", "--workload", "tests.workloads_for_tests:regression"])
+    assert shown.exit_code == 0, shown.output
+    assert any(line.split() == ["channels_last", "the", "workload's", "model", "has", "no", "convolutions"]
+               for line in shown.output.splitlines())
+    plain = CliRunner().invoke(cli, ["space", "show"])
+    assert any(line.split()[:2] == ["channels_last", "bool"] for line in plain.output.splitlines())  # searched

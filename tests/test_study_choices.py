@@ -14,6 +14,8 @@ from autotune.study.confirm import playoff_winner
 from autotune.study.prepare import prepare
 from autotune.study.runner import StudyRunner
 
+from home_processes import QUICK, CliHome, error_lines
+
 
 @pytest.fixture
 def runner() -> StudyRunner:
@@ -158,3 +160,11 @@ def test_a_bad_enqueue_is_a_usage_error_before_anything_is_written(tmp_path, enq
     with pytest.raises(UsageError, match=message):
         prepare(spec)
     assert not db.exists()
+
+
+def test_an_enqueued_setting_the_space_does_not_search_is_one_line_exit_2(cli_home: CliHome) -> None:
+    result = cli_home.run("study", "start", "--name", "q", "--n-trials", "3", "--enqueue", "colour=red", *QUICK)
+    assert result.returncode == 2
+    (line,) = error_lines(result.stderr)
+    assert "--enqueue 'colour=red': 'colour' is not searched by space" in line
+    assert not (cli_home.path / "studies.db").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from autotune.storage.local import Store
@@ -21,6 +22,9 @@ from autotune.spec import StudySpec
 from autotune.study.prepare import prepare
 from autotune.study.runner import StudyRunner
 from autotune.study.slots import counted_trials
+from autotune.cli import cli as autotune_cli
+
+from home_processes import PLUGINS, QUICK, SLOW, CliHome, assert_sound, error_lines, finished
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -269,3 +273,111 @@ def test_slower_than_the_best_prunes_only_beyond_the_noise() -> None:
     # on a busy machine (+40%) 12 s may still be the faster configuration; 15 s is clearly slower
     assert not beyond(12.0, 10.0, busy) and beyond(15.0, 10.0, busy)
     assert not beyond(99.0, None, quiet)  # no best yet
+
+
+# --- a metric where lower is better, end to end ----------------------------------------------
+
+
+def test_a_lower_is_better_study_runs_end_to_end(regression_study, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    home, proc = regression_study
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "metric val_mse (lower is better), target val_mse<=" in " ".join(proc.stdout.split())
+    study = optuna.load_study(study_name="reg", storage=f"sqlite:///{home / 'studies.db'}")
+    assert study.user_attrs["metric"] == {"name": "val_mse", "direction": "minimize"}
+    assert study.metric_names == ["seconds_to_val_mse_target"]  # what optuna-dashboard calls the objective
+    baseline = next(t for t in study.trials if t.user_attrs.get("baseline"))
+    # the target is the baseline's final val_mse plus 1%: lower is better, so the slack is upward
+    assert study.user_attrs["target"] == pytest.approx(baseline.user_attrs["metric_value"] * 1.01, rel=1e-3)
+    assert set(baseline.user_attrs["metrics"]) == {"val_mse", "val_mae"}
+    trained = [t for t in study.trials if t.user_attrs.get("autotune_status") in ("ok", "pruned")]
+    assert len(trained) == 3 and all(t.user_attrs["metric_value"] > 0 for t in trained)
+
+    monkeypatch.setenv("AUTOTUNE_HOME", str(home))
+    shown = CliRunner().invoke(autotune_cli, ["study", "show", "reg"])
+    assert shown.exit_code == 0, shown.output
+    assert "metric=val_mse (lower is better)" in " ".join(shown.output.split())
+    assert any("┃" in line and "val_mse" in line for line in shown.output.splitlines())  # the column
+    data = json.loads(CliRunner().invoke(autotune_cli, ["study", "show", "reg", "--json"]).stdout)
+    assert data["summary"]["metric_info"] == {"name": "val_mse", "direction": "minimize"}
+
+
+# --- faults injected into real studies: no single fault ruins a study, none passes silently -------
+# (the runner's: a trial process killed, a knob that always raises, no trial completed, the
+# storage deleted under it; an exported configuration repeats the study's run)
+
+
+def test_sigkill_of_the_baseline_trial_process_reruns_the_baseline(cli_home: CliHome) -> None:
+    proc = cli_home.start("study", "start", "--name", "kb", "--n-trials", "3", *SLOW)
+    number, pid = cli_home.live_pid("kb", 0)
+    os.kill(pid, signal.SIGKILL)
+    code, _, err = finished(proc)
+    assert code == 0, err[-3000:]
+    trials = assert_sound(cli_home, "kb", 3)
+    baselines = [t for t in trials if t.user_attrs.get("baseline")]
+    assert baselines[0].state == TrialState.FAIL and "SIGKILL" in baselines[0].user_attrs["reason"]
+    assert baselines[1].state == TrialState.COMPLETE and baselines[1].user_attrs["retry_of"] == 0
+    assert "not run" not in err and "target accuracy None" not in err
+
+
+def test_sigkill_of_another_trial_process_fails_only_that_trial(cli_home: CliHome) -> None:
+    proc = cli_home.start("study", "start", "--name", "ko", "--n-trials", "3", *SLOW)
+    number, pid = cli_home.live_pid("ko", 1)
+    os.kill(pid, signal.SIGKILL)
+    code, _, err = finished(proc)
+    assert code == 0, err[-3000:]
+    trials = assert_sound(cli_home, "ko", 3)
+    killed = next(t for t in trials if t.number == number)
+    assert killed.state == TrialState.FAIL and "SIGKILL" in killed.user_attrs["reason"]
+
+
+def test_a_knob_that_raises_in_every_trial_stops_the_study_with_exit_1(cli_home: CliHome) -> None:
+    result = cli_home.run("study", "start", "--name", "boom", "--n-trials", "4", *SLOW,
+                          "--plugin", str(PLUGINS / "raises_in_apply.py"))
+    assert result.returncode == 1, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "the baseline failed 3 times" in line and "exploding" in line
+    # bracketed text is a reason, not console markup: it reaches the trial lines intact
+    assert "[enforce fail at alloc_cpu.cpp:127]" in result.stderr
+    trials = assert_sound(cli_home, "boom")
+    assert [t.state for t in trials if t.user_attrs.get("autotune_status") != "surplus"] == [TrialState.FAIL] * 3
+    assert Store(cli_home.path / "autotune.db").get_study("boom")["status"] == "failed"
+
+
+def test_2_a_study_in_which_no_trial_completed_exits_1(cli_home: CliHome) -> None:
+    result = cli_home.run("study", "start", "--name", "none", "--n-trials", "2", "--target", "0.9999",
+                          "--budget-steps", "2", *QUICK[2:])
+    assert result.returncode == 1, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "study 'none': no trial completed (2 pruned, 0 failed)" in line
+    assert Store(cli_home.path / "autotune.db").get_study("none")["status"] == "failed"
+    assert_sound(cli_home, "none")
+
+
+def test_13_an_exported_config_repeats_the_studys_run(cli_home: CliHome, tmp_path: Path) -> None:
+    done = cli_home.run("study", "start", "--name", "ex", "--n-trials", "1", "--space", "quick",
+                        "--budget-epochs", "2", "--confirm", "0", "--no-tui")
+    assert done.returncode == 0, done.stderr
+    best = tmp_path / "best.toml"
+    assert cli_home.run("study", "export", "ex", "-o", str(best)).returncode == 0
+    result = cli_home.run("trial", "run", "--config", str(best), "--json")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    data = json.loads(result.stdout)
+    study = optuna.load_study(study_name="ex", storage=f"sqlite:///{cli_home.path / 'studies.db'}")
+    assert data["budget"] == "2 epochs" and data["target"] == study.user_attrs["target"]
+    # validated as often as in the study (4 times an epoch), so time to target means the same
+    assert data["time_to_target"] is not None and len(data["curve"]) == len(study.trials[0].intermediate_values)
+
+
+def test_18_a_storage_deleted_under_a_running_study_stops_it(cli_home: CliHome) -> None:
+    proc = cli_home.start("study", "start", "--name", "gone", "--n-trials", "4", *SLOW)
+    cli_home.live_pid("gone", 1)
+    for path in cli_home.path.glob("studies.db*"):
+        path.unlink()
+    code, _, err = finished(proc)
+    assert code == 1, err[-3000:]
+    (line,) = error_lines(err)
+    assert "studies.db was deleted or replaced while it ran" in line
+    assert Store(cli_home.path / "autotune.db").get_study("gone")["status"] == "failed"
+    assert not (cli_home.path / "studies.db").exists()  # not recreated behind the user's back

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from optuna.trial import TrialState
 
 from autotune.run import engine
 from autotune.cli import cli
@@ -21,6 +22,8 @@ from autotune.hardware import detect
 from autotune.registry import Registry, load_registry
 from autotune.plugins.workloads.catalog import synthetic_resnet18
 from autotune.workloads import Workload, load_workload
+
+from home_processes import QUICK, TIMEOUT, CliHome, assert_sound, error_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,3 +164,45 @@ def test_factory_that_raises(reg: Registry, root_on_path: None) -> None:
 def test_unknown_name_lists_the_known_ones(reg: Registry) -> None:
     with pytest.raises(UsageError, match="unknown workload 'nope'.*digits"):
         load_workload("nope", reg)
+
+
+# --- through the CLI: a folder named autotune, batches larger than the data, empty data ------
+
+
+def test_3_and_4_a_folder_named_autotune_does_not_shadow_it_and_modules_there_are_found(
+    cli_home: CliHome, tmp_path: Path
+) -> None:
+    here = tmp_path / "work"
+    (here / "autotune").mkdir(parents=True)  # as in the folder above a checkout named autotune
+    (here / "autotune" / "README").write_text("not the package")
+    (here / "mine.py").write_text(
+        "from autotune.plugins.workloads.catalog import digits\n\ndef factory():\n    return digits()\n"
+    )
+    env = dict(cli_home.env)
+    env.pop("PYTHONPATH", None)
+    autotune = str(Path(sys.executable).with_name("autotune"))
+    run = [autotune, "trial", "run", "--workload", "mine:factory", "--budget-steps", "2", "--json"]
+    trial = subprocess.run(run, cwd=here, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert trial.returncode == 0, trial.stderr[-2000:]
+    study = subprocess.run([autotune, "study", "start", "--name", "here", "--workload", "mine:factory",
+                            "--n-trials", "2", *QUICK], cwd=here, env=env, capture_output=True, text=True,
+                           timeout=TIMEOUT)
+    assert study.returncode == 0, study.stderr[-2000:]
+    trials = assert_sound(cli_home, "here", 2)
+    assert all(t.state == TrialState.COMPLETE for t in trials), [t.user_attrs.get("reason") for t in trials]
+
+
+def test_14_out_of_range_batches_empty_data_and_optunas_warning(cli_home: CliHome, tmp_path: Path) -> None:
+    huge = cli_home.run("trial", "run", "--set", "batch_size=1000000000", "--budget-steps", "2")
+    assert huge.returncode == 1
+    assert "batch_size 1,000,000,000 is larger than the training set (1,438 samples)" in huge.stderr
+    empty = cli_home.run("trial", "run", "--workload", "tests.workloads_for_tests:empty_data", "--budget-steps", "2")
+    assert empty.returncode == 2
+    (line,) = error_lines(empty.stderr)
+    assert "its training set is empty" in line
+    space = tmp_path / "narrow.toml"  # the baseline's batch 64 lies outside: it runs as given, quietly
+    space.write_text('extends = "quick"\n[knobs.batch_size]\nlow = 128\nhigh = 256\n')
+    narrow = cli_home.run("study", "start", "--name", "narrow", "--n-trials", "1", "--space", str(space),
+                          "--budget-steps", "2", "--confirm", "0", "--no-tui")
+    assert narrow.returncode == 0, narrow.stderr
+    assert "Warning" not in narrow.stderr and "out of range" not in narrow.stderr

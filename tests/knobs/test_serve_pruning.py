@@ -1,7 +1,7 @@
-"""serve_pruning (plugins/serving/serve_pruning.py), for real: a digits model trained briefly through the
-engine, served with half its channels removed, with and without a fine-tune on the training data,
-then exported and loaded back in a fresh process. Few timed calls and a short training keep the
-file within seconds; latency is a benchmark's business, not these tests'.
+"""serve_pruning (plugins/serving/serve_pruning.py), for real: a digits model trained briefly
+through the engine, served with half its channels removed, with and without a fine-tune on the
+training data, then exported and loaded back in a fresh process. Few timed calls and a short
+training keep the file within seconds; latency is a benchmark's business, not these tests'.
 """
 
 from __future__ import annotations

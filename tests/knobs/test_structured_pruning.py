@@ -1,17 +1,19 @@
-"""structured_pruning (plugins/training/structured_pruning.py), applied for real: short CPU runs through the
-engine on synthetic-resnet18 (CIFAR-shaped, tiny data), tinylm and digits. A probe knob, loaded
-after the built-ins, records at FIT_START the model that trains and the optimizer that trains it,
-and at FIT_END the trained model's output shape. Step times are a benchmark's business
+"""structured_pruning (plugins/training/structured_pruning.py), applied for real: short CPU runs
+through the engine on synthetic-resnet18 (CIFAR-shaped, tiny data), tinylm and digits. A probe knob,
+loaded after the built-ins, records at FIT_START the model that trains and the optimizer that trains
+it, and at FIT_END the trained model's output shape. Step times are a benchmark's business
 (bench/structured_pruning.py), not these tests'.
+
+What needs torch-pruning skips without it; what the knob says without it is tested either way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import sys
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -29,7 +31,12 @@ from autotune.settings import resolve_settings
 from autotune.space import load_space
 from autotune.workloads import Workload
 
-pytest.importorskip("torch_pruning", reason="structured_pruning needs torch-pruning (pip install 'autotune[prune]')")
+from knob_case import Case, second_conv, transformed
+
+needs_torch_pruning = pytest.mark.skipif(
+    importlib.util.find_spec("torch_pruning") is None,
+    reason="structured_pruning needs torch-pruning (pip install 'autotune[prune]')")
+
 
 PROBE = '''
 import torch
@@ -104,6 +111,25 @@ def output_shape(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[int, ...
         return tuple(model(inputs).shape)
 
 
+@pytest.mark.parametrize("name", ["structured_pruning"])
+def test_knob_changes_the_run(name: str, case_for: Callable[[str], Case]) -> None:
+    """Its baseline (the shared run) and another value, each visible in a run (knob_case.py)."""
+    case = case_for(name)
+    assert case.base_value == 0.0
+    assert "structured_pruning" not in case.baseline.result.notes
+    reason = exclusion(case.knob, case.hardware)
+    if reason is not None:  # torch-pruning is an optional extra
+        assert "pip install 'autotune[prune]'" in reason
+        return
+    assert second_conv(transformed(case.plan())).in_channels == 16
+    assert second_conv(transformed(case.plan(structured_pruning=0.5))).in_channels == 8  # LeNet's 16 -> 8
+    probe = case.run(structured_pruning=0.5)
+    assert probe.first_forward["input_shape"] == case.baseline.first_forward["input_shape"]
+    params = probe.result.notes["structured_pruning_counts"]["parameters"]
+    assert params[1] < params[0] / 3  # the tests below have the rest
+
+
+@needs_torch_pruning
 def test_half_the_channels_of_resnet18_train_with_a_quarter_of_the_parameters(
     reg: Registry, hardware: Hardware, resnet: Workload
 ) -> None:
@@ -124,6 +150,7 @@ def test_half_the_channels_of_resnet18_train_with_a_quarter_of_the_parameters(
     assert note.startswith("removed 50.0% of the channels") and "structured_pruning=0 run" in note
 
 
+@needs_torch_pruning
 def test_zero_is_the_untouched_baseline(reg: Registry, hardware: Hardware, resnet: Workload) -> None:
     knob = reg.knob("structured_pruning")
     assert knob.baseline(hardware) == {"structured_pruning": 0.0}
@@ -137,6 +164,7 @@ def test_zero_is_the_untouched_baseline(reg: Registry, hardware: Hardware, resne
     assert (searched.low, searched.high, searched.step) == (0.0, 0.5, 0.125)
 
 
+@needs_torch_pruning
 def test_a_transformer_loses_mlp_width_only(reg: Registry, hardware: Hardware) -> None:
     from autotune.plugins.workloads.catalog import tinylm
 
@@ -156,6 +184,7 @@ def test_a_transformer_loses_mlp_width_only(reg: Registry, hardware: Hardware) -
     assert output_shape(rec["model"], ids) == (2, 64, before["tokens.weight"][0])
 
 
+@needs_torch_pruning
 def test_unstructured_pruning_masks_the_pruned_model(
     reg: Registry, hardware: Hardware, digits_workload: Workload
 ) -> None:
@@ -177,11 +206,3 @@ def test_without_torch_pruning_the_knob_says_how_to_install_it(
     assert load_space("default", registry, hardware).excluded["structured_pruning"] == reason
     with pytest.raises(UsageError, match=r"structured_pruning.*pip install 'autotune\[prune\]'"):
         resolve_settings(registry, hardware, digits_workload, {"structured_pruning": 0.5})
-
-
-def test_the_unstructured_knob_says_it_brings_no_speed() -> None:
-    from autotune.plugins.training import pruning
-
-    assert "not faster" in pruning.Pruning.help
-    assert "model-size knob" in (pruning.__doc__ or "")
-    assert Path(pruning.__file__).name == "pruning.py"

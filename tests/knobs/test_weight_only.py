@@ -1,7 +1,7 @@
 """The weight_only inference knob (plugins/serving/weight_only.py): torchao's int8 weight-only
 quantization of a real trained model's Linear layers, served and judged as a trial serves it, its
 conditions, its reason when torchao is missing, and the served model written by `study export
---model`. The digits model is test_inference's (trained briefly, once per module)."""
+--model`. The digits model is the `models` fixture's (tests/serving_models.py)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,7 @@ from autotune.workloads import load_workload
 
 pytest.importorskip("torchao")
 
-import test_inference as shared  # its trained models and serving helpers, not a copy of them
-
-models, serving = shared.models, shared.serving  # module fixtures: pytest finds them here by name
-plan_for, served = shared.plan_for, shared.served
+from serving_models import plan_for, served  # noqa: E402
 
 INSTALL_HINT = "needs torchao (pip install 'autotune[inference]')"
 
