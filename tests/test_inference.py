@@ -372,3 +372,20 @@ def test_from_study_trains_the_best_configuration_once_and_serves_it(
     assert len(saved) == 1 and read_checkpoint(saved[0])["settings"]["batch_size"] == 64
     assert report["baseline"]["metrics"]["latency_p50"] > 0
     assert report["workload"] == "digits"  # the training study's, with no --workload given
+
+
+def test_a_served_trial_runs_again_as_it_ran(models: dict[str, Any]) -> None:
+    """The playoff among tied leaders re-runs their configurations (autotune.study.reruns); in an
+    inference study that is a served model, whose request has no training options to reseed."""
+    from autotune.spec import StudySpec
+    from autotune.storage.local import Store
+    from autotune.study.prepare import prepare
+    from autotune.study.reruns import real_value, rerun
+    from autotune.study.runner import StudyRunner
+
+    spec = StudySpec(name="again", task="inference", objective="latency", checkpoint=str(models["digits"]),
+                     device="cpu", iterations=3, confirm=0, seed=0)
+    runner = StudyRunner(prepare(spec), Store())
+    outcome, result = rerun(runner.launcher, dict(runner.baseline), 7, "again.log")
+    assert outcome.status == "ok", outcome.error
+    assert real_value(runner.context.objective, outcome, result) == result["latency_p50"] > 0

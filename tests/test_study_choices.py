@@ -23,15 +23,15 @@ def runner() -> StudyRunner:
 
 
 def test_threads_the_search_does_not_set_fit_the_trial(runner: StudyRunner) -> None:
-    cores = runner.p.hardware.cpu_count
+    cores = runner.context.hardware.cpu_count
     # DataLoader workers need cores too: a trial's threads are its share less its workers
-    assert runner.fit_threads({"workers": 1})["threads"] == max(1, cores - 1)
-    assert runner.fit_threads({"workers": cores + 3})["threads"] == 1
-    assert runner.fit_threads({"batch_size": 128})["threads"] == cores  # the baseline's 0 workers
+    assert runner.launcher.fit_threads({"workers": 1})["threads"] == max(1, cores - 1)
+    assert runner.launcher.fit_threads({"workers": cores + 3})["threads"] == 1
+    assert runner.launcher.fit_threads({"batch_size": 128})["threads"] == cores  # the baseline's 0 workers
     # threads the search sets are its own
-    assert runner.fit_threads({"threads": 2, "workers": 1}) == {"threads": 2, "workers": 1}
+    assert runner.launcher.fit_threads({"threads": 2, "workers": 1}) == {"threads": 2, "workers": 1}
     runner.spec.workers = 2  # two trials side by side split the cores
-    assert runner.fit_threads({"workers": 0})["threads"] == max(1, cores // 2)
+    assert runner.launcher.fit_threads({"workers": 0})["threads"] == max(1, cores // 2)
 
 
 def test_the_projection_scales_to_the_real_run_length() -> None:
@@ -48,29 +48,29 @@ def test_the_path_changes_one_knob_at_a_time_in_apply_order(runner: StudyRunner)
     end = {**start, "batch_size": 256, "optimizer": "adam", "beta2": 0.99, "weight_decay": 1e-4,
            "learning_rate": 0.003, "workers": 1}
     end.pop("momentum", None)  # inactive with adam
-    steps = knob_steps(runner, start, end)
+    steps = knob_steps(runner.context, start, end)
     names = [knob for knob, _ in steps]
     assert set(names) == {"batch_size", "optimizer", "learning_rate", "workers"}
-    order = list(runner.p.registry.knobs)
+    order = list(runner.context.registry.knobs)
     assert names == sorted(names, key=order.index)  # the order knobs are applied in
     changes = dict(steps)
     # a knob moves with its sub-settings; what the best leaves out (momentum) is not a step
     assert changes["optimizer"] == {"optimizer": "adam", "beta2": 0.99, "weight_decay": 1e-4}
     assert changes["batch_size"] == {"batch_size": 256}
-    assert knob_steps(runner, start, dict(start)) == []
+    assert knob_steps(runner.context, start, dict(start)) == []
 
 
 def test_fitted_threads_follow_the_workers_step_on_the_path(runner: StudyRunner) -> None:
-    cores = runner.p.hardware.cpu_count
+    cores = runner.context.hardware.cpu_count
     start = dict(runner.baseline)
     end = {**start, "batch_size": 32, "workers": 1, "threads": max(1, cores - 1)}  # as the search fitted it
-    path = path_configurations(runner, start, end, fitted_threads=True)
+    path = path_configurations(runner.launcher, start, end, fitted_threads=True)
     assert [knob for knob, _, _ in path] == ["batch_size", "workers"]  # no step of its own
     (_, _, after_batch), (_, _, after_workers) = path
     # every configuration on the path is one a trial could have been: no oversubscription
     assert after_batch["threads"] == cores and after_batch["workers"] == 0
     assert after_workers == end
-    searched = path_configurations(runner, start, end, fitted_threads=False)
+    searched = path_configurations(runner.launcher, start, end, fitted_threads=False)
     if cores > 1:  # on one core the best's threads are the baseline's
         assert [knob for knob, _, _ in searched] == ["batch_size", "workers", "threads"]
 
@@ -168,3 +168,24 @@ def test_an_enqueued_setting_the_space_does_not_search_is_one_line_exit_2(cli_ho
     (line,) = error_lines(result.stderr)
     assert "--enqueue 'colour=red': 'colour' is not searched by space" in line
     assert not (cli_home.path / "studies.db").exists()
+
+
+def test_a_combination_this_torch_cannot_run_is_skipped_not_failed(tmp_path) -> None:
+    """rmsprop has no fused implementation: the trial that asks for it ends `unsupported`, which
+    is a point of the space that does not exist here, not a failure: pruned with its reason, and
+    the study's failed count stays 0."""
+    import optuna
+
+    space = tmp_path / "impl.toml"
+    space.write_text('only = ["optimizer", "optimizer_impl"]\n[knobs.optimizer]\nchoices = ["sgd", "rmsprop"]\n'
+                     '[knobs.optimizer_impl]\nchoices = ["default", "fused"]\n')
+    storage = f"sqlite:///{tmp_path / 'u.db'}"
+    spec = StudySpec(name="unsupported", workload="digits", device="cpu", confirm=0, n_trials=2, seed=0,
+                     storage=storage, space=str(space), budget={"steps": 2},
+                     enqueue=("optimizer=rmsprop,optimizer_impl=fused",))
+    report = StudyRunner(prepare(spec), Store()).run()
+    assert report["counts"] == {"complete": 1, "pruned": 1, "failed": 0}
+    skipped = optuna.load_study(study_name="unsupported", storage=storage).trials[1]
+    assert skipped.state == optuna.trial.TrialState.PRUNED
+    assert skipped.user_attrs["autotune_status"] == "unsupported"
+    assert skipped.user_attrs["reason"].startswith("unsupported here: optimizer_impl fused: RMSprop has no fused")

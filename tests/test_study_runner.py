@@ -258,7 +258,7 @@ def test_slower_than_the_best_prunes_only_beyond_the_noise() -> None:
     from optuna.distributions import IntDistribution
     from optuna.trial import TrialState, create_trial
 
-    from autotune.study.objective import MAX_NOISE_MARGIN, MIN_NOISE_MARGIN, beyond, noise_margin
+    from autotune.study.trial_watch import MAX_NOISE_MARGIN, MIN_NOISE_MARGIN, beyond, noise_margin
 
     def baseline(p50: float, p95: float) -> optuna.trial.FrozenTrial:
         return create_trial(state=TrialState.COMPLETE, value=10.0, params={"b": 1},

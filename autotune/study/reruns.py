@@ -22,10 +22,12 @@ def rerun(launcher: "TrialLauncher", settings: dict[str, Any], seed: int,
     its result (empty when the run gave none)."""
     context = launcher.context
     request = launcher.request(dict(settings), False, str(context.logs_dir / log_name))
-    assert isinstance(request, (TrainingRequest, ScriptRequest))
-    request.options = dataclasses.replace(
-        request.options, seed=seed, target=launcher.state.target, stop_at_target=context.objective.stop_at_target,
-    )
+    if isinstance(request, (TrainingRequest, ScriptRequest)):
+        request.options = dataclasses.replace(
+            request.options, seed=seed, target=launcher.state.target, stop_at_target=context.objective.stop_at_target,
+        )
+    # a served model (the playoff of an inference study) is timed as its trial was: serving has
+    # no training seed or target
     outcome = launcher.run(request)
     return outcome, outcome.result or {}
 
