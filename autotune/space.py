@@ -73,6 +73,12 @@ class SearchSpace:
             key: value for key, value in values.items() if _holds(self.fixed_when.get(key), values)
         }
 
+    def record(self, trial: "optuna.Trial", values: dict[str, Any]) -> dict[str, Any]:
+        """Record `values` as the trial's params, in the space's order and with its distributions.
+        Only for values the trial was enqueued with (Optuna's fixed params): Optuna then stores
+        each as given, out of range or not, and samples nothing (autotune.study.enqueued)."""
+        return {param.name: _suggest_one(trial, param) for param in self.params if param.name in values}
+
     def distributions(self) -> dict[str, "optuna.distributions.BaseDistribution"]:
         """Optuna distributions of the searched params (to enqueue or validate known settings)."""
         return {param.name: _distribution(param) for param in self.params}

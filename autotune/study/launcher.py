@@ -47,18 +47,30 @@ class TrialLauncher:
         workers = int(overrides.get("workers", self.context.baseline.get("workers", 0)) or 0)
         return {**overrides, "threads": max(1, share - workers)}
 
+    def cap_threads(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """`overrides` with the threads setting no more than a trial's share of the cores when
+        trials run side by side on CPU (the value the trial process then runs)."""
+        share = self._share()
+        if share is None or "threads" not in self.context.registry.knobs:
+            return overrides
+        return {**overrides, "threads": min(int(overrides.get("threads", share)), share)}
+
+    def _share(self) -> int | None:
+        """A trial's share of the cores when trials run side by side on CPU, instead of each
+        taking them all; None otherwise (torch's default)."""
+        hardware = self.context.hardware
+        if self.parallel > 1 and hardware.device_type == "cpu":
+            return max(1, hardware.cpu_count // self.parallel)
+        return None
+
     # what a trial process is asked ---------------------------------------------------------------
 
     def request(self, overrides: dict[str, Any], is_baseline: bool, log_path: str) -> TrialRequest:
         """One trial process's request: an InferenceRequest when the task serves a model, a
         ScriptRequest in a --script study, else a TrainingRequest."""
-        spec, hardware = self.context.spec, self.context.hardware
-        threads = None
-        if self.parallel > 1 and hardware.device_type == "cpu":
-            # Trials running side by side split the cores instead of each taking them all.
-            threads = max(1, hardware.cpu_count // self.parallel)
-            if "threads" in self.context.registry.knobs:
-                overrides = {**overrides, "threads": min(int(overrides.get("threads", threads)), threads)}
+        spec = self.context.spec
+        threads = self._share()
+        overrides = self.cap_threads(overrides)
         common: dict[str, Any] = dict(
             overrides=overrides, device=spec.device, threads=threads, log_path=log_path,
             workdir=spec.workdir, stall_timeout=spec.stall_timeout or None,

@@ -15,7 +15,7 @@ from autotune.launch.trial_process import TrialOutcome
 from autotune.run.plan import OUT_OF_MEMORY_ROWS
 from autotune.settings import resolve_settings
 from autotune.statuses import FAILED_RUN_STATUSES, TRIAL_METRICS, RunStatus
-from autotune.study import retries
+from autotune.study import enqueued, retries
 from autotune.study.slots import GiveWay, is_priority
 from autotune.study.trial_watch import TrialWatch
 
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 MEMORY_NEUTRAL = {"learning_rate", "momentum", "weight_decay", "beta2", "workers", "threads", "pruning"}
 
 # The baseline recipe is enqueued as fixed params and may lie outside the space searched (a batch
-# size below the space's low, say): it runs as given, on purpose, and Optuna's warning about it
-# tells the user nothing they could act on.
+# size below the space's low, say): it runs and is recorded as given, on purpose
+# (autotune.study.enqueued), and Optuna's warning about it tells the user nothing they could act on.
 warnings.filterwarnings("ignore", message=r"Fixed parameter .* is out of range", category=UserWarning)
 
 
@@ -155,12 +155,22 @@ class TrialObjective:
         return optuna.TrialPruned(reason)
 
     def _settings(self, trial: optuna.Trial, is_baseline: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-        """What the trial asks for (the baseline's recipe, or what Optuna suggests with threads
-        fitted) and what that resolves to, recorded on the trial."""
+        """What the trial asks for (the baseline's recipe, an enqueued trial's given params, or
+        what Optuna suggests with threads fitted), capped to its share of the cores, and what
+        that resolves to, recorded on the trial. The baseline's and an enqueued trial's Optuna
+        params are only the given values that run (autotune.study.enqueued)."""
         context = self.context
-        suggested = context.space.suggest(trial)
-        overrides = dict(context.baseline) if is_baseline else self.launcher.fit_threads(suggested)
+        given = None
+        if is_baseline or trial.user_attrs.get("enqueued"):
+            given = enqueued.given_params(self.state.study, trial.number)
+            asked = context.baseline if is_baseline else resolve_settings(
+                context.registry, context.hardware, context.workload, given)
+        else:
+            asked = self.launcher.fit_threads(context.space.suggest(trial))
+        overrides = self.launcher.cap_threads(dict(asked))
         settings = resolve_settings(context.registry, context.hardware, context.workload, overrides)
+        if given is not None:
+            context.space.record(trial, enqueued.recordable(context.space, settings, given))
         trial.set_user_attr("settings", settings)
         trial.set_user_attr("baseline", is_baseline)
         trial.set_user_attr("runner", retries.RUNNER_ID)
@@ -251,6 +261,10 @@ class TrialRecord:
 
     def _measurements(self) -> None:
         trial, result, outcome = self.trial, self.result, self.outcome
+        if result.get("settings"):
+            # The settings the trial process resolved and applied, against the hardware it saw
+            # (its GPUs, its share of the cores): the trial's record of what ran.
+            trial.set_user_attr("settings", result["settings"])
         for key in TRIAL_METRICS:
             if result.get(key) is not None:
                 trial.set_user_attr(key, result[key])

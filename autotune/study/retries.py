@@ -3,9 +3,9 @@
 A trial that ended without a verdict on its configuration (its runner died, it was interrupted,
 a forced daemon shutdown stopped it, it never trained because the study was stopping or it made
 way for the baseline) is enqueued once more with user attr `retry_of` = its number, and keeps
-the baseline flag when it was the baseline: the baseline fixes the target and every speedup, so
-it must run again like any other trial. The trial it retries then no longer counts toward
---n-trials (TrialRow.retries); its retry does. A trial is run again at most once: when another
+the baseline flag when it was the baseline (the baseline fixes the target and every speedup, so
+it must run again like any other trial) and the enqueued flag when --enqueue asked for it. The
+trial it retries then no longer counts toward --n-trials (TrialRow.retries); its retry does. A trial is run again at most once: when another
 trial already retries it, nothing is enqueued.
 """
 
@@ -29,7 +29,8 @@ RUNNER_ID = f"{socket.gethostname()}:{os.getpid()}"
 def enqueue(study: optuna.Study, params: dict[str, Any], *, baseline: bool = False, retry_of: int | None = None,
             enqueued: bool = False) -> None:
     """Put a trial on the study's queue: the baseline recipe, a retry of trial `retry_of`, or a
-    trial `--enqueue` asked for (`enqueued`: not again when the study already has its params)."""
+    trial `--enqueue` asked for (`enqueued`: not again when the study already has its params,
+    unless it is a retry)."""
     attrs: dict[str, Any] = {}
     if retry_of is not None:
         attrs["retry_of"] = retry_of
@@ -37,7 +38,7 @@ def enqueue(study: optuna.Study, params: dict[str, Any], *, baseline: bool = Fal
         attrs["baseline"] = True
     if enqueued:
         attrs["enqueued"] = True
-    study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=enqueued)
+    study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=enqueued and retry_of is None)
 
 
 def retried(trials: Iterable[FrozenTrial]) -> set[int]:
@@ -53,7 +54,10 @@ def requeue(study: optuna.Study, trial: FrozenTrial, trials: list[FrozenTrial] |
         return False
     # A trial that had not started yet holds its enqueued values as fixed params.
     params = trial.system_attrs.get("fixed_params") or trial.params
-    enqueue(study, params, baseline=bool(trial.user_attrs.get("baseline")), retry_of=trial.number)
+    # it runs as what it retries does: the baseline's recipe, or the baseline plus the changes
+    # --enqueue gave (autotune.study.enqueued)
+    enqueue(study, params, baseline=bool(trial.user_attrs.get("baseline")), retry_of=trial.number,
+            enqueued=bool(trial.user_attrs.get("enqueued")))
     return True
 
 
