@@ -176,9 +176,12 @@ def best(name: str, storage: str | None, as_json: bool) -> None:
 @click.option("--model", "model_out", type=click.Path(dir_okay=False), default=None, metavar="OUT",
               help="Inference study: write the served model to OUT (load it with autotune.load_served(OUT)) "
                    "and its measured figures to OUT.json.")
+@click.option("--trust-pickle", is_flag=True,
+              help="--model: read the study's checkpoint even if it is of autotune's first format, which holds "
+                   "pickled objects that run code when read; only for a file you trust.")
 @storage_option
 def export(name: str, fmt: str, trial_number: int | None, output: str | None, model_out: str | None,
-           storage: str | None) -> None:
+           trust_pickle: bool, storage: str | None) -> None:
     """Export the best configuration; `autotune trial run --config FILE` accepts it."""
     from autotune.storage.export import export_config
 
@@ -186,7 +189,7 @@ def export(name: str, fmt: str, trial_number: int | None, output: str | None, mo
     if model_out:
         from autotune.commands.study_export import export_model
 
-        click.echo(export_model(st, model_out, trial_number))
+        click.echo(export_model(st, model_out, trial_number, trust_pickle=trust_pickle))
         return
     text = export_config(st, trial=trial_number, fmt=fmt)
     if output:

@@ -64,13 +64,14 @@ def figures(study: StudyLike, row: TrialRow, written: dict[str, Any], out: str) 
     }
 
 
-def export_model(study: StudyLike, out: str, trial: int | None = None) -> str:
-    """Write the served model to `out` and its figures to `out.json`; the line to print."""
+def export_model(study: StudyLike, out: str, trial: int | None = None, trust_pickle: bool = False) -> str:
+    """Write the served model to `out` and its figures to `out.json`; the line to print.
+    `trust_pickle`: the study's checkpoint may need pickle to read (--trust-pickle)."""
     row = chosen_trial(study, trial)
     from autotune.inference.export import write_served
 
     spec = study.user_attrs.get("autotune") or {}
-    written = write_served(spec, dict(row.settings), out)
+    written = write_served(spec, dict(row.settings), out, trust_pickle=trust_pickle)
     side = Path(f"{out}.json")
     side.write_text(json.dumps(figures(study, row, written, out), indent=2, default=str) + "\n")
     kind = "torch.export program" if written["format"] == "exported_program" else f"recipe ({written['why']})"

@@ -28,6 +28,9 @@ def _store() -> Any:
               help="Tune training runs, or serving a trained model (--checkpoint or --from-study).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="--task inference: serve the model `autotune trial run --save-model FILE` wrote.")
+@click.option("--trust-pickle", is_flag=True,
+              help="--checkpoint: read a model file of autotune's first format, which holds pickled objects that "
+                   "run code when read (only for a file you trust); the study serves a copy without pickle.")
 @click.option("--from-study", default=None, metavar="NAME",
               help="--task inference: serve the best configuration of finished training study NAME, trained once "
                    "more with its model saved into this study's folder.")
@@ -120,6 +123,10 @@ def start(**kwargs: Any) -> None:
         workdir=os.getcwd(), stall_timeout=kwargs["stall_timeout"], enqueue=tuple(kwargs["enqueue"]),
     )
     spec.validate()  # before torch is imported: bad input answers at once
+    if kwargs["trust_pickle"]:
+        from autotune.study.checkpoint import trust_checkpoint
+
+        trust_checkpoint(spec)
     gpus_per_trial = kwargs["gpus_per_trial"]
     # in a terminal, a study without --no-tui goes to the daemon and the UI opens on it
     tui = not kwargs["no_tui"] and not kwargs["as_json"] and sys.stdout.isatty()

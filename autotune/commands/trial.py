@@ -273,8 +273,8 @@ def _print_result(d: dict[str, Any]) -> None:
         rows.append((f"note {knob}", str(note)))
     if d.get("saved_model"):
         saved = d["saved_model"]
-        rows.append(("saved model", saved["path"] + (" (the module itself: its layers changed shape)"
-                                                      if saved.get("structure") == "module" else "")))
+        rows.append(("saved model", saved["path"] + (" (its layers changed shape: loading reshapes a fresh model)"
+                                                      if saved.get("structure") == "reshaped" else "")))
     for label, value in rows:
         click.echo(f"{label:<18} {value}")
 
@@ -288,10 +288,13 @@ def _print_result(d: dict[str, Any]) -> None:
 @click.option("--iterations", type=click.IntRange(min=1), default=30, show_default=True,
               help="Timed calls for each latency and throughput (after warm-up).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where cifar10/mnist data lives.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Read a checkpoint of autotune's first format, which holds pickled objects that run code when "
+                   "read; only for a file you trust.")
 @json_option
 @registry_options
 def serve_cmd(checkpoint: str, assignments: tuple[str, ...], device: str | None, iterations: int,
-              data_dir: str | None, as_json: bool, plugin_paths: tuple[str, ...],
+              data_dir: str | None, trust_pickle: bool, as_json: bool, plugin_paths: tuple[str, ...],
               disabled_knobs: tuple[str, ...]) -> None:
     """Serve a trained model once under chosen inference settings and print what it measured.
 
@@ -311,7 +314,7 @@ def serve_cmd(checkpoint: str, assignments: tuple[str, ...], device: str | None,
 
     registry = load_registry(plugin_paths=plugin_paths, disabled_knobs=disabled_knobs, task="inference")
     hardware = resolve_device(device)
-    payload = read_checkpoint(checkpoint)
+    payload = read_checkpoint(checkpoint, trust_pickle=trust_pickle)
     wl = load_workload(payload["workload"], registry, data_dir=data_dir or payload.get("data_dir"))
     metric = Metric.from_dict(payload.get("metric"))
     settings = resolve_settings(registry, hardware, wl, parse_assignments(list(assignments)))

@@ -8,13 +8,21 @@ every inference knob's `apply`, the transforms in order), then written in one of
   dimension and the program gives the served model's outputs; `torch.export.load(PATH).module()`
   also loads it, without autotune. Input casts (serving precision, channels_last) and the fp32
   outputs are part of the program.
-- otherwise (a compiled model, which export would run uncompiled; a module export refuses) a
-  `torch.save` of the recipe: the checkpoint (weights, workload) and the trial's settings, which
-  `load_served` re-applies through the same knobs. Loading it runs pickle and imports the
-  workload: load only files you trust.
+- otherwise (a compiled model, which export would run uncompiled; a module export refuses; a
+  program torch.export would pickle part of) a recipe (autotune.run.model_file: JSON and tensors):
+  the checkpoint's weights and description, the study's workload and plugins, and the trial's
+  settings, which `load_served` re-applies through the same knobs. Rebuilding imports the
+  workload and plugin files the recipe names: that code must be on the loading machine.
 
 Either way the study's trial settings ride along, and loading sets torch's intra-op threads to
 the trial's `serve_threads`, as the trial was measured.
+
+Nothing is unpickled unless trusted (`trust_pickle=True`, `study export --trust-pickle`). A
+recipe reads with `weights_only=True`. `torch.export.load` itself unpickles some members of its
+archive, and a program's sample inputs that `weights_only=True` refuses it loads again without
+(running whatever they hold), so a program is checked first (autotune.inference.program_file) and
+refused when any member would be unpickled; its graph is JSON that torch's verifier keeps to
+operators.
 """
 
 from __future__ import annotations
@@ -27,17 +35,25 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from autotune.errors import UsageError
-from autotune.inference.serve import Served, build_plan, built
 from autotune.batches import map_tensors
+from autotune.errors import UsageError
+from autotune.inference.program_file import pickled_members
+from autotune.inference.serve import Served, build_plan, built
 from autotune.run.measure import seed_everything
-from autotune.run.saving import model_from, read_checkpoint
+from autotune.run.model_file import WEIGHTS, is_torch_save, read_model_file, refused, write_model_file
+from autotune.run.saving import FIRST_FORMAT as FIRST_CHECKPOINT
+from autotune.run.saving import FORMAT as CHECKPOINT
+from autotune.run.saving import current, model_from, read_checkpoint
 
 if TYPE_CHECKING:
     from autotune.inference.plan import InferencePlan
 
-FORMAT = "autotune-served/1"
+FORMAT = "autotune-served/2"
+FIRST_FORMAT = "autotune-served/1"  # torch.save of the recipe, its checkpoint's tensors inside
 EXPORTED, RECIPE = "exported_program", "recipe"
+NOT_OURS = "a served model written by `autotune study export --model`"
+SPEC_KEYS = ("workload", "data_dir", "workdir", "plugin_paths", "disabled_knobs", "seed", "device")
+TRUST_ARGUMENT = "trust_pickle=True"
 SETTINGS_FILE = "autotune_settings.json"  # inside an exported program's archive (extra_files)
 
 
@@ -120,10 +136,12 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def write_served(spec: dict[str, Any], settings: dict[str, Any], out: str | os.PathLike[str]) -> dict[str, Any]:
+def write_served(spec: dict[str, Any], settings: dict[str, Any], out: str | os.PathLike[str],
+                 trust_pickle: bool = False) -> dict[str, Any]:
     """Rebuild the served model of `settings` and write it to `out`; returns what was written:
-    `format` (EXPORTED or RECIPE) and, for a recipe, `why` it is not an exported program."""
-    payload = read_checkpoint(spec["checkpoint"])
+    `format` (EXPORTED or RECIPE) and, for a recipe, `why` it is not an exported program.
+    `trust_pickle`: the study's checkpoint may be read with pickle (the first format)."""
+    payload = read_checkpoint(spec["checkpoint"], trust_pickle=trust_pickle)
     served, plan = rebuild(spec, settings, payload)
     try:
         program, why = try_export(served, plan)
@@ -137,12 +155,14 @@ def write_served(spec: dict[str, Any], settings: dict[str, Any], out: str | os.P
         if program is not None:  # through a file object: torch.export wants a name ending in .pt2
             with open(tmp, "wb") as f:
                 torch.export.save(program, f, extra_files={SETTINGS_FILE: json.dumps(settings)})
-        else:
-            recipe = {"format": FORMAT, "spec": {k: spec.get(k) for k in
-                                                 ("workload", "data_dir", "workdir", "plugin_paths",
-                                                  "disabled_knobs", "seed", "device")},
-                      "settings": dict(settings), "checkpoint": payload}
-            torch.save(recipe, tmp)
+            pickled = pickled_members(tmp)
+            if pickled:
+                program, why = None, f"torch.export would pickle part of the program ({pickled[0]})"
+        if program is None:
+            checkpoint = current(payload, plan.workload)
+            recipe = {"format": FORMAT, "spec": {k: spec.get(k) for k in SPEC_KEYS}, "settings": dict(settings),
+                      "checkpoint": {k: v for k, v in checkpoint.items() if k != WEIGHTS}}
+            write_model_file(tmp, recipe, checkpoint[WEIGHTS])
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -150,23 +170,32 @@ def write_served(spec: dict[str, Any], settings: dict[str, Any], out: str | os.P
     return {"format": EXPORTED if program is not None else RECIPE, "why": why}
 
 
-def load_served(path: str | os.PathLike[str], device: str | None = None) -> torch.nn.Module:
+def load_served(path: str | os.PathLike[str], device: str | None = None,
+                trust_pickle: bool = False) -> torch.nn.Module:
     """The served model `autotune study export NAME --model PATH` wrote, in eval mode, called as
-    the workload's data gives its inputs; torch's intra-op threads set to the trial's."""
+    the workload's data gives its inputs; torch's intra-op threads set to the trial's.
+
+    Nothing in the file is unpickled: a file that would need it (autotune's first recipe
+    format, a torch.export program with pickled members) raises PickleRefused, unless
+    `trust_pickle=True` says you trust where it came from."""
     target = Path(path)
     if not target.is_file():
         raise UsageError(f"{path}: no such file")
-    if _is_torch_save(target):
-        recipe = torch.load(target, map_location="cpu", weights_only=False)
-        if not isinstance(recipe, dict) or recipe.get("format") != FORMAT:
-            raise UsageError(f"{path}: not a served model written by `autotune study export --model`")
-        model, _ = rebuild({**recipe["spec"], "device": device or recipe["spec"].get("device")},
-                           recipe["settings"], recipe["checkpoint"])
-        return model
+    if not zipfile.is_zipfile(target):  # both formats are zip archives
+        raise UsageError(f"{path}: not {NOT_OURS}")
+    if is_torch_save(target):
+        return _load_recipe(target, str(path), device, trust_pickle)
     extra = {SETTINGS_FILE: ""}
     try:
-        with open(target, "rb") as f:
+        with open(target, "rb") as f:  # one open file: what is checked is what loads
+            pickled = [] if trust_pickle else pickled_members(f)
+            if pickled:
+                raise refused(str(path), TRUST_ARGUMENT,
+                              holds=f"members torch.export.load would unpickle ({', '.join(pickled[:3])})")
+            f.seek(0)
             program = torch.export.load(f, extra_files=extra)
+    except UsageError:
+        raise
     except Exception as exc:
         raise UsageError(f"{path}: cannot load it: {type(exc).__name__}: {exc}") from None
     threads = (json.loads(extra[SETTINGS_FILE] or "{}")).get("serve_threads")
@@ -175,10 +204,19 @@ def load_served(path: str | os.PathLike[str], device: str | None = None) -> torc
     return Served(program.module()).eval()
 
 
-def _is_torch_save(path: Path) -> bool:
-    """A `torch.save` archive (its pickle at `<root>/data.pkl`), not a torch.export package."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.count("/") == 1 and name.endswith("/data.pkl") for name in archive.namelist())
-    except zipfile.BadZipFile:
-        raise UsageError(f"{path}: not a served model written by `autotune study export --model`") from None
+def _load_recipe(target: Path, label: str, device: str | None, trust_pickle: bool) -> torch.nn.Module:
+    """A recipe's served model, rebuilt through its workload and knobs."""
+    recipe = read_model_file(target, label, NOT_OURS, trust_pickle=trust_pickle, trust=TRUST_ARGUMENT)
+    checkpoint, settings, spec = recipe.get("checkpoint"), recipe.get("settings"), recipe.get("spec")
+    if not all(isinstance(part, dict) for part in (checkpoint, settings, spec)) or recipe.get("format") not in (
+            FORMAT, FIRST_FORMAT) or checkpoint.get("format") not in (FIRST_CHECKPOINT, CHECKPOINT):
+        raise UsageError(f"{label}: not {NOT_OURS}")
+    if recipe["format"] == FORMAT:  # the checkpoint's description in the JSON, its tensors beside it
+        checkpoint = {**checkpoint, WEIGHTS: recipe[WEIGHTS]}
+    spec = dict(spec)
+    workdir = spec.get("workdir")
+    if workdir is not None and not os.path.isdir(workdir):
+        # import paths resolve in a folder; a file there would be zip-imported (the recipe's own archive)
+        spec["workdir"] = None
+    model, _ = rebuild({**spec, "device": device or spec.get("device")}, settings, checkpoint)
+    return model

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.errors import RunError, UsageError
 from autotune.home import study_dir
-from autotune.run.saving import describe, read_checkpoint
+from autotune.run.model_file import PickleRefused
+from autotune.run.saving import current, describe, read_checkpoint, write_checkpoint
 from autotune.spec import StudySpec
 from autotune.tasks import task_of
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from autotune.study.events import StudyEvents
 
 MODEL_FILE = "model.pt"
+TRUSTED_FILE = "checkpoint.pt"  # a trusted --checkpoint of the first format, in this format
 
 
 def model_file(spec: StudySpec) -> Path:
@@ -41,6 +43,34 @@ def check_source(spec: StudySpec) -> dict[str, Any]:
     _same_workload(spec, source["workload"], f"study '{spec.from_study}' trained")
     spec.data_dir = spec.data_dir or source["spec"].get("data_dir")
     return source
+
+
+def trust_checkpoint(spec: StudySpec) -> None:
+    """`study start --trust-pickle`: a --checkpoint that needs pickle to read (autotune's first
+    format) is read once, trusted, and written in the current format into the study's folder;
+    the study serves that copy (`spec.checkpoint`), so its trial processes, workers and `study
+    export` read it without pickle. A checkpoint that reads without pickle is left as it is."""
+    if spec.checkpoint is None:
+        return
+    try:
+        read_checkpoint(spec.checkpoint)
+        return
+    except PickleRefused:
+        pass
+    from autotune.registry import load_registry
+    from autotune.workloads import load_workload
+
+    payload = read_checkpoint(spec.checkpoint, trust_pickle=True)
+    registry = load_registry(plugin_paths=spec.plugin_paths, disabled_knobs=spec.disabled_knobs)
+    workload = load_workload(payload["workload"], registry, data_dir=spec.data_dir or payload.get("data_dir"),
+                             workdir=spec.workdir)
+    path = study_dir(spec.name) / TRUSTED_FILE
+    try:
+        write_checkpoint(current(payload, workload), path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise RunError(f"--trust-pickle: cannot write --checkpoint {spec.checkpoint} anew to {path}: "
+                       f"{type(exc).__name__}: {exc}") from None
+    spec.checkpoint = str(path)
 
 
 def _same_workload(spec: StudySpec, trained: str, where: str) -> None:
