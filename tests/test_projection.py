@@ -41,6 +41,47 @@ def test_warmup_faster_than_steady_steps_costs_nothing_once() -> None:
     assert clock.one_time()["warmup"] == 0.0 and clock.projected(2) == pytest.approx(0.4)
 
 
+def test_the_projection_of_the_steps_so_far_never_falls() -> None:
+    """Early steady steps are often slower (caches, the allocator, a busy machine). One median
+    over every step so far falls as the fast ones pile up, and took the seconds already trained
+    down with it; each stretch between two validations at its own median only adds."""
+    clock = StepClock(warmup_steps=2, setup=0.5)
+    projections = []
+    for step, seconds in enumerate([1.0, 0.8] + [0.3] * 8 + [0.1] * 40, start=1):
+        clock.step(seconds)
+        if step % 5 == 0:  # a validation
+            projections.append(clock.projected(step))
+    assert projections == sorted(projections)
+    # the warm-up paid as it ran, then 8 steps at 0.3 s and 40 at 0.1 s: each at its own cost
+    assert projections[-1] == pytest.approx(0.5 + 1.8 + 8 * 0.3 + 40 * 0.1)
+    assert clock.projected(50) == projections[-1]  # asked again at the same step: the same seconds
+
+
+def test_a_load_spike_in_a_stretch_of_one_step_is_not_its_cost() -> None:
+    """Validations every step on a small data set: a stretch of one step is counted at the median
+    of the last few steady steps, not at its own raw time."""
+    clock = StepClock(warmup_steps=0)
+    for step, seconds in enumerate([0.1] * 10 + [2.0] + [0.1] * 3, start=1):
+        clock.step(seconds)
+        clock.projected(step)
+    assert clock.projected(14) == pytest.approx(14 * 0.1)
+
+
+def test_a_real_runs_projected_seconds_grow_at_every_validation() -> None:
+    """A short digits run validated every other step: the projected seconds trained so far, each
+    trial's Optuna intermediate value, never fall."""
+    workload = digits()
+    registry, hardware = load_registry(), detect("cpu")
+    settings = baseline_settings(registry, hardware, workload)
+    options = engine.RunOptions(metric="accuracy", direction="maximize", eval_every_steps=2, warmup_steps=3)
+    result = engine.run(workload, settings, registry, hardware, Budget(steps=40), device="cpu", options=options)
+    assert result.status == "ok", result.error
+    projections = [p.projected for p in result.curve]
+    assert len(projections) == 20 and None not in projections
+    assert projections == sorted(projections)
+    assert projections[0] >= result.setup_time
+
+
 @pytest.mark.parametrize(("factory", "target", "metric", "direction", "budget"), [
     # targets some dozens of steps away: a projection from three steady steps is at the mercy
     # of one scheduler hiccup on a shared machine, which is noise, not the model being wrong

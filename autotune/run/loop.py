@@ -23,10 +23,10 @@ from autotune.run.collective import Collective
 from autotune.run.evaluation import evaluate, primary, train_step_for
 from autotune.run.loop_events import Event
 from autotune.run.loop_state import LoopState
-from autotune.run.loop_timing import StepTimer
+from autotune.run.loop_timing import StepTimer, prefetch_depth
 from autotune.run.measure import peak_memory, sync, worker_init
 from autotune.run.plan import TrainingPlan
-from autotune.run.projection import StepClock
+from autotune.run.projection import StepClock, warmup_steps
 from autotune.run.types import EvalPoint, Progress, RunOptions, RunResult
 from autotune.workloads import dataset_size
 
@@ -94,10 +94,7 @@ class Schedule:
                 every = max(1, steps_per_epoch // max(1, options.evals_per_epoch))
                 if total_steps is not None and options.evals_per_budget:
                     every = max(1, min(every, total_steps // options.evals_per_budget))
-        warmup = options.warmup_steps
-        if total_steps is not None and total_steps <= 2 * warmup:
-            warmup = total_steps // 4
-        return cls(steps_per_epoch, total_steps, every, warmup)
+        return cls(steps_per_epoch, total_steps, every, warmup_steps(options.warmup_steps, total_steps))
 
 
 class Inputs:
@@ -317,7 +314,7 @@ def train(
         total_steps=schedule.total_steps, budget_seconds=budget.seconds, steps_per_epoch=schedule.steps_per_epoch,
     )
     clock = StepClock(schedule.warmup_steps, scale=options.run_scale, setup=time.perf_counter() - set_up)
-    timer = StepTimer(result, clock, _prefetch_depth(plan))
+    timer = StepTimer(result, clock, prefetch_depth(train_loader))
     validation = Validation(state, result, options, metric, val_loader, comm, clock, on_eval)
     TrainingLoop(state, schedule, budget, train_loader, timer, validation, comm, on_progress).run()
 
@@ -344,12 +341,6 @@ def _model_and_optimizer(plan: TrainingPlan) -> tuple[torch.nn.Module, torch.opt
     model.train()
     assert plan.optimizer_factory is not None
     return model, plan.optimizer_factory(model.parameters(), **plan.optimizer_kwargs)
-
-
-def _prefetch_depth(plan: TrainingPlan) -> int:
-    """How many batches the loader's workers hold ready (0 without workers)."""
-    workers = int(plan.loader.get("num_workers", 0))
-    return workers * int(plan.loader.get("prefetch_factor") or 2) if workers else 0
 
 
 def _float(loss: Any) -> float:

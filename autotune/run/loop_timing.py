@@ -6,13 +6,19 @@ from __future__ import annotations
 import statistics
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autotune.run.measure import step_figures
 from autotune.run.projection import StepClock
 
 if TYPE_CHECKING:
     from autotune.run.types import RunResult
+
+
+def prefetch_depth(loader: Any) -> int:
+    """How many batches a DataLoader's workers hold ready (0 without workers)."""
+    workers = int(getattr(loader, "num_workers", 0) or 0)
+    return workers * int(getattr(loader, "prefetch_factor", None) or 2) if workers else 0
 
 
 class StepTimer:
