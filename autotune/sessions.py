@@ -15,10 +15,13 @@
 
 Run by `autotune study start --script train.py`, each trial runs the script in its own process
 (autotune.launch.trial_process) with that trial's settings, budget and target; the session measures
-what the engine measures for a workload (throughput with data loading, step times, data wait,
-peak memory, the reported metrics and the time to the target) and reports validations to the
-study for pruning. Run as a plain `python train.py`, the same script trains with the baseline
-settings and no budget: `should_stop` only turns True once `session.report` is told to stop.
+what the engine measures for a workload, by the engine's own rules (autotune.run.loop_timing's
+StepTimer and its StepClock): throughput with data loading, step times, data wait, set-up (from
+`session.prepare` placing the model to the first training batch asked for), the steady step,
+epochs (steps over the training loader's length), peak memory, the reported metrics, the time
+to the target and its projection; and it reports validations to the study for pruning. Run as a
+plain `python train.py`, the same script trains with the baseline settings and no budget:
+`should_stop` only turns True once `session.report` is told to stop.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from autotune.errors import RunError, Unsupported
 from autotune.metrics import SCRIPT_METRIC, Metric
 from autotune.run.evaluation import checked
 from autotune.run.local import plain
-from autotune.run.measure import nonzero_fraction, peak_memory, step_figures, sync
+from autotune.run.loop_timing import StepTimer, prefetch_depth
+from autotune.run.measure import nonzero_fraction, peak_memory, sync
+from autotune.run.projection import StepClock, warmup_steps
 from autotune.run.types import EvalPoint, Progress, RunOptions, RunResult
 
 if TYPE_CHECKING:
@@ -72,16 +77,20 @@ class Session:
         self.in_trial = in_trial
         self.tuned: SessionTuned | None = None
         self.result = RunResult(status="ok", settings=dict(settings), device=device or "", target=self.options.target)
-        self.step = self.samples = self.epochs = 0
+        self.step = self.samples = 0
+        self.completed_epochs = 0  # passes that ran the training loader out
+        self.steps_per_epoch: int | None = None  # the training loader's length (None: it has none)
         self.train_time = 0.0
-        self._data_times: list[float] = []
-        self._compute_times: list[float] = []
-        self._timed_samples = 0
+        self.clock = StepClock(warmup_steps(self.options.warmup_steps, budget.steps if budget else None),
+                               scale=self.options.run_scale)
+        self.timer = StepTimer(self.result, self.clock, prefetch_depth=0)
+        self._prepared: float | None = None  # when prepare() began placing the model: set-up starts
+        self._training = False  # set-up is over: a training batch was asked for
         self._arrived: tuple[float, int] | None = None  # when the pending batch arrived, its size
         self._last_step_end: float | None = None
         self._last_progress = 0.0
         self._stop: str | None = None  # why should_stop: "pruned", "target", "budget"
-        self._data_time = 0.0
+        self._wait = 0.0  # the pending batch's wait for the loader
         self._started = time.perf_counter()
 
     # the script's side ------------------------------------------------------------------------
@@ -99,12 +108,23 @@ class Session:
                 "a knob asks for several processes (data_parallel=ddp): a --script trial is one process; "
                 "start your script under torchrun and use autotune.apply instead"
             )
+        # set-up starts where the engine's does: the knobs' plan made, the model, its transforms
+        # and the optimizer still to build
+        self._prepared = time.perf_counter()
         self.tuned = SessionTuned(plan, model, self.settings, self)
         self.result.device = str(plan.device)
         self._last_step_end = time.perf_counter()
         if plan.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(plan.device)
         return self.tuned
+
+    @property
+    def epochs(self) -> float:
+        """Epochs trained: steps over the training loader's length, or the passes completed
+        when it has none (an iterable dataset)."""
+        if self.steps_per_epoch:
+            return self.step / self.steps_per_epoch
+        return float(self.completed_epochs)
 
     @property
     def should_stop(self) -> bool:
@@ -119,7 +139,9 @@ class Session:
         values = checked("script", metrics)
         now = time.perf_counter()
         if self._last_step_end is not None and self._arrived is None:
-            self.result.val_time = (self.result.val_time or 0.0) + max(0.0, now - self._last_step_end)
+            validated = max(0.0, now - self._last_step_end)
+            self.result.val_time = (self.result.val_time or 0.0) + validated
+            self.timer.validated(validated)
         value = values.get(self.metric.name)
         if value is None and not self.in_trial:  # run by hand nothing judges it: report what it gives
             self.result.metrics = values
@@ -133,13 +155,15 @@ class Session:
         self.result.metrics, self.result.metric_value = values, value
         self.result.val_loss, self.result.val_accuracy = values.get("val_loss"), values.get("accuracy")
         point = EvalPoint(
-            index=len(self.result.curve), step=self.step, epoch=float(self.epochs), train_time=self.train_time,
+            index=len(self.result.curve), step=self.step, epoch=self.epochs, train_time=self.train_time,
             value=value, metrics=values, val_loss=self.result.val_loss, val_accuracy=self.result.val_accuracy,
+            projected=self.clock.projected(self.step),
         )
         self.result.curve.append(point)
         target = self.options.target
         if target is not None and self.result.time_to_target is None and self.metric.reached(value, target):
             self.result.time_to_target = self.train_time
+            self.result.projected_time_to_target = point.projected
             if self.options.stop_at_target:
                 self._stop = "target"
         if self.on_eval is not None and self._stop is None and self.on_eval(point):
@@ -148,6 +172,33 @@ class Session:
         return self.should_stop
 
     # measuring (called by SessionTuned and its loader) -----------------------------------------
+
+    def _total_steps(self) -> int | None:
+        """The budget in steps, when it is known."""
+        budget = self.budget
+        if budget is None:
+            return None
+        if budget.epochs is not None and self.steps_per_epoch:
+            return budget.epochs * self.steps_per_epoch
+        return budget.steps
+
+    def _training_loader(self, loader: DataLoader) -> None:
+        """A training loader was made: an epoch is its length; the warm-up is the engine's for
+        a budget of that many steps."""
+        try:
+            self.steps_per_epoch = len(loader) or None
+        except TypeError:  # an iterable dataset without a length
+            self.steps_per_epoch = None
+        self.timer.prefetch_depth = prefetch_depth(loader)
+        if self.step == 0:
+            self.clock.warmup_steps = warmup_steps(self.options.warmup_steps, self._total_steps())
+
+    def _training_starts(self, now: float) -> None:
+        """The first training batch is asked for at `now`: the set-up, from prepare() placing the
+        model on, is over."""
+        if not self._training:
+            self._training = True
+            self.clock.setup = now - (self._prepared if self._prepared is not None else now)
 
     def _budget_spent(self) -> bool:
         budget = self.budget
@@ -161,40 +212,41 @@ class Session:
 
     def _batch_arrived(self, batch: Any, waited_since: float) -> None:
         now = time.perf_counter()
-        self._data_time = now - waited_since
+        self._wait = now - waited_since
         self._arrived = (now, batches.batch_size(batch))
 
-    def _epoch_ended(self) -> None:
-        self.epochs += 1
+    def _epoch_ended(self, fetch_started: float) -> None:
+        """The training loader ran out on a fetch begun at `fetch_started`."""
+        self.train_time += self.timer.epoch_ended(fetch_started)
+        self.completed_epochs += 1
+        self._last_step_end = time.perf_counter()  # a validation after it starts here
 
     def _step_done(self, loss: torch.Tensor, device: torch.device) -> None:
         sync(device)
         now = time.perf_counter()
         if self._arrived is not None:
             arrived, size = self._arrived
-            data_time = self._data_time
+            wait = self._wait
         else:  # a batch that did not come from tuned.dataloader: its loading is not seen
-            arrived, size, data_time = self._last_step_end or now, self.tuned.batch_size if self.tuned else 1, 0.0
+            arrived, size, wait = self._last_step_end or now, self.tuned.batch_size if self.tuned else 1, 0.0
+            self._training_starts(arrived)
         self._arrived = None
         compute = now - arrived
         self.step += 1
         self.samples += size
+        data_time = self.timer.step(wait, compute, size, timed=self.step > self.clock.warmup_steps)
         self.train_time += data_time + compute
-        if self.step > self.options.warmup_steps:
-            self._data_times.append(data_time)
-            self._compute_times.append(compute)
-            self._timed_samples += size
         self._last_step_end = now
         if not math.isfinite(float(loss.detach().float().item())):
             self._stop = "diverged"
             self.result.status, self.result.error = "diverged", f"loss is not finite at step {self.step}"
         if self.on_progress is not None and now - self._last_progress >= PROGRESS_INTERVAL:
             self._last_progress = now
-            total = self.budget.steps if self.budget is not None else None
+            total = self._total_steps()
             seconds = self.budget.seconds if self.budget is not None else None
             fraction = self.step / total if total else (self.train_time / seconds if seconds else 0.0)
             self.on_progress(Progress(
-                step=self.step, total_steps=total, epoch=float(self.epochs), train_time=self.train_time,
+                step=self.step, total_steps=total, epoch=self.epochs, train_time=self.train_time,
                 fraction=min(1.0, fraction), samples_per_s=size / max(data_time + compute, 1e-9),
                 peak_memory_bytes=peak_memory(device),
             ))
@@ -211,8 +263,8 @@ class Session:
                 f"the script reported no validation: call session.report({{'{self.metric.name}': ...}}) "
                 f"after training"
             )
-        result.steps, result.samples, result.epochs, result.train_time = self.step, self.samples, float(self.epochs), self.train_time
-        step_figures(result, self._data_times, self._compute_times, self._timed_samples, self.samples, self.train_time)
+        result.steps, result.samples, result.epochs, result.train_time = self.step, self.samples, self.epochs, self.train_time
+        self.timer.record(self.samples, self.train_time)  # set-up, the steady step, the step figures
         if self.tuned is not None:
             result.peak_memory_bytes = peak_memory(self.tuned.device)
             result.notes = plain(self.tuned.plan.notes)
@@ -232,7 +284,10 @@ class SessionTuned(Tuned):
         """The tuned DataLoader; a training one (`train=True`) is measured and yields nothing
         more once the budget is spent. Validation loaders: `train=False`."""
         loader = super().dataloader(dataset, **kwargs)
-        return MeasuredLoader(loader, self.session) if train else loader
+        if not train:
+            return loader
+        self.session._training_loader(loader)
+        return MeasuredLoader(loader, self.session)
 
     def step(self, loss: torch.Tensor) -> None:
         super().step(loss)
@@ -255,17 +310,19 @@ class MeasuredLoader:
         session = self.session
         if session.should_stop:
             return
-        waited_since = time.perf_counter()
-        iterator = iter(self.loader)
+        started = time.perf_counter()
+        session._training_starts(started)
+        iterator = iter(self.loader)  # the epoch's start (its workers' too), as the engine counts it
+        session.timer.epoch_started(time.perf_counter() - started)
         while not session.should_stop:
+            fetch_started = time.perf_counter()
             try:
                 batch = next(iterator)
             except StopIteration:
-                session._epoch_ended()
+                session._epoch_ended(fetch_started)
                 return
-            session._batch_arrived(batch, waited_since)
+            session._batch_arrived(batch, fetch_started)
             yield batch
-            waited_since = time.perf_counter()
 
 
 _current: Session | None = None

@@ -144,3 +144,29 @@ def test_run_by_hand_a_script_may_report_any_metrics(tmp_path: Path) -> None:
                           env={**os.environ, "AUTOTUNE_HOME": str(tmp_path / "home")})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["steps", "3", "batch", "64", "in", "trial", "False"]  # the baseline's batch 64
+
+
+def test_a_script_trial_of_one_epoch_measures_what_the_engine_measures(tmp_path: Path) -> None:
+    """A budget of exactly one epoch (the baseline's batch 64 over 1,500 samples: 24 steps) stops
+    the loop at the epoch's last batch, before the loader runs out: still 1.0 epochs. Set-up, the
+    steady step and the projection are measured by the engine's rules, and the report and the
+    export show them."""
+    proc = run(tmp_path, "study", "start", "--name", "epoch", "--script", str(EXAMPLE), "--n-trials", "1",
+               "--no-tui", "--budget-steps", "24", "--confirm", "0", "--seed", "3", "--", "--hidden", "32",
+               COLUMNS="200")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (baseline,) = trials(tmp_path, "epoch")
+    attrs = baseline.user_attrs
+    assert attrs["steps"] == 24 and attrs["epochs"] == 1.0
+    assert attrs["setup_time"] >= 0 and attrs["step_time"] > 0 and attrs["step_time_p50"] > 0
+    assert attrs["projected_time_to_target"] > 0 and baseline.value == attrs["projected_time_to_target"]
+    [(epoch, _, projected)] = attrs["curve"]  # one validation, at the end of the epoch
+    assert epoch == 1.0 and projected == attrs["projected_time_to_target"]
+    for label in ("projected to target", "steady step", "set-up"):  # the report's baseline vs best
+        row = next(line for line in proc.stdout.splitlines() if line.startswith(f"│ {label} "))
+        assert "-" not in row.split("│")[2], row  # the baseline's column
+    export = run(tmp_path, "study", "export", "epoch", "--format", "json")
+    assert export.returncode == 0, export.stderr
+    metrics = json.loads(export.stdout)["metrics"]
+    assert metrics["epochs"] == 1.0
+    assert {"setup_time", "step_time", "step_time_p50", "projected_time_to_target"} <= set(metrics)
