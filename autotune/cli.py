@@ -37,6 +37,19 @@ class AutotuneGroup(click.Group):
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             click.echo(f"autotune: error: cannot import {module}: {reason} (see --debug)", err=True)
             ctx.exit(1)
+        except Exception as exc:
+            # Readers name the damaged file themselves (autotune.storage.damage); this is the net
+            # under a read that escaped them (an Optuna storage's lazy query): one line, not a
+            # traceback of SQLAlchemy.
+            from autotune.storage.damage import is_damage
+
+            # (a JSON or text ValueError could come from any file: only SQLite's verdicts count)
+            if ctx.find_root().params.get("debug") or isinstance(exc, ValueError) or not is_damage(exc):
+                raise
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            click.echo(f"autotune: error: a database autotune read is damaged ({reason}); "
+                       f"--debug shows which", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=AutotuneGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -24,8 +24,9 @@ from textual.binding import Binding
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
+from autotune.errors import AutotuneError
 from autotune.storage.local import Store
-from autotune.tui.data import Snapshot, Watcher
+from autotune.tui.data import Snapshot, Watcher, one_line
 from autotune.tui.messages import (
     ImportancesReady, ImportancesWanted, OpenStudy, PollNow, SnapshotReady, SwitchStudy,
 )
@@ -51,7 +52,11 @@ class AutotuneApp(App):
         super().__init__()
         # The app owns the terminal: a log line on stderr would tear the screen.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.store = Store(store_path)  # the app thread's connection: actions (pause, kill ...)
+        # The app thread's connections: one read-only (what it looks up), and one to steer (pause,
+        # kill ...) opened on the first key that steers. Looking writes nothing: a damaged store
+        # shows its line on screen and stays as it was.
+        self.store = Store(store_path, read_only=True)
+        self._steering: Store | None = None
         self.watcher = Watcher(self.store.path, first_page=table_cap)  # the poll workers' connection
         self.initial_study = study
         self.interval = interval
@@ -70,7 +75,14 @@ class AutotuneApp(App):
             self.push_screen(self._study_screen(self.initial_study))
 
     def _study_screen(self, name: str) -> StudyScreen:
-        return StudyScreen(name, store=self.store, watcher=self.watcher, table_cap=self.table_cap)
+        return StudyScreen(name, store=self.store, steering=self.steering, watcher=self.watcher,
+                           table_cap=self.table_cap)
+
+    def steering(self) -> Store:
+        """The writable store, opened on first use (a DataError if the file is damaged)."""
+        if self._steering is None:
+            self._steering = Store(self.store.path)
+        return self._steering
 
     # polling -------------------------------------------------------------------------------------
 
@@ -111,8 +123,8 @@ class AutotuneApp(App):
     def _poll(self, study_name: str | None, poll_key: int) -> None:
         try:
             snap = self.watcher.poll(study_name, target=poll_key)
-        except Exception as exc:  # the store itself failed: show it, keep polling
-            snap = Snapshot(studies=[], errors={"": f"{type(exc).__name__}: {exc}"})
+        except Exception as exc:  # the store itself failed (damaged: its one line): show it, keep polling
+            snap = Snapshot(studies=[], errors={"": one_line(exc)})
         self.post_message(SnapshotReady(snap, poll_key))  # a no-op once the app is closing
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
@@ -175,7 +187,11 @@ class AutotuneApp(App):
         self.push_screen(self._study_screen(message.name))
 
     def on_switch_study(self, message: SwitchStudy) -> None:
-        names = [row["name"] for row in self.store.list_studies()]
+        try:
+            names = [row["name"] for row in self.store.list_studies()]
+        except AutotuneError as exc:
+            self.notify(str(exc), severity="error")
+            return
         if len(names) < 2 and message.current in names:
             self.notify("no other study", severity="warning")
             return
@@ -194,3 +210,5 @@ class AutotuneApp(App):
         self.workers.cancel_all()  # a poll already inside the Store finishes first (its lock)
         self.watcher.close()
         self.store.close()
+        if self._steering is not None:
+            self._steering.close()

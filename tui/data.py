@@ -31,7 +31,7 @@ import psutil
 from autotune.metrics import Metric
 from autotune.statuses import ACTIVE_STUDY_STATES
 from autotune.storage import reading, results
-from autotune.errors import UsageError
+from autotune.errors import AutotuneError, UsageError
 from autotune.storage.reading import StudyLike
 from autotune.storage.trial_row import TrialRow
 from autotune.storage.local import Store
@@ -89,7 +89,8 @@ class Watcher:
 
     def __init__(self, store_path: str | Path | None = None, first_page: int = 500) -> None:
         """`first_page`: how many of a big study's newest rows its first poll brings (0: all)."""
-        self.store = Store(store_path)  # this connection is only used by polls (one at a time)
+        # read-only, used only by polls (one at a time): a poll never writes, not even to a damaged file
+        self.store = Store(store_path, read_only=True)
         self.first_page = first_page
         self._lock = threading.Lock()
         self._studies: dict[str, tuple[tuple[Any, Any], StudyLike]] = {}
@@ -136,13 +137,13 @@ class Watcher:
                         study = self.study(row["name"], row)
                         snap.lines[row["name"]] = results.summary(study, row)
                     except Exception as exc:  # one unreadable study must not blank the list
-                        snap.errors[row["name"]] = _one_line(exc)
+                        snap.errors[row["name"]] = one_line(exc)
             else:
                 row = next((r for r in studies if r["name"] == name), None)
                 try:
                     snap.study = self._study_update(name, row, studies, target)
                 except Exception as exc:
-                    snap.errors[name] = _one_line(exc)
+                    snap.errors[name] = one_line(exc)
         snap.took = time.perf_counter() - started
         return snap
 
@@ -346,6 +347,10 @@ def _system() -> dict[str, Any]:
     }
 
 
-def _one_line(exc: Exception) -> str:
+def one_line(exc: Exception) -> str:
+    """What the UI shows for an error: autotune's own line as it is (a damaged file's names the
+    file), anything else with its type."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}" if not isinstance(exc, UsageError) else text[0]
+    if isinstance(exc, AutotuneError) and text:
+        return text[0]
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -151,7 +151,7 @@ def _active_studies(paths: Any) -> list[dict[str, Any]]:
     from autotune.statuses import ACTIVE_STUDY_STATES
     from autotune.storage.local import Store
 
-    store = Store(paths.home / "autotune.db")
+    store = Store(paths.home / "autotune.db", read_only=True)
     try:
         live: dict[str, int] = {}
         for trial in store.live_trials():

@@ -105,7 +105,7 @@ def _open_store(home: Path) -> Any:
         raise UsageError(f"no studies yet in {home}")
     from autotune.storage.local import Store
 
-    return Store(home / "autotune.db")
+    return Store(home / "autotune.db", read_only=True)
 
 
 def _print_events(home: Path, study: str, lines: int, follow: bool) -> None:
@@ -151,18 +151,14 @@ def _stored_tail(home: Path, study: str, trial: int) -> str:
         row = store.get_study(study)
     finally:
         store.close()
-    import optuna
-
-    from autotune.storage.rdb import default_storage_url, open_storage
+    from autotune.storage.rdb import default_storage_url
+    from autotune.storage.reading import open_view, stored_log_tail, trial_rows
 
     url = row["storage"] if row else default_storage_url()
-    try:
-        st = optuna.load_study(study_name=study, storage=open_storage(url))
-    except KeyError:
-        raise UsageError(f"no study '{study}' in {url}") from None
-    for t in st.get_trials(deepcopy=False):
+    st = open_view(url, study, with_log_tails=False)  # read-only: a damaged file is its one line
+    for t in trial_rows(st):
         if t.number == trial:
-            tail = t.user_attrs.get("log_tail")
+            tail = stored_log_tail(st, t)
             if tail is None:
                 raise UsageError(f"study '{study}': trial {trial} has no output recorded yet")
             return str(tail)

@@ -19,10 +19,11 @@ def study() -> None:
 study.add_command(start)
 
 
-def _store() -> Any:
+def _store(read_only: bool = False) -> Any:
+    """autotune.db; read-only for the commands that only read (nothing they do changes a file)."""
     from autotune.storage.local import Store
 
-    return Store()
+    return Store(read_only=read_only)
 
 
 def _open(name: str, storage: str | None) -> tuple[Any, Any]:
@@ -30,7 +31,7 @@ def _open(name: str, storage: str | None) -> tuple[Any, Any]:
     from autotune.storage.rdb import default_storage_url
     from autotune.storage.reading import open_view
 
-    row = _store().get_study(name)
+    row = _store(read_only=True).get_study(name)
     url = storage or (row["storage"] if row else None) or default_storage_url()
     return open_view(url, name), row
 
@@ -46,7 +47,7 @@ def study_lines(storage: str | None) -> list[dict[str, Any]]:
     from autotune.storage.reading import list_studies, open_view
     from autotune.storage.results import summary
 
-    rows = {r["name"]: r for r in _store().list_studies()}
+    rows = {r["name"]: r for r in _store(read_only=True).list_studies()}
     urls = {storage or default_storage_url()} | ({r["storage"] for r in rows.values()} if not storage else set())
     out: list[dict[str, Any]] = []
     for url in sorted(urls):

@@ -26,14 +26,16 @@ def open_tui(study: str | None = None, interval: float = 1.0, must_exist: bool =
     With must_exist, an unknown study is a UsageError; without, the study screen waits for it
     (a study just handed to the daemon may not be in the store yet).
     """
-    from autotune.errors import UsageError
+    from autotune.errors import DataError, UsageError
     from autotune.storage.local import Store
 
-    store = Store()
+    store = Store(read_only=True)  # the UI writes only when asked to steer
     try:
         if must_exist and study is not None and store.get_study(study) is None:
             known = ", ".join(row["name"] for row in store.list_studies()) or "none yet"
             raise UsageError(f"no study '{study}' in {store.path} (known: {known})")
+    except DataError:
+        pass  # a damaged store: the UI says so on its first screen
     finally:
         store.close()
     from autotune.tui.app import AutotuneApp

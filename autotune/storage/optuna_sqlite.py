@@ -21,10 +21,14 @@ study for every schema version listed here:
   internal representation; `trial_user_attributes` / `trial_system_attributes(trial_id, key,
   value_json)`.
 - Readers open the file read-only and read each poll in one transaction (one snapshot).
+- A file without these tables (zero-length, or someone else's database), one SQLite finds damaged,
+  and a value that does not decode (JSON, a state name, a date, a distribution) raise DataError
+  with the one "damaged" line (autotune.storage.damage); the file is never written to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sqlite3
@@ -33,11 +37,11 @@ from datetime import datetime
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from autotune.errors import DataError
 from autotune.statuses import FINISHED_TRIAL_STATES
-from autotune.storage.rdb import damaged
+from autotune.storage.damage import damaged, reading, wait_for_creation
 from autotune.storage.trial_row import TrialRow, make_row
 
 if TYPE_CHECKING:
@@ -47,6 +51,8 @@ if TYPE_CHECKING:
 KNOWN_SCHEMA_VERSIONS = (12,)
 # System attrs the readers need (retries); the others (Optuna's internals) are not read.
 SYSTEM_KEYS = ("failed_trial", "retry_history")
+# Optuna's TrialState names, as the trials table stores them.
+TRIAL_STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")
 
 
 class Direction(Enum):
@@ -75,33 +81,38 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
 def schema_version(conn: sqlite3.Connection) -> int | None:
     try:
         row = conn.execute("select schema_version from version_info").fetchone()
-    except sqlite3.OperationalError:  # no such table: not an Optuna file (yet)
-        return None
+    except sqlite3.OperationalError as exc:
+        if str(exc).startswith("no such table"):  # not an Optuna file (yet)
+            return None
+        raise
     return row[0] if row else None
 
 
-def raise_if_damaged(path: Path, exc: sqlite3.Error) -> None:
-    """DataError when SQLite says the file itself is bad (not a database, malformed); a lock or a
-    missing table is not damage, and callers fall back to Optuna's API for those."""
-    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
-        raise DataError(damaged(path, exc)) from None
+def optuna_version(conn: sqlite3.Connection, path: Path) -> int | None:
+    """The file's Optuna schema version. DataError when it has no Optuna tables: a zero-length file
+    or someone else's database (a writer creating the tables is waited for: rdb.open_storage
+    creates the file and its tables under the schema lock)."""
+    version = schema_version(conn)
+    lock = path.with_name(path.name + ".schema.lock")
+    if version is None and wait_for_creation(lock, lambda: schema_version(conn) is not None):
+        version = schema_version(conn)
+    if version is None:
+        raise DataError(damaged(path, "it has no Optuna tables: an empty file or not a study storage"))
+    return version
 
 
 def study_names(path: Path) -> list[str] | None:
-    """The studies in an Optuna SQLite file, oldest first; None when this reader cannot read it.
-    DataError when the file is damaged."""
+    """The studies in an Optuna SQLite file, oldest first; None when this reader cannot read it
+    (another schema version: Optuna's API can). DataError when the file is damaged."""
     try:
         conn = connect_read_only(path)
     except sqlite3.Error:
         return None
     try:
-        if schema_version(conn) not in KNOWN_SCHEMA_VERSIONS:
-            conn.execute("pragma schema_version").fetchone()  # a damaged file fails here
-            return None
-        return [name for (name,) in conn.execute("select study_name from studies order by study_id")]
-    except sqlite3.Error as exc:
-        raise_if_damaged(path, exc)
-        return None
+        with reading(path):
+            if optuna_version(conn, path) not in KNOWN_SCHEMA_VERSIONS:
+                return None
+            return [name for (name,) in conn.execute("select study_name from studies order by study_id")]
     finally:
         conn.close()
 
@@ -115,14 +126,16 @@ class SqliteStudy:
         self.study_name = name
         rows = reader.query("select direction from study_directions where study_id = ? order by objective",
                             [reader.study_id])
-        self.directions = [Direction[d] for (d,) in rows]
+        with reader.decoding("its directions"):
+            self.directions = [Direction[d] for (d,) in rows]
 
     @property
     def user_attrs(self) -> dict[str, Any]:
         rows = self._reader.query(
             "select key, value_json from study_user_attributes where study_id = ?", [self._reader.study_id]
         )
-        return {k: json.loads(v) for k, v in rows}
+        with self._reader.decoding("the study's user attrs"):
+            return {k: json.loads(v) for k, v in rows}
 
     def __repr__(self) -> str:
         return f"SqliteStudy({self.study_name!r})"
@@ -138,8 +151,9 @@ class SqliteTrials:
     """
 
     def __init__(self, conn: sqlite3.Connection, study_id: int, with_params: bool = True,
-                 with_log_tails: bool = True) -> None:
+                 with_log_tails: bool = True, path: Path | None = None) -> None:
         self.conn = conn
+        self.path = path  # named in the line a damaged file raises (DataError)
         self.lock = threading.Lock()  # one connection, used from poll, export and importance threads
         self.study_id = study_id
         self.with_params = with_params
@@ -160,24 +174,39 @@ class SqliteTrials:
         except sqlite3.Error:
             return None
         try:
-            version = schema_version(conn)
-            row = conn.execute("select study_id from studies where study_name = ?", [name]).fetchone()
-        except sqlite3.Error as exc:
+            with reading(path):
+                version = optuna_version(conn, path)
+                row = conn.execute("select study_id from studies where study_name = ?", [name]).fetchone() \
+                    if version in KNOWN_SCHEMA_VERSIONS else None
+        except BaseException:
             conn.close()
-            raise_if_damaged(path, exc)
-            return None
-        if not row or version not in KNOWN_SCHEMA_VERSIONS:
+            raise
+        if not row:
             conn.close()
             return None
-        return cls(conn, row[0], with_params, with_log_tails)
+        return cls(conn, row[0], with_params, with_log_tails, path)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """This reader's lock, and damage (also in a value that does not decode) as DataError."""
+        with self.lock, reading(self.path):
+            yield
+
+    @contextlib.contextmanager
+    def decoding(self, what: str) -> Iterator[None]:
+        """Values that do not decode are damage: nothing but a damaged page makes them."""
+        try:
+            yield
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise DataError(damaged(self.path, f"{what}: {type(exc).__name__}: {exc}")) from None
 
     def query(self, sql: str, args: list[Any]) -> list[tuple[Any, ...]]:
-        with self.lock:
+        with self._reading():
             return self.conn.execute(sql, args).fetchall()
 
     def read_changed(self) -> list[TrialRow]:
         """Rows of trials added or unfinished since the last call, in one consistent snapshot."""
-        with self.lock:
+        with self._reading():
             return self._read_changed()
 
     def log_tail(self, number: int) -> str | None:
@@ -186,7 +215,8 @@ class SqliteTrials:
             "select a.value_json from trial_user_attributes a join trials t on a.trial_id = t.trial_id "
             "where t.study_id = ? and t.number = ? and a.key = 'log_tail'", [self.study_id, number],
         )
-        value = json.loads(found[0][0]) if found else None
+        with self.decoding(f"trial {number}'s log tail"):
+            value = json.loads(found[0][0]) if found else None
         return value if isinstance(value, str) else None
 
     def _attrs(self, table: str, ids_sql: str, args: list[Any], keys: tuple[str, ...] = (),
@@ -210,7 +240,7 @@ class SqliteTrials:
         """The newest `n` trials' rows, by number, and how many trials the study has; no rows when
         it has no more than `n` (a full read costs as little). Leaves what `read_changed` has read
         alone: a first screen of a big study, before its full read."""
-        with self.lock:
+        with self._reading():
             (total,) = self.conn.execute("select count(*) from trials where study_id = ?", [self.study_id]).fetchone()
             if total <= n:
                 return [], total
@@ -264,19 +294,22 @@ class SqliteTrials:
                 conn.execute("commit")
         rows = []
         for trial_id, number, state, start, complete in trials:
-            dists: dict[str, BaseDistribution] = {}
-            ps: dict[str, Any] = {}
-            for _, pname, pvalue, djson in params.get(trial_id, ()):
-                dist = _distribution(djson)
-                dists[pname] = dist
-                ps[pname] = dist.to_external_repr(pvalue)
-            vals = [_stored_float(v, t) for _, _, v, t in values.get(trial_id, ())] or None
-            rows.append((trial_id, make_row(
-                number, state, vals, ps, dists,
-                attrs.get(trial_id, {}),
-                {s: _stored_float(v, t) for _, s, v, t in inter.get(trial_id, ())},
-                _datetime(start), _datetime(complete), system.get(trial_id, {}),
-            )))
+            with self.decoding(f"trial {number}"):
+                if state not in TRIAL_STATES or not isinstance(number, int):
+                    raise ValueError(f"state {state!r}, number {number!r}")
+                dists: dict[str, BaseDistribution] = {}
+                ps: dict[str, Any] = {}
+                for _, pname, pvalue, djson in params.get(trial_id, ()):
+                    dist = _distribution(djson)
+                    dists[pname] = dist
+                    ps[pname] = dist.to_external_repr(pvalue)
+                vals = [_stored_float(v, t) for _, _, v, t in values.get(trial_id, ())] or None
+                rows.append((trial_id, make_row(
+                    number, state, vals, ps, dists,
+                    attrs.get(trial_id, {}),
+                    {s: _stored_float(v, t) for _, s, v, t in inter.get(trial_id, ())},
+                    _datetime(start), _datetime(complete), system.get(trial_id, {}),
+                )))
         return rows
 
 

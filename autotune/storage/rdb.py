@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import filelock
 
 from autotune.errors import DataError, UsageError
+from autotune.storage.damage import damaged, is_damage
 from autotune.home import autotune_home, private_file
 
 if TYPE_CHECKING:
@@ -85,14 +86,18 @@ def open_storage(url: str) -> "optuna.storages.RDBStorage":
     schema_lock: Any = contextlib.nullcontext()
     try:
         if path is not None:
-            private_file(path)
-            with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             engine_kwargs = {"connect_args": {"timeout": 30}}
             # Optuna creates its tables on first open; two processes doing it at once on a new
-            # file collide ("UNIQUE constraint failed: alembic_version.version_num").
+            # file collide ("UNIQUE constraint failed: alembic_version.version_num"). The file is
+            # created under the same lock, so a reader that finds it without tables can wait for
+            # them (damage.wait_for_creation) instead of calling it damaged.
             schema_lock = filelock.FileLock(path.with_name(path.name + ".schema.lock"), mode=0o600)
         with schema_lock, _quiet_experimental():
+            if path is not None:
+                private_file(path)
+                with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+                    conn.execute("PRAGMA journal_mode=WAL")
             return RDBStorage(
                 url,
                 sqlite_file=path,
@@ -103,27 +108,38 @@ def open_storage(url: str) -> "optuna.storages.RDBStorage":
             )
     except UsageError:
         raise
-    except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError):  # locked, unwritable folder: not damage
-            raise UsageError(f"cannot open storage {display_url(url)}: {exc}") from None
-        raise DataError(damaged(path, exc)) from None
     except Exception as exc:
-        if path is not None and _is_damage(exc):
-            raise DataError(damaged(path, exc)) from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot open storage {display_url(url)}: {first}") from None
+        raise _open_error(url, path, exc) from None
 
 
-def damaged(path: Path | None, exc: BaseException) -> str:
-    """The one line for a storage file that SQLite cannot read."""
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-    return f"the study storage {path} is damaged ({reason}); nothing was changed: restore it or move it aside"
+def open_for_reading(url: str) -> "optuna.storages.RDBStorage":
+    """Optuna's storage for reading only: no tables created, no WAL set, no heartbeats; a SQLite
+    file is opened read-only, so not even Optuna can write to it. For storages the direct reader
+    (optuna_sqlite) does not read: other databases, and SQLite files of other schema versions."""
+    import optuna
+
+    url = with_password(sqlalchemy_url(url))
+    path = sqlite_path(url)
+    engine_url = url
+    engine_kwargs: dict[str, Any] = {}
+    if path is not None:
+        # SQLite's URI filename: the file read-only (SQLAlchemy passes `uri=true` on to sqlite3)
+        engine_url = f"sqlite:///{path.resolve().as_uri()}?mode=ro&uri=true"
+        engine_kwargs = {"connect_args": {"timeout": 30}}
+    try:
+        with _quiet_experimental():
+            return optuna.storages.RDBStorage(engine_url, engine_kwargs=engine_kwargs, skip_table_creation=True)
+    except Exception as exc:
+        raise _open_error(url, path, exc) from None
 
 
-def _is_damage(exc: BaseException) -> bool:
-    """SQLAlchemy wraps sqlite3's errors: is this one the file's fault (not a lock or a query)?"""
-    orig = getattr(exc, "orig", None)
-    return isinstance(orig, sqlite3.DatabaseError) and not isinstance(orig, sqlite3.OperationalError)
+def _open_error(url: str, path: Path | None, exc: Exception) -> Exception:
+    """Damage is a DataError naming the file; anything else (locked, unreachable, refused) a
+    UsageError naming the storage."""
+    if path is not None and is_damage(exc):
+        return DataError(damaged(path, exc))
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UsageError(f"cannot open storage {display_url(url)}: {first}")
 
 
 # Passwords given on a command line in this process, by the URL without them: a study handed to

@@ -11,17 +11,23 @@ which Optuna's own cache already makes incremental.
 `open_study` returns an `optuna.Study`. `open_view` returns a `SqliteStudy` where it can: the same
 read-only surface (study_name, directions, user_attrs) without importing SQLAlchemy (~1 s saved
 on the terminal UI's start) or Optuna; every reader accepts either.
+
+Reading writes nothing: SQLite files are opened read-only, by the direct reader and by Optuna
+alike (rdb.open_for_reading: no tables created, no WAL set). A damaged file, an empty one or
+someone else's database is a DataError with the one "damaged" line (autotune.storage.damage).
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from autotune.errors import UsageError
+from autotune.errors import AutotuneError, UsageError
+from autotune.storage.damage import reading
 from autotune.storage.optuna_sqlite import SqliteStudy, SqliteTrials, study_names
-from autotune.storage.rdb import display_url, sqlalchemy_url, sqlite_path, with_password
+from autotune.storage.rdb import display_url, open_for_reading, sqlalchemy_url, sqlite_path
 from autotune.storage.trial_row import TrialRow, row_from_frozen
 
 if TYPE_CHECKING:
@@ -42,7 +48,8 @@ class StudyLike(Protocol):
 
 
 def open_study(storage_url: str, name: str) -> "optuna.Study":
-    """Load study `name` read-mostly. UsageError naming study and storage when either is missing."""
+    """Load study `name` to read it, through Optuna's storage opened read-only. UsageError naming
+    study and storage when either is missing; DataError when the file is damaged."""
     import optuna
 
     storage_url = sqlalchemy_url(storage_url)
@@ -50,16 +57,21 @@ def open_study(storage_url: str, name: str) -> "optuna.Study":
     if path is not None and not path.is_file():
         # Optuna would create an empty database here; a reader must not.
         raise UsageError(f"no study '{name}' in {display_url(storage_url)} (no such file)")
+    # SQLite: the direct reader looks first, so both paths call the same file damaged alike
+    reader = SqliteTrials.open(path, name) if path is not None else None
+    storage = open_for_reading(storage_url)
     try:
-        study = optuna.load_study(study_name=name, storage=with_password(storage_url))
+        with reading(path):
+            study = optuna.load_study(study_name=name, storage=storage)
+            study.user_attrs  # noqa: B018  (read now: a damaged file fails here, with its one line)
     except KeyError:
         raise UsageError(f"no study '{name}' in {display_url(storage_url)}") from None
-    except Exception as exc:  # SQLAlchemy errors, a file that is not an Optuna database ...
+    except AutotuneError:
+        raise
+    except Exception as exc:  # a file of a newer Optuna, a database that went away ...
         raise UsageError(f"cannot open {display_url(storage_url)}: {type(exc).__name__}: {exc}") from None
-    if path is not None:
-        reader = SqliteTrials.open(path, name)
-        if reader is not None:
-            _cache(study).reader = reader
+    _cache(study).path = path
+    _cache(study).reader = reader
     return study
 
 
@@ -93,9 +105,14 @@ def list_studies(storage_url: str) -> list[str]:
             return names
     import optuna
 
-    from autotune.storage.rdb import open_storage
-
-    return [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage_url))]
+    storage = open_for_reading(storage_url)
+    try:
+        with reading(path):
+            return [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    except AutotuneError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"cannot read {display_url(storage_url)}: {type(exc).__name__}: {exc}") from None
 
 
 class _Cache:
@@ -104,6 +121,7 @@ class _Cache:
         self.rows: dict[int, TrialRow] = {}
         self.order: list[TrialRow] = []
         self.reader: SqliteTrials | None = None
+        self.path: Path | None = None  # an Optuna study's SQLite file: named if a later read finds damage
         self.importances: tuple[int, dict[str, float]] | None = None
 
 
@@ -135,11 +153,12 @@ def trial_rows(study: StudyLike, since_number: int | None = None) -> list[TrialR
         if cache.reader is not None:
             changed = cache.reader.read_changed()
         else:
-            changed = [
-                row_from_frozen(t)
-                for t in study.get_trials(deepcopy=False)  # type: ignore[attr-defined]
-                if not (t.state.is_finished() and t.number in cache.rows and cache.rows[t.number].finished)
-            ]
+            with reading(cache.path):
+                changed = [
+                    row_from_frozen(t)
+                    for t in study.get_trials(deepcopy=False)  # type: ignore[attr-defined]
+                    if not (t.state.is_finished() and t.number in cache.rows and cache.rows[t.number].finished)
+                ]
         if changed:
             new = sorted(r.number for r in changed if r.number not in cache.rows)
             for row in changed:

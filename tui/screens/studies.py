@@ -68,8 +68,11 @@ class StudiesScreen(Screen):
                 table.add_row(*cells, key=name)
             self._cells[name] = cells
         empty = self.query_one("#studies-empty", Static)
-        empty.display = not names
-        if not names:
+        failed = snap.errors.get("")  # the store itself cannot be read (damaged: its one line)
+        empty.display = not names or failed is not None
+        if failed is not None:
+            empty.update(Text(failed, style="bold red"))
+        elif not names:
             empty.update(
                 "No studies yet. Start one with\n\n"
                 "  autotune study start --name demo --space quick --n-trials 12\n\n"

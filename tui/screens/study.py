@@ -7,15 +7,16 @@ A study the daemon has not started yet (queued behind another) shows its place i
 the panels that stay empty say why; the first poll that finds its trials starts the screen over.
 
 The screen is fed by SnapshotReady and ImportancesReady messages the app routes to it, steers
-through autotune.control on the Store it was given, and asks the app for polls, importances and
-other studies with messages (tui/messages.py).
+through autotune.control on the writable Store it asks the app for when a key is pressed (so a
+damaged store is never opened for writing by looking at it), and asks the app for polls,
+importances and other studies with messages (tui/messages.py).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -75,13 +76,16 @@ class StudyScreen(Screen):
     complete_count: var[int] = var(0)
     importances_at: var[int] = var(-1)  # complete count the importances shown were computed for
 
-    def __init__(self, study_name: str, *, store: Store, watcher: Watcher, table_cap: int) -> None:
-        """`store` is the app thread's connection, for steering; `watcher` is read only for the
-        study a poll already opened (export); the trials table keeps the latest `table_cap` rows."""
+    def __init__(self, study_name: str, *, store: Store, steering: Callable[[], Store], watcher: Watcher,
+                 table_cap: int) -> None:
+        """`store` is the app thread's read-only connection; `steering()` its writable one, opened
+        on the first key that steers; `watcher` is read only for the study a poll already opened
+        (export); the trials table keeps the latest `table_cap` rows."""
         super().__init__()
         self.study_name = study_name
         self.poll_key = new_poll_key()
         self.store = store
+        self._steering = steering
         self._watcher = watcher
         self._table_cap = table_cap
         self.exported: Path | None = None  # where `e` last wrote
@@ -129,7 +133,7 @@ class StudyScreen(Screen):
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         snap = message.snapshot
-        error = snap.errors.get(self.study_name)
+        error = snap.errors.get(self.study_name) or snap.errors.get("")  # "": the store itself
         if error:
             self.sub_title = f"{self.study_name}: {error}"
         update = snap.study
@@ -239,8 +243,8 @@ class StudyScreen(Screen):
 
     def action_pause(self) -> None:
         try:
-            status = control.toggle_pause(self.store, self.study_name)
-        except UsageError as exc:
+            status = control.toggle_pause(self._steering(), self.study_name)
+        except AutotuneError as exc:
             self.notify(str(exc), severity="warning")
             return
         self.notify("resumed" if status == "running" else
@@ -249,8 +253,8 @@ class StudyScreen(Screen):
 
     def action_stop(self) -> None:
         try:
-            control.stop(self.store, self.study_name)
-        except UsageError as exc:
+            control.stop(self._steering(), self.study_name)
+        except AutotuneError as exc:
             self.notify(str(exc), severity="warning")
             return
         self.notify("stopping after the running trial")
@@ -259,8 +263,8 @@ class StudyScreen(Screen):
     def action_kill(self) -> None:
         selected = self.query_one(TrialsTable).selected()
         try:
-            number = control.kill_trial(self.store, self.study_name, selected.number if selected else None)
-        except UsageError as exc:
+            number = control.kill_trial(self._steering(), self.study_name, selected.number if selected else None)
+        except AutotuneError as exc:
             self.notify(str(exc), severity="warning")
             return
         self.notify(f"killing trial {number}")
