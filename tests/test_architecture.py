@@ -280,20 +280,26 @@ def _constants(node: ast.AST) -> list[str]:
     return []
 
 
+# Names that are also other things' names: a metric called "accuracy", nn.Module.training. A
+# comparison with one of these counts only when the other side speaks of a task or an objective.
+SHARED_WORDS = {"accuracy", "training"}
+
+
 def name_comparisons(path: Path, names: set[str], root: Path = ROOT) -> list[str]:
     """`path:line source` for each comparison (==, !=, in, not in) of an expression with an
-    objective's or a task's name. A metric is also called "accuracy": comparing a metric's name
-    (an expression that names a metric) is not comparing an objective's."""
+    objective's or a task's name (for SHARED_WORDS, an expression that names a task or an
+    objective)."""
     source = path.read_text()
     found = []
     for node in ast.walk(ast.parse(source, str(path))):
         if not isinstance(node, ast.Compare):
             continue
         operands = [node.left, *node.comparators]
-        if not any(set(_constants(o)) & names for o in operands):
+        compared = {c for o in operands for c in _constants(o)} & names
+        if not compared:
             continue
-        others = " ".join(ast.get_source_segment(source, o) or "" for o in operands if not _constants(o))
-        if "metric" in others.lower():
+        others = " ".join(ast.get_source_segment(source, o) or "" for o in operands if not _constants(o)).lower()
+        if compared <= SHARED_WORDS and "task" not in others and "objective" not in others:
             continue
         found.append(f"{path.relative_to(root)}:{node.lineno} {ast.get_source_segment(source, node)}")
     return found
@@ -313,10 +319,12 @@ def test_objective_and_task_names_are_compared_only_in_their_own_modules() -> No
 def test_the_name_check_sees_comparisons_and_leaves_metrics_alone(tmp_path: Path) -> None:
     path = tmp_path / "m.py"
     path.write_text('if spec.task == "inference" or objective.name in ("throughput", "x"):\n    pass\n'
-                    'if metric.name == "accuracy" or named != "accuracy" or mode == "training":\n    pass\n')
-    assert name_comparisons(path, {"inference", "throughput", "accuracy", "training"}, root=tmp_path) == [
+                    'if metric.name == "accuracy" or named != "accuracy" or attr == "training":\n    pass\n'
+                    'if kwargs["task"] != "training" or mode == "latency":\n    pass\n')
+    assert name_comparisons(path, {"inference", "throughput", "accuracy", "training", "latency"},
+                            root=tmp_path) == [
         'm.py:1 spec.task == "inference"', 'm.py:1 objective.name in ("throughput", "x")',
-        'm.py:3 named != "accuracy"', 'm.py:3 mode == "training"',
+        'm.py:5 kwargs["task"] != "training"', 'm.py:5 mode == "latency"',
     ]
 
 
