@@ -222,3 +222,27 @@ def test_study_start_with_trust_pickle_serves_a_copy_without_pickle(
     spec = StudySpec(name="served2", task="inference", objective="latency", checkpoint=str(new), workload=None)
     trust_checkpoint(spec)
     assert spec.checkpoint == str(new)
+
+
+def test_the_only_unpickling_load_is_the_trusted_one() -> None:
+    """Every torch.load in autotune reads with weights_only=True, but one: model_file._unpickle,
+    reached only through --trust-pickle / trust_pickle=True. A new unpickling load fails here."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    unpickling = []
+    for folder in ("autotune", "plugins", "tui"):
+        for path in sorted((root / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            for function in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+                for call in [n for n in ast.walk(function) if isinstance(n, ast.Call)]:
+                    named = getattr(call.func, "attr", getattr(call.func, "id", ""))
+                    if named not in ("load", "loads"):
+                        continue
+                    safe = any(k.arg == "weights_only" and getattr(k.value, "value", None) is True
+                               for k in call.keywords)
+                    owner = getattr(call.func, "value", None)
+                    if not safe and getattr(owner, "id", "") in ("torch", "pickle"):
+                        unpickling.append(f"{path.relative_to(root)}:{function.name}")
+    assert sorted(set(unpickling)) == ["autotune/run/model_file.py:_unpickle"]
