@@ -116,13 +116,16 @@ def test_weight_only_without_torchao_is_unavailable_with_the_install_line(
         resolve_settings(registry, hardware, load_workload("digits", registry), {"weight_only": "int8"})
 
 
-def test_the_weight_only_served_model_exports_and_loads_with_its_accuracy(
+def test_the_weight_only_served_model_exports_as_a_recipe_and_loads_with_its_accuracy(
     models: dict[str, Any], serving: tuple[Any, Any], int8_trial: Any, tmp_path: Path
 ) -> None:
     trial = int8_trial
     path = tmp_path / "served.pt2"
     written = write_served({"checkpoint": str(models["digits"]), "workload": "digits"}, trial.settings, path)
-    assert written == {"format": "exported_program", "why": None}
+    # torchao's int8 weights are tensor subclasses, which torch.export.load unpickles: the served
+    # model is written as its recipe instead (weights and JSON), rebuilt through the knobs on load
+    assert written["format"] == "recipe"
+    assert written["why"].startswith("torch.export would pickle part of the program")
     model = load_served(path)
     data = load_workload("digits", serving[0]).val_data
     correct = 0
