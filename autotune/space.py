@@ -10,6 +10,7 @@ Every problem in a space file raises SpaceError with one line naming file, knob 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 LEFT_OUT = "left out by the space"
 NOT_IN_ONLY = "not in this space's `only` list"
+KEPT_RECIPE = "changes what is learned; --keep-recipe keeps the baseline's"
 
 
 @dataclass
@@ -78,6 +80,25 @@ class SearchSpace:
         Only for values the trial was enqueued with (Optuna's fixed params): Optuna then stores
         each as given, out of range or not, and samples nothing (autotune.study.enqueued)."""
         return {param.name: _suggest_one(trial, param) for param in self.params if param.name in values}
+
+    def keeping_recipe(self, registry: "Registry", recipe: dict[str, Any]) -> "SearchSpace":
+        """This space with only its systems knobs searched (Knob.kind "systems": they change how
+        fast a step runs, not what is learned), every statistical setting pinned to `recipe`'s
+        (the baseline's) and each statistical knob excluded with why (--keep-recipe)."""
+        statistical = {name for name, knob in registry.knobs.items() if knob.kind != "systems"}
+
+        def learned(setting: str) -> bool:
+            return self.knobs.get(setting, setting) in statistical
+
+        fixed = {k: v for k, v in self.fixed.items() if not learned(k)}
+        pinned = {k: v for k, v in recipe.items() if learned(k)}
+        return dataclasses.replace(
+            self,
+            params=[p for p in self.params if not learned(p.name)],
+            fixed={**fixed, **pinned},
+            excluded={**self.excluded, **{name: KEPT_RECIPE for name in statistical if name not in self.excluded}},
+            fixed_when={k: v for k, v in self.fixed_when.items() if k in fixed},
+        )
 
     def distributions(self) -> dict[str, "optuna.distributions.BaseDistribution"]:
         """Optuna distributions of the searched params (to enqueue or validate known settings)."""

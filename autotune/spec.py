@@ -84,6 +84,9 @@ class StudySpec:
     # trials to run with given settings after the baseline: 'KEY=VALUE,KEY=VALUE' each
     # (autotune.study.enqueued)
     enqueue: tuple[str, ...] = ()
+    # search only systems knobs (Knob.kind): the recipe, what is learned, stays the baseline's
+    # (autotune.space.SearchSpace.keeping_recipe; the report's recipe check, autotune.study.recipe)
+    keep_recipe: bool = False
 
     def validate(self) -> None:
         check_name(self.name)

@@ -192,6 +192,8 @@ def _print_heading(console: Console, report: dict[str, Any], metric: Metric) -> 
         f"metric {metric.describe()}, target {target}"
     )
     console.print(f"trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed")
+    if report.get("keep_recipe"):
+        console.print("searched: systems knobs only (--keep-recipe); the recipe is the baseline's")
     if report.get("baseline_still_improving"):
         console.print(
             f"[yellow]weak target[/]: the baseline's {metric.name} was still improving at its last validation, so "
@@ -258,6 +260,20 @@ def _print_confirmation(console: Console, report: dict[str, Any], conf: dict[str
             f"{label} {seconds(p['projected'])} vs {seconds(p['measured'])} ({'+' if p['error'] >= 0 else ''}{percent(p['error'])})"
             for label, p in conf["projection"].items()
         ))
+    if conf and conf.get("recipe_check"):
+        console.print(recipe_check_text(conf["recipe_check"]))
+
+
+def recipe_check_text(check: dict[str, Any]) -> str:
+    """--keep-recipe's check, in one line: the best's curve against the baseline's."""
+    if check.get("agree") is None:
+        return f"[yellow]recipe kept, curves not compared[/]: {check.get('why')}"
+    gap, noise = validation(check["max_gap"]), validation(check["noise"])
+    where = (f"{check['metric']} at {check['validations']} validations of {check['pairs']} same-seed pairs; "
+             f"reseeding the baseline moves it by up to {noise}")
+    if check["agree"]:
+        return f"[green]recipe kept[/]: the best's curve stays within {gap} of the baseline's ({where})"
+    return f"[red]recipe not kept[/]: the best's curve is {gap} away from the baseline's ({where})"
 
 
 def _print_unconfirmed(console: Console, conf: dict[str, Any]) -> None:

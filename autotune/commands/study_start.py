@@ -44,6 +44,10 @@ def _store() -> Any:
 @click.option("--objective", default=None, metavar="NAME",
               help="time-to-accuracy (the default), throughput, accuracy or pareto; latency (the only one, and "
                    "the default) for --task inference.")
+@click.option("--keep-recipe", is_flag=True,
+              help="Search only systems knobs (Knob.kind 'systems': workers, threads, precision, compile ...): the "
+                   "training recipe stays the baseline's, and the report checks the best's validation curve against "
+                   "the baseline's within the run-to-run noise.")
 @click.option("--enqueue", "enqueue", multiple=True, metavar="KEY=VALUE[,KEY=VALUE]",
               help="Also run this trial right after the baseline: the baseline with these searched settings "
               "changed (repeatable), e.g. --enqueue 'int8_dynamic=true'.")
@@ -121,6 +125,7 @@ def start(**kwargs: Any) -> None:
         data_dir=kwargs["data_dir"], plugin_paths=tuple(kwargs["plugin_paths"]),
         disabled_knobs=tuple(kwargs["disabled_knobs"]), workers=kwargs["workers"] or 1,
         workdir=os.getcwd(), stall_timeout=kwargs["stall_timeout"], enqueue=tuple(kwargs["enqueue"]),
+        keep_recipe=kwargs["keep_recipe"],
     )
     spec.validate()  # before torch is imported: bad input answers at once
     if kwargs["trust_pickle"]:

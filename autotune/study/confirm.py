@@ -15,6 +15,7 @@ from autotune.metrics import Metric
 from autotune.statuses import TRIAL_METRICS, RunStatus
 from autotune.storage.results import trial_counts
 from autotune.storage.trial_row import row_from_frozen
+from autotune.study.recipe import curve_values, recipe_check
 from autotune.study.trial_watch import noise_margin
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ def confirm_best(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenT
             pair[label] = {"status": outcome.status, "value": value, **{k: result.get(k) for k in (
                 "throughput", "metric_value", "val_accuracy", "time_to_target", "projected_time_to_target",
                 "setup_time", "peak_memory_bytes")}}
+            if spec.keep_recipe:  # the curves the recipe check compares
+                pair[label]["curve"] = curve_values(result)
             if label == "baseline" and value is None:
                 # its whole run, a lower bound on its time to the target (pair_speedup)
                 pair[label]["missed_after"] = missed_time(objective, outcome, result)
@@ -77,6 +80,8 @@ def confirm_best(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenT
                 "projected": trial.value, "measured": statistics.median(values),
                 "error": statistics.median(values) / trial.value - 1.0,
             }
+    if spec.keep_recipe:
+        confirmation["recipe_check"] = recipe_check(runs, context.metric.name)
     launcher.state.study.set_user_attr("confirmation", confirmation)
     return confirmation
 
@@ -185,6 +190,7 @@ def build_report(context: "TrialContext", state: "StudyState", launcher: "TrialL
         "space": spec.space, "target": state.target, "metric": context.metric.to_dict(), "budget": spec.budget_text,
         "storage": context.storage_url, "device": context.hardware.device_type,
         "cpu_count": context.hardware.cpu_count,
+        "keep_recipe": spec.keep_recipe,
         "counts": counts, "trials": sum(1 for t in trials if t.user_attrs.get("autotune_status") != RunStatus.SURPLUS),
         "done": tally["done"],
     }

@@ -14,6 +14,7 @@ from autotune.hardware import Hardware, available_device_types, detect
 from autotune.metrics import SCRIPT_METRIC, Metric
 from autotune.objectives import Objective, get_objective
 from autotune.registry import Registry, load_registry
+from autotune.settings import baseline_settings
 from autotune.space import load_space
 from autotune.spec import StudySpec
 from autotune.study.checkpoint import check_source
@@ -90,6 +91,8 @@ def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None =
     objective = get_objective(spec.objective, metric)
     space_name = spec.space or task.default_space(hardware.device_type)
     space = load_space(space_name, registry, hardware, workload.traits())
+    if spec.keep_recipe:
+        space = recipe_kept(space, registry, hardware, workload, space_name)
     spec.space = space_name
     storage_url = sqlalchemy_url(spec.storage or default_storage_url())
     enqueued = parse_enqueued(spec, registry, hardware, workload, space) if spec.enqueue else []
@@ -98,6 +101,16 @@ def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None =
         space=space, storage_url=storage_url, storage=open_storage(storage_url), metric=metric,
         source=source, enqueued=enqueued,
     )
+
+
+def recipe_kept(space: Any, registry: Registry, hardware: Hardware, workload: Workload, name: str) -> Any:
+    """--keep-recipe: `space` with its systems knobs only, the recipe the baseline's; UsageError
+    when it searches none."""
+    kept = space.keeping_recipe(registry, baseline_settings(registry, hardware, workload))
+    if not kept.params:
+        raise UsageError(f"--keep-recipe: space '{name}' searches no systems knob (workers, threads, precision "
+                         f"...), so there is nothing to tune without changing the recipe")
+    return kept
 
 
 def fit_to_devices(prepared: Prepared, devices: "DevicePool") -> None:
@@ -110,3 +123,6 @@ def fit_to_devices(prepared: Prepared, devices: "DevicePool") -> None:
     prepared.space = load_space(
         str(prepared.spec.space), prepared.registry, prepared.hardware, prepared.workload.traits()
     )
+    if prepared.spec.keep_recipe:
+        prepared.space = recipe_kept(prepared.space, prepared.registry, prepared.hardware, prepared.workload,
+                                     str(prepared.spec.space))

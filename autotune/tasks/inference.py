@@ -40,6 +40,8 @@ class Inference(Task):
             raise UsageError(f"--iterations must be at least 1, got {spec.iterations}")
         if spec.target is not None:
             raise UsageError("--target is for training; an inference study's guard is --max-drop")
+        if spec.keep_recipe:
+            raise UsageError("--keep-recipe keeps a training recipe; an inference study serves a trained model")
 
     def default_space(self, device_type: str) -> str:
         # every inference knob over its own range (the cpu and gpu spaces tune training knobs)
