@@ -157,3 +157,27 @@ def test_no_tui_studies_show_the_running_trial_on_a_terminal(tmp_path) -> None: 
     reporter(StudyEvent("s", "trial_progress", "", 0, {"number": 0, "step": 1, "total_steps": 2, "fraction": 0.5,
                                                       "samples_per_s": 10.0, "train_time": 0.1}))
     assert reporter.console.file.getvalue() == "" and not reporter.live_line
+
+
+def test_a_baseline_that_stays_the_best_is_nothing_found_and_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    data = report([])
+    data["best"] = dict(data["baseline"])
+    data["speedup_in_search"] = 1.0
+    print_report(data)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "nothing found: no configuration beat the baseline (3 other trial(s) completed slower, 8 pruned" in out
+    assert "speedup during the search" not in out
+    data["keep_recipe"] = True
+    print_report(data)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "searched: systems knobs only (--keep-recipe)" in out and "among systems knobs alone" in out
+
+
+def test_the_recipe_check_is_one_line_either_way() -> None:
+    from autotune.commands.study_output import recipe_check_text
+
+    kept = {"agree": True, "metric": "val_loss", "max_gap": 0.002, "noise": 0.03, "pairs": 3, "validations": 4}
+    assert recipe_check_text(kept).startswith("[green]recipe kept[/]: the best's curve stays within 0.002 ")
+    assert "reseeding the baseline moves it by up to 0.03)" in recipe_check_text(kept)
+    assert recipe_check_text({**kept, "agree": False, "max_gap": 0.3}).startswith("[red]recipe not kept[/]")
+    assert "it takes 2" in recipe_check_text({"agree": None, "why": "it takes 2 confirmation pairs"})

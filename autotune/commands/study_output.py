@@ -253,6 +253,8 @@ def _print_confirmation(console: Console, report: dict[str, Any], conf: dict[str
         _print_unconfirmed(console, conf)
     elif conf and conf.get("speedup_median") is not None:
         _print_confirmed(console, conf, missed, why)
+    elif _baseline_is_best(report):
+        _print_nothing_found(console, report)
     elif report.get("speedup_in_search"):
         _print_search_speedup(console, report, conf, missed, why)
     if conf and conf.get("projection"):
@@ -307,6 +309,24 @@ def _print_confirmed(console: Console, conf: dict[str, Any], missed: dict[str, i
             f"just short of the target, so its whole run stands for its time to it (the speedup is "
             f"at least that)"
         )
+
+
+def _baseline_is_best(report: dict[str, Any]) -> bool:
+    best, baseline = report.get("best"), report.get("baseline")
+    return bool(best and baseline) and best["number"] == baseline["number"]
+
+
+def _print_nothing_found(console: Console, report: dict[str, Any]) -> None:
+    """The baseline stayed the best: say so, and what became of the rest."""
+    c = report["counts"]
+    others = c["complete"] - 1
+    console.print(
+        f"[yellow]nothing found[/]: no configuration beat the baseline ({others} other trial(s) completed "
+        f"slower, {c['pruned']} pruned as slower than the best beyond the noise or short of the target, "
+        f"{c['failed']} failed); nothing to confirm"
+        + (" among systems knobs alone: the baseline's step is already as fast as they make it here"
+           if report.get("keep_recipe") else "")
+    )
 
 
 def _print_search_speedup(
