@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from autotune.errors import DataError
-from autotune.statuses import FINISHED_TRIAL_STATES
 from autotune.storage.damage import damaged, reading, wait_for_creation
 from autotune.storage.trial_row import TrialRow, make_row
 
