@@ -263,7 +263,8 @@ def noise_text(noise: dict[str, Any] | None) -> str | None:
     text = f"noise ±{percent(margin)}"
     if noise.get("noisy"):
         busy = f", other processes kept {noise['others']:.1f} cores busy" if noise.get("busy") else ""
-        return f"{text}: hides differences below {ratio(1 + margin)}{busy}"
+        short = ", runs too short to time better" if noise.get("cause") == "run" else ""
+        return f"{text}: hides differences below {ratio(1 + margin)}{busy}{short}"
     how = {"re-runs": "the baseline's re-runs", "steps": "the baseline's steps"}.get(noise.get("source") or "")
     return f"{text} ({how})" if how else text
 

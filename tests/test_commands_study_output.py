@@ -181,3 +181,26 @@ def test_the_recipe_check_is_one_line_either_way() -> None:
     assert "reseeding the baseline moves it by up to 0.03)" in recipe_check_text(kept)
     assert recipe_check_text({**kept, "agree": False, "max_gap": 0.3}).startswith("[red]recipe not kept[/]")
     assert "it takes 2" in recipe_check_text({"agree": None, "why": "it takes 2 confirmation pairs"})
+
+
+def test_noise_names_its_cause_the_machine_or_the_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """A noisy study on an idle machine is not a noisy machine: its runs are too short to time
+    (a digits baseline reaches its target in under a second). Only a load above the cores or
+    other processes keeping cores busy is the machine's."""
+    from autotune.study.confirm import noise_cause
+
+    assert noise_cause(False, False, False) is None
+    assert noise_cause(True, False, False) == "run"
+    assert noise_cause(True, True, False) == noise_cause(True, False, True) == "machine"
+    data = report([])
+    data["cpu_count"] = 2
+    data["noise"] = {"margin": 0.31, "source": "re-runs", "load_avg": 1.1, "others": 0.1, "busy": False,
+                     "noisy": True, "cause": "run", "run_seconds": 0.9}
+    print_report(data)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "runs too short to measure: run-to-run noise +/-31% on a machine that was not busy" in out
+    assert "the baseline reaches its target in 0.90s" in out and "noisy machine" not in out
+    data["noise"] = {**data["noise"], "load_avg": 3.5, "cause": "machine"}
+    print_report(data)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "noisy machine: run-to-run noise +/-31% (load average 3.5 on 2 cores)" in out

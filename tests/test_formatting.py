@@ -120,6 +120,8 @@ def test_noise_confirmation_and_why_faster() -> None:
     assert f.noise_text(None) is None
     assert f.noise_text({"margin": 0.04, "source": "re-runs"}) == "noise ±4.0% (the baseline's re-runs)"
     assert f.noise_text({"margin": 0.12, "noisy": True}) == "noise ±12%: hides differences below 1.12x"
+    assert f.noise_text({"margin": 0.31, "noisy": True, "cause": "run"}) == (
+        "noise ±31%: hides differences below 1.31x, runs too short to time better")
     assert f.noise_text({"margin": 0.12, "noisy": True, "busy": True, "others": 1.04}) == (
         "noise ±12%: hides differences below 1.12x, other processes kept 1.0 cores busy")
     confirmed = {"speedup_median": 2.1, "speedup_min": 1.8, "speedup_max": 2.4, "interval": [1.8, 2.4],

@@ -146,12 +146,19 @@ def print_noise(console: Console, report: dict[str, Any], conf: dict[str, Any] |
             f"[yellow]busy machine[/]: other processes kept {noise['others']:.1f} of {report.get('cpu_count')} "
             f"cores busy during the trials; the speedup holds for the machine in that state"
         )
-    if noise.get("noisy"):
-        shown = conf.get("speedup_median") if conf else None
+    shown = conf.get("speedup_median") if conf else None
+    found = f" (the speedup found is {ratio(shown)})" if shown else ""
+    if noise.get("noisy") and noise.get("cause") == "run":
+        length = f"the baseline reaches its target in {seconds(noise['run_seconds'])}, " if noise.get("run_seconds") else ""
+        console.print(
+            f"[yellow]runs too short to measure[/]: run-to-run noise +/-{percent(margin)} on a machine that was "
+            f"not busy{where}: {length}too short a run to time to better than that, which hides differences "
+            f"below {ratio(1 + margin)}{found}; a longer budget (--budget-epochs) or more re-runs (--confirm 5)"
+        )
+    elif noise.get("noisy"):
         console.print(
             f"[yellow]noisy machine[/]: run-to-run noise +/-{percent(margin)}{where} hides differences below "
-            f"{ratio(1 + margin)}" + (f" (the speedup found is {ratio(shown)})" if shown else "")
-            + "; run it on an idle machine, or with more re-runs (--confirm 5)"
+            f"{ratio(1 + margin)}{found}; run it on an idle machine, or with more re-runs (--confirm 5)"
         )
     else:
         how = {"re-runs": "the baseline's re-runs", "blocks": "the baseline's timed blocks, in a confirmation pair"}.get(

@@ -260,8 +260,20 @@ def noise(
     load, others = median_of("load_avg"), median_of("others")
     cores = context.hardware.cpu_count
     busy = others is not None and others > BUSY_CORES
+    loaded = load is not None and bool(cores) and load > cores
+    noisy = margin > NOISY or loaded or busy
     return {"margin": margin, "source": source, "load_avg": load, "others": others, "busy": busy,
-            "noisy": margin > NOISY or (load is not None and bool(cores) and load > cores) or busy}
+            "noisy": noisy, "cause": noise_cause(noisy, loaded, busy),
+            "run_seconds": statistics.median(runs) if runs else None}
+
+
+def noise_cause(noisy: bool, loaded: bool, busy: bool) -> str | None:
+    """Whose noise it is: the machine's (a load above the cores, other processes keeping cores
+    busy) or, on a machine that was neither, the runs' own (too short to time to better than
+    that: a baseline that reaches its target in under a second); None when it is not noisy."""
+    if not noisy:
+        return None
+    return "machine" if loaded or busy else "run"
 
 
 def still_improving(trial: FrozenTrial, metric: Metric) -> bool:
