@@ -53,7 +53,7 @@ from typing import Any
 import common
 
 WORKLOAD = "digits"
-EVALS_PER_EPOCH = 4  # the time-to-accuracy objective's (autotune/objectives.py)
+EVALS_PER_EPOCH = 4  # the time-to-accuracy objective's (autotune/objectives/time_to_accuracy.py)
 FULL_GRID = {
     "batch_size": [32, 64, 128, 256],
     "optimizer": ["sgd", "adam"],
