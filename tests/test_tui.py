@@ -707,6 +707,8 @@ class Terminal:
         # the session may read the old size. So: the session first, the program once it is sized.
         subprocess.run(["tmux", "new-session", "-d", "-s", self.session, "-x", str(size[0]), "-y", str(size[1]),
                         "sleep 600"], check=True)
+        # a UI that exits (a usage error, a crash) leaves what it printed on screen for the failure
+        subprocess.run(["tmux", "set-option", "-t", self.session, "remain-on-exit", "on"], check=True)
         wanted = f"{size[0]}x{size[1]}"
         for _ in range(100):
             shown = subprocess.run(["tmux", "display-message", "-p", "-t", self.session,
