@@ -189,3 +189,17 @@ def test_a_combination_this_torch_cannot_run_is_skipped_not_failed(tmp_path) -> 
     assert skipped.state == optuna.trial.TrialState.PRUNED
     assert skipped.user_attrs["autotune_status"] == "unsupported"
     assert skipped.user_attrs["reason"].startswith("unsupported here: optimizer_impl fused: RMSprop has no fused")
+
+
+@pytest.mark.parametrize("objective, seconds", [("time-to-accuracy", 0.9), ("throughput", None)])
+def test_the_noise_says_how_long_the_runs_are_only_in_seconds(objective: str, seconds: float | None) -> None:
+    """A noisy study on an idle machine names its runs' length: the baseline's re-run values are
+    seconds to the target for time-to-accuracy, but samples/s for throughput, which is no length."""
+    from autotune.study.confirm import noise
+    from autotune.study.context import TrialContext
+
+    context = TrialContext.of(prepare(StudySpec(name="n", workload="digits", device="cpu", objective=objective)))
+    conf = {"runs": [{"baseline": {"value": v}} for v in (0.8, 0.9, 1.3)]}
+    measured = noise(context, [], None, conf)
+    assert measured["source"] == "re-runs" and measured["cause"] == "run"
+    assert measured["run_seconds"] == seconds

@@ -264,7 +264,9 @@ def noise(
     noisy = margin > NOISY or loaded or busy
     return {"margin": margin, "source": source, "load_avg": load, "others": others, "busy": busy,
             "noisy": noisy, "cause": noise_cause(noisy, loaded, busy),
-            "run_seconds": statistics.median(runs) if runs else None}
+            # the re-runs' values are seconds to the target only for time-to-accuracy (samples/s for
+            # throughput): the runs' length is said for that objective alone
+            "run_seconds": statistics.median(runs) if runs and context.objective.projected else None}
 
 
 def noise_cause(noisy: bool, loaded: bool, busy: bool) -> str | None:
