@@ -43,7 +43,7 @@ class TrialLauncher:
         hardware, registry = self.context.hardware, self.context.registry
         if hardware.device_type != "cpu" or "threads" not in registry.knobs or "threads" in overrides:
             return overrides
-        share = max(1, hardware.cpu_count // self.parallel)
+        share = self._share() or hardware.cpu_count  # one trial at a time: every core
         workers = int(overrides.get("workers", self.context.baseline.get("workers", 0)) or 0)
         return {**overrides, "threads": max(1, share - workers)}
 
