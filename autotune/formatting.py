@@ -305,3 +305,40 @@ def why_faster_text(path: dict[str, Any] | None) -> list[str]:
             shown = "no time (missed the target)"
         lines.append(f"{change}: {shown}")
     return lines
+
+
+def speedup_factors_text(speedups: dict[str, Any] | None, systems: bool = True) -> str | None:
+    """"same training 1.21x (precision bf16) x recipe 3.22x": a study's speedup as its two factors
+    (autotune.storage.speedups.speedup_factors), the systems settings that differ from the baseline's
+    after the first unless `systems` is False; None when the same-training factor was not measured."""
+    s = speedups or {}
+    if not _finite(s.get("same_training")):
+        return None
+    text = f"same training {ratio(s['same_training'])}"
+    changed = s.get("systems")
+    if systems and isinstance(changed, dict):
+        text += f" ({', '.join(f'{k} {setting(v)}' for k, v in changed.items()) or 'no systems knob changed'})"
+    return text + (f" x recipe {ratio(s['recipe'])}" if _finite(s.get("recipe")) else "")
+
+
+def speedups_text(speedups: dict[str, Any] | None, systems: bool = True) -> str | None:
+    """"speedup 3.90x = same training 1.21x (precision bf16) x recipe 3.22x": the total and the two
+    factors it multiplies out of; None when the same-training factor was not measured."""
+    factors = speedup_factors_text(speedups, systems)
+    if factors is None:
+        return None
+    total = (speedups or {}).get("total")
+    return f"speedup {ratio(total)} = {factors}" if _finite(total) else factors
+
+
+def same_training_how(speedups: dict[str, Any] | None) -> str | None:
+    """"same training measured by paired step time, interval 1.15-1.27x": how the same-training
+    factor was measured; None when nothing says it."""
+    s = speedups or {}
+    if not _finite(s.get("same_training")):
+        return None
+    interval = s.get("same_training_interval")
+    parts = [f"measured by {s['how']}"] if s.get("how") else []
+    if isinstance(interval, (list, tuple)) and len(interval) == 2:
+        parts.append(f"interval {ratio_range(*interval)}")
+    return "same training " + ", ".join(parts) if parts else None

@@ -204,3 +204,23 @@ def test_noise_names_its_cause_the_machine_or_the_runs(capsys: pytest.CaptureFix
     print_report(data)
     out = " ".join(capsys.readouterr().out.split())
     assert "noisy machine: run-to-run noise +/-31% (load average 3.5 on 2 cores)" in out
+
+
+def test_the_confirmed_speedup_is_shown_as_same_training_times_recipe(capsys: pytest.CaptureFixture[str]) -> None:
+    data = report([(0.9, 0.25), (0.95, 0.24), (0.92, 0.23)], speedups=(3.8, 3.9, 4.0))
+    data["speedups"] = {"total": 3.9, "same_training": 1.21, "same_training_interval": [1.15, 1.27],
+                        "recipe": 3.22, "systems": {"precision": "bf16", "workers": 0}, "how": "paired step time"}
+    print_report(data)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "confirmed speedup 3.90x" in out
+    assert "speedup 3.90x = same training 1.21x (precision bf16, workers 0) x recipe 3.22x" in out
+    assert "same training measured by paired step time, interval 1.15-1.27x" in out
+
+
+def test_a_report_without_the_split_shows_none(capsys: pytest.CaptureFixture[str]) -> None:
+    for speedups in (None, {}, {"total": 3.9, "same_training": None, "recipe": None}):
+        data = report([(0.9, 0.25), (0.95, 0.24), (0.92, 0.23)], speedups=(3.8, 3.9, 4.0))
+        data["speedups"] = speedups
+        print_report(data)
+        out = capsys.readouterr().out
+        assert "confirmed speedup 3.90x" in out and "same training" not in out and "recipe" not in out

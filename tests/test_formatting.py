@@ -153,3 +153,28 @@ def test_noise_confirmation_and_why_faster() -> None:
         "learning_rate 0.0003 -> 0.003: at least 9.75x",
         "beta2 0.999 -> 0.99: no time (missed the target)",
     ]
+
+
+SPEEDUPS = {"total": 3.9, "same_training": 1.21, "same_training_interval": [1.15, 1.27], "recipe": 3.22,
+            "systems": {"precision": "bf16", "workers": 0}, "how": "paired step time"}
+
+
+def test_a_speedup_is_shown_as_same_training_times_recipe() -> None:
+    assert f.speedups_text(SPEEDUPS) == (
+        "speedup 3.90x = same training 1.21x (precision bf16, workers 0) x recipe 3.22x")
+    assert f.speedup_factors_text(SPEEDUPS, systems=False) == "same training 1.21x x recipe 3.22x"
+    assert f.same_training_how(SPEEDUPS) == "same training measured by paired step time, interval 1.15-1.27x"
+    # --keep-recipe: the whole speedup is the same training's
+    kept = {**SPEEDUPS, "total": 1.5, "same_training": 1.5, "recipe": 1.0, "systems": {"channels_last": True}}
+    assert f.speedups_text(kept) == "speedup 1.50x = same training 1.50x (channels_last true) x recipe 1.00x"
+    assert f.speedups_text({**SPEEDUPS, "systems": {}}) == (
+        "speedup 3.90x = same training 1.21x (no systems knob changed) x recipe 3.22x")
+    assert f.speedups_text({**SPEEDUPS, "total": None, "recipe": None}) == (
+        "same training 1.21x (precision bf16, workers 0)")
+    assert f.same_training_how({**SPEEDUPS, "how": None, "same_training_interval": None}) is None
+
+
+@pytest.mark.parametrize("stored", [None, {}, {"total": 3.9}, {**SPEEDUPS, "same_training": None}])
+def test_a_speedup_not_split_shows_nothing_new(stored: dict | None) -> None:
+    assert f.speedups_text(stored) is None and f.speedup_factors_text(stored) is None
+    assert f.same_training_how(stored) is None

@@ -8,12 +8,13 @@ from typing import Any
 from rich.text import Text
 
 from autotune.formatting import (
-    metric, metric_label, nbytes, number, percent, rate, ratio, seconds, setting,
+    metric, metric_label, nbytes, number, percent, rate, ratio, seconds, setting, speedup_factors_text,
 )
 from autotune.objectives import objective_unit, objective_value, objective_values
 
 __all__ = ["compact_settings", "metric", "metric_label", "nbytes", "number", "objective_unit", "objective_value",
-           "objective_values", "percent", "rate", "ratio", "seconds", "setting", "state", "study_state"]
+           "objective_values", "percent", "rate", "ratio", "seconds", "setting", "speedup_factors_text", "state",
+           "study_state"]
 
 STATE_STYLES = {
     "COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "bold cyan", "WAITING": "dim",

@@ -109,6 +109,7 @@ def show(name: str, storage: str | None, as_json: bool) -> None:
     from autotune.commands.study_output import print_show
     from autotune.storage.reading import trial_rows
     from autotune.storage.results import importances, inference_front, pareto_front, summary
+    from autotune.storage.speedups import speedup_factors
     from autotune.tasks import task_of
 
     st, row = _open(name, storage)
@@ -118,6 +119,8 @@ def show(name: str, storage: str | None, as_json: bool) -> None:
         "trials": [r.to_dict() for r in rows],
         "importances": importances(st, rows),
         "confirmation": st.user_attrs.get("confirmation"),
+        # the confirmed speedup as same training x recipe (None for a study that recorded none)
+        "speedups": speedup_factors(st.user_attrs),
     }
     if len(st.directions) > 1:
         data["pareto_front"] = [r.number for r in pareto_front(st, rows)]

@@ -12,6 +12,7 @@ from typing import Any
 from autotune.errors import UsageError
 from autotune.storage.reading import StudyLike, trial_rows
 from autotune.storage.results import best_row
+from autotune.storage.speedups import speedup_factors
 from autotune.storage.trial_row import TrialRow
 from autotune.tasks import task_of
 
@@ -58,6 +59,8 @@ def figures(study: StudyLike, row: TrialRow, written: dict[str, Any], out: str) 
                    "value": row.metrics.get("metric_value"), "drop": row.metrics.get("metric_drop"),
                    "reference": study.user_attrs.get("reference_metric")},
         "measured": measured, "times_in": "seconds; throughput in samples/s at batch_size",
+        # the confirmed speedup as same training x recipe, when this is the trial it is of
+        "speedups": speedup_factors(study.user_attrs, row.number, row.settings),
         "torch": torch.__version__, "python": platform.python_version(),
         "machine": {"hardware": study.user_attrs.get("hardware"), "platform": platform.platform(),
                     "during_trial": row.metrics.get("machine")},

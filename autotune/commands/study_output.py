@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from autotune.formatting import (
-    load, metric as _metric, metric_label, nbytes, percent, plain as _v, rate, ratio, ratio_range, seconds,
-    validation, why_faster_text,
+    load, metric as _metric, metric_label, nbytes, percent, plain as _v, rate, ratio, ratio_range, same_training_how,
+    seconds, speedups_text, validation, why_faster_text,
 )
 from autotune.formatting import settings_text as _settings
 from autotune.metrics import Metric, metric_value
@@ -122,6 +122,16 @@ def print_notes(console: Console, notes: dict[str, Any] | None, title: str = "kn
         console.print(f"[bold]{title}[/]: " + escape("; ".join(f"{k}: {_v(v)}" for k, v in notes.items())))
 
 
+def print_speedups(console: Console, speedups: dict[str, Any] | None) -> None:
+    """The speedup as same training x recipe, and how the same-training factor was measured."""
+    line = speedups_text(speedups)
+    if line:
+        console.print(escape(line))
+        how = same_training_how(speedups)
+        if how:
+            console.print(f"  [dim]{escape(how)}[/]")
+
+
 def print_why_faster(console: Console, path: dict[str, Any] | None) -> None:
     lines = why_faster_text(path)
     if lines:
@@ -183,6 +193,7 @@ def print_report(report: dict[str, Any]) -> None:
     _print_best(console, report, metric)
     conf = report.get("confirmation")
     _print_confirmation(console, report, conf)
+    print_speedups(console, report.get("speedups"))
     print_why_faster(console, report.get("why_faster"))
     print_noise(console, report, conf)
     console.print(f"export it: autotune study export {report['study']} > best.toml; "
@@ -356,7 +367,7 @@ def print_show(data: dict[str, Any]) -> None:
     console = Console(highlight=False)
     s = data["summary"]
     console.print(" ".join(f"[bold]{k}[/]={escape(_summary_value(s, k, v))}" for k, v in s.items()
-                           if not isinstance(v, dict)))
+                           if not isinstance(v, dict) and k != "speedups"))  # its own line, below
     metric = Metric.from_dict(s.get("metric_info"))
     table = Table("#", "state", "value", "throughput", metric.name, "duration", "reason / settings")
     for t in data["trials"]:
@@ -386,3 +397,4 @@ def print_show(data: dict[str, Any]) -> None:
         console.print(f"{verdict} {ratio(conf['speedup_median'])} "
                       f"(min {ratio(conf['speedup_min'])}, max {ratio(conf['speedup_max'])}"
                       + (f"; {interval_text(conf)})" if conf.get("interval") else ")"))
+    print_speedups(console, data.get("speedups"))

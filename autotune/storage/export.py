@@ -1,7 +1,9 @@
 """Write a trial's configuration as a file `autotune trial run --config FILE` reads back.
 
 TOML (default) or JSON. Top-level keys: workload, study, trial, objective, value; then a
-[settings] table with the trial's full resolved settings and a [metrics] table for reference.
+[settings] table with the trial's full resolved settings and a [metrics] table for reference;
+for the trial the study confirmed, a [speedups] table: its speedup as same training x recipe
+(autotune.storage.speedups.speedup_factors).
 autotune.settings.load_config_file reads `workload` and `settings` and ignores the rest.
 Torch-free. TOML through tomli-w.
 """
@@ -14,9 +16,11 @@ from typing import Any
 import tomli_w
 
 from autotune.errors import UsageError
+from autotune.formatting import speedups_text
 from autotune.objectives import OBJECTIVES
 from autotune.storage.reading import StudyLike, trial_rows
 from autotune.storage.results import best_row, study_objective
+from autotune.storage.speedups import speedup_factors
 from autotune.storage.trial_row import TrialRow
 
 FORMATS = ("toml", "json")
@@ -62,6 +66,9 @@ def config_dict(study: StudyLike, row: TrialRow) -> dict[str, Any]:
     # flat: the validation metrics beside the measured ones (notes and rates are nested)
     measured = {k: v for k, v in row.metrics.items() if v is not None and not isinstance(v, (dict, list))}
     data["metrics"] = {**(row.metrics.get("metrics") or {}), **(row.metrics.get("rates") or {}), **measured}
+    speedups = speedup_factors(study.user_attrs, row.number, row.settings)
+    if speedups is not None:
+        data["speedups"] = speedups
     return data
 
 
@@ -90,6 +97,9 @@ def _header(data: dict[str, Any]) -> str:
     lines = [f"# autotune: trial {data['trial']} of study '{data['study']}'"]
     if "value" in data:
         lines.append(f"# objective {data.get('objective', '?')}: {data['value']}")
+    speedup = speedups_text(data.get("speedups"))
+    if speedup:
+        lines.append(f"# {speedup}")
     lines.append("# run it: autotune trial run --config THIS_FILE")
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ from autotune.metrics import Metric
 from autotune.objectives import OBJECTIVES, Objective
 from autotune.statuses import ACTIVE_STUDY_STATES, RunStatus
 from autotune.storage.reading import StudyLike, cache_importances, cached_importances, direct_reader, trial_rows
+from autotune.storage.speedups import speedup_factors
 from autotune.storage.trial_row import TrialRow
 from autotune.tasks import task_of
 
@@ -354,6 +355,7 @@ def summary(
         "confirmation": {k: confirmation[k] for k in CONFIRMATION_KEYS if k in confirmation} or None,
         "why_faster": user_attrs.get("why_faster"),
         "noise": user_attrs.get("noise"),
+        "speedups": speedup_factors(user_attrs),
         **timing,
     }
 

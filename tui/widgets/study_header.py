@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.text import Text
 
-from autotune.formatting import confirmation_text, noise_text
+from autotune.formatting import confirmation_text, noise_text, speedup_factors_text
 from autotune.metrics import Metric
 from autotune.tui import format as fmt
 from autotune.daemon.queue import QueuePlace
@@ -74,12 +74,9 @@ class StudyHeader(TextPane):
         if summary.get("best_number") is not None:
             best = fmt.objective_values(objective, summary.get("best_values"))
             parts.append(Text(f"best {best} (#{summary['best_number']})", style="bold green"))
-        if summary.get("confirmed_speedup") is not None:
-            low, high = summary.get("confirmed_range") or (None, None)
-            spread = f" ({fmt.ratio(low)}-{fmt.ratio(high)})" if low is not None else ""
-            parts.append(Text(f"confirmed speedup {fmt.ratio(summary['confirmed_speedup'])}{spread}", style="bold"))
-        elif summary.get("speedup") is not None:
-            parts.append(Text(f"speedup {fmt.ratio(summary['speedup'])} in the search", style="bold"))
+        speedup = _speedup(summary)
+        if speedup is not None:
+            parts.append(speedup)
         parts.append(Text(f"elapsed {fmt.seconds(summary.get('elapsed'))}"))
         if summary.get("eta") is not None:
             parts.append(Text(f"ETA {fmt.seconds(summary['eta'])}"))
@@ -94,6 +91,20 @@ class StudyHeader(TextPane):
         if third:
             lines.append(_joined(third))
         self.set(Text("\n", no_wrap=True, overflow="ellipsis").join(lines))
+
+
+def _speedup(summary: dict[str, Any]) -> Text | None:
+    """"confirmed speedup 3.90x (3.50x-4.20x) = same training 1.21x x recipe 3.22x" (the verdict
+    panel names the systems settings), or the search's speedup while none is confirmed."""
+    if summary.get("confirmed_speedup") is not None:
+        low, high = summary.get("confirmed_range") or (None, None)
+        spread = f" ({fmt.ratio(low)}-{fmt.ratio(high)})" if low is not None else ""
+        factors = speedup_factors_text(summary.get("speedups"), systems=False)
+        return Text(f"confirmed speedup {fmt.ratio(summary['confirmed_speedup'])}{spread}"
+                    + (f" = {factors}" if factors else ""), style="bold")
+    if summary.get("speedup") is not None:
+        return Text(f"speedup {fmt.ratio(summary['speedup'])} in the search", style="bold")
+    return None
 
 
 def _joined(parts: list[Text]) -> Text:

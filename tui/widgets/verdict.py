@@ -1,6 +1,7 @@
-"""What a study concluded, in full: the confirmation's interval, the noise it measured (and the
-warning when the noise hides the differences it looks for), and why the best is faster, one knob
-at a time. Hidden until the study has any of them (a search still running has none)."""
+"""What a study concluded, in full: the confirmation's interval, the speedup as same training x
+recipe, the noise it measured (and the warning when the noise hides the differences it looks
+for), and why the best is faster, one knob at a time. Hidden until the study has any of them (a
+search still running has none)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from rich.text import Text
 
-from autotune.formatting import confirmation_text, noise_text, why_faster_text
+from autotune.formatting import confirmation_text, noise_text, same_training_how, speedups_text, why_faster_text
 from autotune.statuses import ACTIVE_STUDY_STATES
 from autotune.tui.widgets.text_pane import TextPane
 
@@ -22,6 +23,13 @@ def verdict_text(summary: dict[str, Any]) -> Text | None:
     if confirmation:
         text.append("confirmation ", style="bold")
         text.append(confirmation, style="bold green" if confirmation.startswith("confirmed") else "yellow")
+    speedups = speedups_text(summary.get("speedups"))
+    if speedups:
+        text.append(("\n" if text else "") + "speedup ", style="bold")
+        text.append(speedups.removeprefix("speedup "))
+        how = same_training_how(summary.get("speedups"))
+        if how:
+            text.append(f"; {how}", style="dim")
     noise = summary.get("noise") or {}
     shown = noise_text(noise)
     if shown:
