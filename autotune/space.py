@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 LEFT_OUT = "left out by the space"
 NOT_IN_ONLY = "not in this space's `only` list"
 KEPT_RECIPE = "changes what is learned; --keep-recipe keeps the baseline's"
+FITTED_AFTER = "a systems knob: fitted to the best recipe after the search, by paired step time"
 
 
 @dataclass
@@ -60,6 +61,9 @@ class SearchSpace:
     description: str = ""
     # Conditions of fixed settings, so a pin like momentum=0.9 is dropped when adam is chosen.
     fixed_when: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict, repr=False)
+    # systems params the search leaves at the baseline's and a second stage fits to the best
+    # recipe by paired step time (`staged`; autotune.study.systems)
+    fitted: list[Param] = field(default_factory=list)
 
     def suggest(self, trial: "optuna.Trial") -> dict[str, Any]:
         """Suggest every searched param whose condition holds; return {**fixed, **suggested}.
@@ -100,6 +104,16 @@ class SearchSpace:
             fixed_when={k: v for k, v in self.fixed_when.items() if k in fixed},
         )
 
+    def staged(self, registry: "Registry") -> "SearchSpace":
+        """This space in two stages: the search takes its statistical params, and its systems
+        params (Knob.kind "systems": how fast a step runs, not what is learned) are `fitted`
+        after it. Unchanged when either stage would be empty: there is nothing to separate."""
+        systems = {name for name, knob in registry.knobs.items() if knob.kind == "systems"}
+        later = [p for p in self.params if self.knobs.get(p.name, p.name) in systems]
+        if not later or len(later) == len(self.params):
+            return self
+        return dataclasses.replace(self, params=[p for p in self.params if p not in later], fitted=later)
+
     def distributions(self) -> dict[str, "optuna.distributions.BaseDistribution"]:
         """Optuna distributions of the searched params (to enqueue or validate known settings)."""
         return {param.name: _distribution(param) for param in self.params}
@@ -112,6 +126,7 @@ class SearchSpace:
             "params": [self._param_dict(p) for p in self.params],
             "fixed": dict(self.fixed),
             "excluded": dict(self.excluded),
+            **({"fitted": [self._param_dict(p) for p in self.fitted]} if self.fitted else {}),
         }
 
     def _param_dict(self, param: Param) -> dict[str, Any]:

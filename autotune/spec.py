@@ -15,6 +15,10 @@ from autotune.objectives import get_objective
 from autotune.tasks import DEFAULT_TASK, get_task, task_of
 
 DEFAULT_WORKLOAD = "digits"
+# The run a study's answer is checked at when none is named (--run-steps / --run-epochs), as a
+# multiple of the study's budget: long enough that a recipe that only wins a short run
+# (short-horizon bias: Wu et al., ICLR 2018) falls behind, short enough to train twice
+HORIZON = 10
 # Study names: 1 to 100 characters, letters, digits, `.`, `_` and `-`, starting with a letter or a
 # digit. They go into commands, URLs and log lines; files use autotune.home.study_folder.
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -41,8 +45,11 @@ class StudySpec:
     n_trials: int = 20
     timeout: float | None = None
     budget: dict[str, Any] = field(default_factory=lambda: {"epochs": 5})
-    # How long the user's real run trains (--run-epochs): projected times scale to it
+    # How long the user's real run trains (--run-epochs / --run-steps; default: HORIZON x the
+    # budget): the answer is checked at that length (autotune.study.horizon), and with an epochs
+    # budget projected times scale to --run-epochs
     run_epochs: float | None = None
+    run_steps: int | None = None
     target: float | None = None
     # --target NAME<=V names the metric and the direction the target is in; --metric NAME[:min|max]
     # judges the study by a metric other than the workload's primary one (a --script's)
@@ -87,6 +94,9 @@ class StudySpec:
     # search only systems knobs (Knob.kind): the recipe, what is learned, stays the baseline's
     # (autotune.space.SearchSpace.keeping_recipe; the report's recipe check, autotune.study.recipe)
     keep_recipe: bool = False
+    # search the statistical knobs first and fit the systems knobs to the best recipe after, by
+    # paired step time (autotune.study.systems); False: one search over every knob together
+    staged: bool = True
 
     def validate(self) -> None:
         check_name(self.name)
@@ -111,11 +121,19 @@ class StudySpec:
         if not self.stall_timeout >= 0:  # nan fails this too
             raise UsageError(f"--stall-timeout must be 0 (off) or a number of seconds, got {self.stall_timeout}")
         get_task(self.task).check_budget(self)
-        if self.run_epochs is not None:
-            if not math.isfinite(self.run_epochs) or self.run_epochs <= 0:
-                raise UsageError(f"--run-epochs must be a positive number of epochs, got {self.run_epochs}")
-            if "epochs" not in self.budget:
-                raise UsageError("--run-epochs needs an epochs budget (--budget-epochs) to scale from")
+        self._validate_run_length()
+
+    def _validate_run_length(self) -> None:
+        if self.run_epochs is not None and self.run_steps is not None:
+            raise UsageError("give one run length: --run-epochs or --run-steps")
+        if self.run_epochs is not None and (not math.isfinite(self.run_epochs) or self.run_epochs <= 0):
+            raise UsageError(f"--run-epochs must be a positive number of epochs, got {self.run_epochs}")
+        if self.run_steps is not None and self.run_steps < 1:
+            raise UsageError(f"--run-steps must be a positive number of steps, got {self.run_steps}")
+        (unit, length), = self.run_length.items()
+        if unit in self.budget and length < self.budget[unit]:
+            raise UsageError(f"--run-{unit} {length:g} is shorter than the study's budget ({self.budget_text}): "
+                             f"the run you train is at least as long as a trial")
 
     def _validate_task(self) -> None:
         get_task(self.task).validate(self, get_objective(self.objective))
@@ -157,10 +175,26 @@ class StudySpec:
 
     @property
     def run_scale(self) -> float:
-        """The real run's length over the budget's: what projected times scale by."""
+        """The real run's length over the budget's: what projected times scale by (only an
+        --run-epochs over an epochs budget: steps per epoch are the trial's to know)."""
         if self.run_epochs is None or "epochs" not in self.budget:
             return 1.0
         return self.run_epochs / self.budget["epochs"]
+
+    @property
+    def run_length(self) -> dict[str, float]:
+        """How long the user's real run trains, as a budget: --run-steps, --run-epochs, or
+        HORIZON times the study's budget when neither is given."""
+        if self.run_steps is not None:
+            return {"steps": self.run_steps}
+        if self.run_epochs is not None:
+            return {"epochs": self.run_epochs}
+        (unit, value), = self.budget.items()
+        return {unit: value * HORIZON}
+
+    @property
+    def run_length_given(self) -> bool:
+        return self.run_steps is not None or self.run_epochs is not None
 
     @property
     def budget_text(self) -> str:

@@ -37,10 +37,23 @@ def test_threads_the_search_does_not_set_fit_the_trial(runner: StudyRunner) -> N
 def test_the_projection_scales_to_the_real_run_length() -> None:
     assert StudySpec(name="s", budget={"epochs": 5}, run_epochs=90).run_scale == 18.0
     assert StudySpec(name="s", budget={"epochs": 5}).run_scale == 1.0
-    with pytest.raises(UsageError, match="--run-epochs needs an epochs budget"):
-        StudySpec(name="s", budget={"steps": 100}, run_epochs=90).validate()
+    # a steps budget has no epochs to scale by: the run length is only checked at
+    assert StudySpec(name="s", budget={"steps": 100}, run_epochs=90).run_scale == 1.0
     with pytest.raises(UsageError, match="positive number of epochs"):
         StudySpec(name="s", run_epochs=0).validate()
+
+
+def test_the_run_length_is_given_or_ten_budgets() -> None:
+    assert StudySpec(name="s", budget={"steps": 150}).run_length == {"steps": 1500}
+    assert StudySpec(name="s", budget={"epochs": 5}).run_length == {"epochs": 50}
+    assert StudySpec(name="s", budget={"steps": 150}, run_steps=4000).run_length == {"steps": 4000}
+    assert StudySpec(name="s", budget={"steps": 150}, run_epochs=3).run_length == {"epochs": 3}
+    with pytest.raises(UsageError, match="shorter than the study's budget"):
+        StudySpec(name="s", budget={"steps": 150}, run_steps=100).validate()
+    with pytest.raises(UsageError, match="one run length"):
+        StudySpec(name="s", budget={"steps": 150}, run_steps=1000, run_epochs=3).validate()
+    with pytest.raises(UsageError, match="positive number of steps"):
+        StudySpec(name="s", run_steps=0).validate()
 
 
 def test_the_path_changes_one_knob_at_a_time_in_apply_order(runner: StudyRunner) -> None:

@@ -90,7 +90,8 @@ def test_optuna_records_what_the_baseline_and_enqueued_trials_ran(tmp_path: Path
 
 
 def test_a_given_value_that_did_not_run_is_no_param(tmp_path: Path) -> None:
-    runner = StudyRunner(prepare(StudySpec(name="cap", workload="digits", device="cpu", confirm=0,
+    # one stage: threads are searched, so given ones are params (a staged search fits them after)
+    runner = StudyRunner(prepare(StudySpec(name="cap", workload="digits", device="cpu", confirm=0, staged=False,
                                            storage=f"sqlite:///{tmp_path / 's.db'}")), Store())
     space, baseline = runner.context.space, dict(runner.context.baseline)
     given = recordable(space, baseline, baseline)

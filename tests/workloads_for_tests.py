@@ -121,11 +121,11 @@ def broken_factory() -> Workload:
 class _DictRegression(Dataset):
     """y = x @ w + noise, served as dicts: {"features": x, "target": y}."""
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, noise: float = 0.05) -> None:
         g = torch.Generator().manual_seed(seed)
         weights = torch.linspace(-1.0, 1.0, 8, dtype=torch.float32)
         self.x = torch.randn(n, 8, generator=g)
-        self.y = self.x @ weights + 0.05 * torch.randn(n, generator=g)
+        self.y = self.x @ weights + noise * torch.randn(n, generator=g)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -159,4 +159,22 @@ def regression() -> Workload:
         evaluate=_regression_metrics,
         metric="val_mse",
         baseline={"batch_size": 32, "optimizer": "adam", "learning_rate": 0.01, "precision": "fp32", "workers": 0},
+    )
+
+
+def stalling() -> Workload:
+    """Noisy linear regression trained by plain SGD at a constant learning rate: a hot learning
+    rate gets near the answer in a few steps and then stalls on its noise floor (SGD's excess
+    loss grows with the step size), while the baseline's slow one keeps improving below it. A
+    recipe that wins a short study and loses the long run (short-horizon bias)."""
+    return Workload(
+        name="stalling",
+        model_fn=lambda: nn.Linear(8, 1),
+        train_data=_DictRegression(2048, 0, noise=0.5),
+        val_data=_DictRegression(1024, 1, noise=0.5),
+        train_step=_regression_step,
+        evaluate=_regression_metrics,
+        metric="val_mse",
+        baseline={"batch_size": 8, "optimizer": "sgd", "momentum": 0.0, "learning_rate": 0.01, "precision": "fp32",
+                  "workers": 0},
     )

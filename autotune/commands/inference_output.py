@@ -11,7 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from autotune.commands.study_output import interval_text, print_noise, print_notes, print_why_faster
+from autotune.commands.answer_output import print_why_faster
+from autotune.commands.study_output import interval_text, print_noise, print_notes
 from autotune.formatting import drop, milliseconds, nbytes, percent, rate, ratio, seconds, settings_text, validation
 from autotune.metrics import Metric, metric_value
 from autotune.storage.results import confirmed

@@ -121,6 +121,8 @@ def show(name: str, storage: str | None, as_json: bool) -> None:
         "confirmation": st.user_attrs.get("confirmation"),
         # the confirmed speedup as same training x recipe (None for a study that recorded none)
         "speedups": speedup_factors(st.user_attrs),
+        # how the study came to the settings it confirmed (autotune.study.answer)
+        "answer": st.user_attrs.get("answer"),
     }
     if len(st.directions) > 1:
         data["pareto_front"] = [r.number for r in pareto_front(st, rows)]

@@ -9,9 +9,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from autotune.commands.answer_output import print_answer, print_speedups, print_why_faster
 from autotune.formatting import (
-    load, metric as _metric, metric_label, nbytes, percent, plain as _v, rate, ratio, ratio_range, same_training_how,
-    seconds, speedups_text, validation, why_faster_text,
+    load, metric as _metric, metric_label, nbytes, percent, plain as _v, rate, ratio, ratio_range,
+    seconds, validation,
 )
 from autotune.formatting import settings_text as _settings
 from autotune.metrics import Metric, metric_value
@@ -58,7 +59,7 @@ class LineReporter:
             )
         elif event.kind == "confirming":
             self.console.print(f"[dim]confirming: {data['which']} run {data['run']}/{data['of']}[/]")
-        elif event.kind == "explaining":
+        elif event.kind in ("explaining", "checking"):
             self.console.print(f"[dim]{escape(event.message)}[/]")
         elif event.kind == "study_paused":
             self.console.print("[yellow]paused[/] (autotune study resume NAME)")
@@ -122,24 +123,6 @@ def print_notes(console: Console, notes: dict[str, Any] | None, title: str = "kn
         console.print(f"[bold]{title}[/]: " + escape("; ".join(f"{k}: {_v(v)}" for k, v in notes.items())))
 
 
-def print_speedups(console: Console, speedups: dict[str, Any] | None) -> None:
-    """The speedup as same training x recipe, and how the same-training factor was measured."""
-    line = speedups_text(speedups)
-    if line:
-        console.print(escape(line))
-        how = same_training_how(speedups)
-        if how:
-            console.print(f"  [dim]{escape(how)}[/]")
-
-
-def print_why_faster(console: Console, path: dict[str, Any] | None) -> None:
-    lines = why_faster_text(path)
-    if lines:
-        console.print("[bold]why it is faster[/] (the path from the baseline, one knob at a time, each measured):")
-        for line in lines:
-            console.print("  " + escape(line))
-
-
 def print_noise(console: Console, report: dict[str, Any], conf: dict[str, Any] | None) -> None:
     """The machine's noise as the study measured it, and a warning when it hides differences the
     study is looking for (a speedup that is not confirmed, or one near the noise)."""
@@ -191,6 +174,7 @@ def print_report(report: dict[str, Any]) -> None:
         console.print("[red]no trial completed[/]: see `autotune study show " + report["study"] + "`")
         return
     _print_best(console, report, metric)
+    print_answer(console, report.get("answer"), metric.name)
     conf = report.get("confirmation")
     _print_confirmation(console, report, conf)
     print_speedups(console, report.get("speedups"))
@@ -391,6 +375,7 @@ def print_show(data: dict[str, Any]) -> None:
     best = next((t for t in data["trials"] if t["number"] == s.get("best_number")), None)
     if best is not None:
         print_notes(console, best.get("metrics", {}).get("notes"), f"best (trial {best['number']}) notes")
+    print_answer(console, data.get("answer"), metric.name)
     conf = data.get("confirmation")
     if conf and conf.get("speedup_median") is not None:
         verdict = "confirmed speedup" if confirmed(conf) else "speedup not confirmed:"

@@ -55,8 +55,14 @@ def _store() -> Any:
 @click.option("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
 @budget_options
 @click.option("--run-epochs", type=float, default=None, metavar="EPOCHS",
-              help="How long your real training runs: time to target is projected for a run this long "
-                   "(one-time costs weigh less in a long run). Needs --budget-epochs; default: the budget.")
+              help="How long your real training runs: the answer is checked at this length (it must reach "
+                   "the baseline's value there sooner), and with --budget-epochs time to target is projected "
+                   "for it. Default: 10x the budget.")
+@click.option("--run-steps", type=int, default=None, metavar="STEPS",
+              help="Your real run's length in steps, instead of --run-epochs.")
+@click.option("--one-stage", is_flag=True,
+              help="Search systems and statistical knobs together in one search, instead of the statistical "
+                   "ones first and the systems ones fitted to the best recipe by paired step time.")
 @click.option("--target", default=None, metavar="VALUE|NAME<=VALUE",
               help="Target of the workload's metric (accuracy 0..1, or val_loss<=1.9 style). Default: the "
                    "baseline's final value, less 0.5 points of accuracy (or 1% of any other metric).")
@@ -120,7 +126,7 @@ def start(**kwargs: Any) -> None:
         from_study=kwargs["from_study"],
         objective=kwargs["objective"] or ("latency" if inference else "time-to-accuracy"),
         n_trials=kwargs["n_trials"], timeout=kwargs["timeout"],
-        budget=budget, run_epochs=kwargs["run_epochs"], **target_fields(kwargs["target"]), metric=kwargs["metric"], storage=kwargs["storage"], seed=kwargs["seed"],
+        budget=budget, run_epochs=kwargs["run_epochs"], run_steps=kwargs["run_steps"], staged=not kwargs["one_stage"], **target_fields(kwargs["target"]), metric=kwargs["metric"], storage=kwargs["storage"], seed=kwargs["seed"],
         pruner=kwargs["pruner"], confirm=kwargs["confirm"], explain=kwargs["explain"], device=kwargs["device"],
         data_dir=kwargs["data_dir"], plugin_paths=tuple(kwargs["plugin_paths"]),
         disabled_knobs=tuple(kwargs["disabled_knobs"]), workers=kwargs["workers"] or 1,

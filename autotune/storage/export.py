@@ -38,6 +38,10 @@ def export_config(study: StudyLike, trial: Any = None, fmt: str = "toml") -> str
         row = best_row(study, rows)
         if row is None:
             raise UsageError(f"study '{study.study_name}' has no complete trial to export yet")
+        answer = confirmed_answer(study.user_attrs)
+        if answer is not None:
+            data = answer_dict(study, row, answer)
+            return json.dumps(data, indent=2) + "\n" if fmt == "json" else to_toml(data, header=_header(data))
     else:
         row = next((r for r in rows if r.number == trial), None)
         if row is None:
@@ -67,6 +71,30 @@ def config_dict(study: StudyLike, row: TrialRow) -> dict[str, Any]:
     measured = {k: v for k, v in row.metrics.items() if v is not None and not isinstance(v, (dict, list))}
     data["metrics"] = {**(row.metrics.get("metrics") or {}), **(row.metrics.get("rates") or {}), **measured}
     speedups = speedup_factors(study.user_attrs, row.number, row.settings)
+    if speedups is not None:
+        data["speedups"] = speedups
+    return data
+
+
+def confirmed_answer(user_attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """The settings the study confirmed where they are not a trial's own (autotune.study.answer:
+    riders dropped, systems knobs fitted after the search); None otherwise."""
+    answer, confirmation = user_attrs.get("answer"), user_attrs.get("confirmation") or {}
+    if not isinstance(answer, dict) or not answer.get("settings") or "runs" not in confirmation:
+        return None
+    return answer
+
+
+def answer_dict(study: StudyLike, row: TrialRow, answer: dict[str, Any]) -> dict[str, Any]:
+    """The config of the study's answer: the trial its recipe came from, with the answer's
+    settings; no [metrics] table, which would be that trial's, not the answer's."""
+    data = config_dict(study, row)
+    data.pop("metrics", None)
+    data.pop("value", None)
+    data["trial"] = answer.get("trial") if answer.get("trial") is not None else row.number
+    data["answer"] = "the confirmed answer: this trial's recipe without its riders, systems knobs fitted"
+    data["settings"] = {k: v for k, v in answer["settings"].items() if v is not None}
+    speedups = speedup_factors(study.user_attrs)
     if speedups is not None:
         data["speedups"] = speedups
     return data

@@ -261,6 +261,12 @@ def best_row(
         # A re-run among trials tied within the noise (autotune.study.confirm.playoff) may have
         # chosen another; it stands while no later trial beats the value it was chosen against.
         attrs = user_attrs if user_attrs is not None else (getattr(study, "user_attrs", None) or {})
+        answer = attrs.get("answer") or {}
+        if answer.get("against") == top.value:
+            # the study's answer (autotune.study.answer) came from this trial's recipe, or kept the
+            # baseline's when none held at the run's length
+            number = answer.get("trial")
+            return next((r for r in rows if r.number == number or number is None and r.baseline), top)
         chosen = attrs.get("chosen_best") or {}
         if chosen.get("against") == top.value:
             return next((r for r in ok if r.number == chosen.get("number")), top)

@@ -69,16 +69,16 @@ def path_configurations(
     return path
 
 
-def ablation_path(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenTrial, baseline: FrozenTrial,
-                  confirmation: dict[str, Any]) -> dict[str, Any] | None:
+def ablation_path(launcher: "TrialLauncher", events: "StudyEvents", end: dict[str, Any], baseline: FrozenTrial,
+                  confirmation: dict[str, Any], searched_threads: bool = False) -> dict[str, Any] | None:
     """Measure the path from the baseline to the best; None when there is nothing to split (one
     knob changed, or the confirmation gave no time for either end)."""
     objective, spec = launcher.context.objective, launcher.context.spec
     start_value, end_value = confirmation.get("baseline_value_median"), confirmation.get("best_value_median")
     if objective.multi or not start_value or not end_value:
         return None
-    start, end = baseline.user_attrs["settings"], best.user_attrs["settings"]
-    steps = path_configurations(launcher, start, end, "threads" in end and "threads" not in best.params)
+    start = baseline.user_attrs["settings"]
+    steps = path_configurations(launcher, start, end, "threads" in end and not searched_threads)
     if len(steps) < 2:
         return None
     measured: list[tuple[float | None, bool, str]] = []

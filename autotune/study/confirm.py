@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.study.ablation import ablation_path
+from autotune.study.answer import applies as answer_applies
+from autotune.study.answer import find_answer, speedups
 from autotune.study.reruns import missed_time, real_value, rerun, timed_against
 from autotune.intervals import MIN_COVERAGE, median_interval
 from autotune.metrics import Metric
@@ -25,8 +27,10 @@ if TYPE_CHECKING:
 
 
 def confirm_best(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenTrial,
-                 baseline: FrozenTrial) -> dict[str, Any]:
-    """Re-run best and baseline side by side, alternating, with fresh seeds."""
+                 baseline: FrozenTrial, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Re-run best and baseline side by side, alternating, with fresh seeds: `best`'s settings,
+    or the answer's `settings` that came from it (autotune.study.answer)."""
+    answer = best.user_attrs["settings"] if settings is None else settings
     context = launcher.context
     spec, objective = context.spec, context.objective
     runs: list[dict[str, Any]] = []
@@ -34,28 +38,11 @@ def confirm_best(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenT
         pair: dict[str, Any] = {"seed": (spec.seed or 0) + 1000 + i}
         if context.task.serves_model:
             events.emit("confirming", f"confirming: baseline and best timed together {i + 1}/{spec.confirm}",
-                               which="baseline and best", run=i + 1, of=spec.confirm)
-            pair.update(serving_pair(launcher, best, baseline, pair["seed"], i))
+                        which="baseline and best", run=i + 1, of=spec.confirm)
+            pair.update(serving_pair(launcher, answer, baseline, pair["seed"], i))
             runs.append(pair)
             continue
-        for label, trial in (("baseline", baseline), ("best", best)):
-            events.emit("confirming", f"confirming: {label} run {i + 1}/{spec.confirm}",
-                        which=label, run=i + 1, of=spec.confirm)
-            outcome, result = rerun(launcher, trial.user_attrs["settings"], pair["seed"], f"confirm-{label}-{i}.log")
-            value = real_value(objective, outcome, result)
-            pair[label] = {"status": outcome.status, "value": value, **{k: result.get(k) for k in (
-                "throughput", "metric_value", "val_accuracy", "time_to_target", "projected_time_to_target",
-                "setup_time", "peak_memory_bytes")}}
-            if spec.keep_recipe:  # the curves the recipe check compares
-                pair[label]["curve"] = curve_values(result)
-            if label == "baseline" and value is None:
-                # its whole run, a lower bound on its time to the target (pair_speedup)
-                pair[label]["missed_after"] = missed_time(objective, outcome, result)
-        speedup, lower_bound = pair_speedup(objective, pair["best"], pair["baseline"])
-        if speedup is not None:
-            pair["speedup"] = speedup
-        if lower_bound:
-            pair["speedup_is_lower_bound"] = True
+        pair.update(training_pair(launcher, events, answer, baseline.user_attrs["settings"], pair["seed"], i))
         runs.append(pair)
     speedups = [r["speedup"] for r in runs if r.get("speedup") is not None]
     confirmation: dict[str, Any] = {
@@ -74,7 +61,8 @@ def confirm_best(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenT
     for label, trial in (("best", best), ("baseline", baseline)):
         values = [r[label]["value"] for r in runs if r[label]["value"] is not None]
         confirmation[f"{label}_value_median"] = statistics.median(values) if values else None
-        if objective.projected and spec.run_scale == 1.0 and values and trial.value:
+        if objective.projected and spec.run_scale == 1.0 and values and trial.value and (
+                label == "baseline" or answer == best.user_attrs["settings"]):
             # the search's projection against the time measured here, end to end, fresh seeds
             confirmation.setdefault("projection", {})[label] = {
                 "projected": trial.value, "measured": statistics.median(values),
@@ -86,12 +74,40 @@ def confirm_best(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenT
     return confirmation
 
 
-def serving_pair(launcher: "TrialLauncher", best: FrozenTrial, baseline: FrozenTrial, seed: int,
+def training_pair(launcher: "TrialLauncher", events: "StudyEvents", answer: dict[str, Any],
+                  baseline: dict[str, Any], seed: int, i: int) -> dict[str, Any]:
+    """One pair of a training study's confirmation: the baseline, then the answer, each trained
+    to the target with `seed`; the pair's speedup, or the bound it gives."""
+    context = launcher.context
+    spec, objective = context.spec, context.objective
+    pair: dict[str, Any] = {}
+    for label, run_settings in (("baseline", baseline), ("best", answer)):
+        events.emit("confirming", f"confirming: {label} run {i + 1}/{spec.confirm}",
+                    which=label, run=i + 1, of=spec.confirm)
+        outcome, result = rerun(launcher, run_settings, seed, f"confirm-{label}-{i}.log")
+        value = real_value(objective, outcome, result)
+        pair[label] = {"status": outcome.status, "value": value, **{k: result.get(k) for k in (
+            "throughput", "metric_value", "val_accuracy", "time_to_target", "projected_time_to_target",
+            "setup_time", "peak_memory_bytes")}}
+        if spec.keep_recipe:  # the curves the recipe check compares
+            pair[label]["curve"] = curve_values(result)
+        if label == "baseline" and value is None:
+            # its whole run, a lower bound on its time to the target (pair_speedup)
+            pair[label]["missed_after"] = missed_time(objective, outcome, result)
+    speedup, lower_bound = pair_speedup(objective, pair["best"], pair["baseline"])
+    if speedup is not None:
+        pair["speedup"] = speedup
+    if lower_bound:
+        pair["speedup_is_lower_bound"] = True
+    return pair
+
+
+def serving_pair(launcher: "TrialLauncher", best: dict[str, Any], baseline: FrozenTrial, seed: int,
                  i: int) -> dict[str, Any]:
     """One pair of an inference study's confirmation: the best and the baseline served in one
     process, timed in alternating blocks (autotune.inference.compare); its speedup is the
     median of the blocks' latency ratios."""
-    outcome, result = timed_against(launcher, baseline.user_attrs["settings"], best.user_attrs["settings"], seed,
+    outcome, result = timed_against(launcher, baseline.user_attrs["settings"], best, seed,
                                     f"confirm-{i}.log")
     pair: dict[str, Any] = {"timed_together": True}
     for label, side in (("baseline", "reference"), ("best", "candidate")):
@@ -210,20 +226,46 @@ def build_report(context: "TrialContext", state: "StudyState", launcher: "TrialL
     if baseline is not None and baseline.state == TrialState.COMPLETE and baseline.value:
         report["speedup_in_search"] = objective.speedup(best.value, baseline.value)
     if confirm and spec.confirm > 0 and baseline is not None and best.number != baseline.number:
-        best = playoff(launcher, events, best, report)
-        report["best"] = trial_summary(best)
-        report["confirmation"] = confirm_best(launcher, events, best, baseline)
-        if spec.explain and report["confirmation"].get("confirmed"):
-            path = ablation_path(launcher, events, best, baseline, report["confirmation"])
-            if path is not None:
-                study.set_user_attr("why_faster", path)
+        confirm_answer(launcher, events, playoff(launcher, events, best, report), baseline, report)
     elif "confirmation" in study.user_attrs:
         report["confirmation"] = study.user_attrs["confirmation"]
+        for key in ("answer", "speedups"):
+            if key in study.user_attrs:
+                report[key] = study.user_attrs[key]
     if "why_faster" in study.user_attrs:
         report["why_faster"] = study.user_attrs["why_faster"]
     report["noise"] = noise(context, trials, baseline, report.get("confirmation"))
     study.set_user_attr("noise", report["noise"])
     return report
+
+
+def confirm_answer(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenTrial, baseline: FrozenTrial,
+                   report: dict[str, Any]) -> None:
+    """Confirm the search's `best` against the baseline into `report`: for training to a target,
+    the answer made from it (autotune.study.answer: riders dropped, held at the run's length,
+    systems fitted) and its speedup in two factors; then why it is faster."""
+    study, spec = launcher.state.study, launcher.context.spec
+    report["best"] = trial_summary(best)
+    settings = best.user_attrs["settings"]
+    answer = find_answer(launcher, events, best, baseline) if answer_applies(launcher) else None
+    if answer is not None:
+        report["answer"] = answer.to_dict()
+        study.set_user_attr("answer", report["answer"])
+        settings = answer.settings
+        if settings == baseline.user_attrs["settings"]:
+            return  # nothing held: the report says why (the answer's rejected candidates)
+        if answer.trial is not None and answer.trial != best.number:  # a runner-up's recipe held
+            best = study.trials[answer.trial]
+            report["best"] = trial_summary(best)
+    report["confirmation"] = confirm_best(launcher, events, best, baseline, settings)
+    if answer is not None:
+        report["speedups"] = speedups(answer, report["confirmation"], spec.keep_recipe)
+        study.set_user_attr("speedups", report["speedups"])
+    if spec.explain and report["confirmation"].get("confirmed"):
+        path = ablation_path(launcher, events, settings, baseline, report["confirmation"],
+                             searched_threads="threads" in best.params)
+        if path is not None:
+            study.set_user_attr("why_faster", path)
 
 
 # Noise above this, a load average above the cores, or other processes keeping this many cores

@@ -19,6 +19,8 @@ Kinds, each with the `data` keys listeners may read:
   together in one process), run, of. Not stored: progress only.
 - explaining: step, of, knob (the path from the baseline to the best, autotune.study.ablation).
   Not stored: progress only.
+- checking: label, run, of (the answer's checks after the search: riders, the systems stage, the
+  run's length; autotune.study.answer). Not stored: progress only.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 TRIAL_FINISHED = ("trial_complete", "trial_pruned", "trial_failed")
 # Progress, not history: listeners see them, the Store does not keep them.
-TRANSIENT = ("confirming", "explaining", "trial_progress")
+TRANSIENT = ("confirming", "explaining", "checking", "trial_progress")
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class LogReporter:
                           data.get("done"), data.get("total"))
         elif event.kind == "confirming":
             self.log.info("study %s: confirming, %s run %d of %d", name, data["which"], data["run"], data["of"])
-        elif event.kind == "explaining":
+        elif event.kind in ("explaining", "checking"):
             self.log.info("study %s: %s", name, event.message)
         elif event.kind in ("study_paused", "study_resumed"):
             self.log.info("study %s: %s", name, event.kind.removeprefix("study_"))

@@ -95,7 +95,10 @@ def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None =
         space = recipe_kept(space, registry, hardware, workload, space_name)
     spec.space = space_name
     storage_url = sqlalchemy_url(spec.storage or default_storage_url())
+    # a trial asked for may set a systems knob the staged search leaves to its second stage
     enqueued = parse_enqueued(spec, registry, hardware, workload, space) if spec.enqueue else []
+    if not spec.keep_recipe and stages_apply(spec, task, objective):
+        space = space.staged(registry)
     return Prepared(
         spec=spec, objective=objective, registry=registry, hardware=hardware, workload=workload,
         space=space, storage_url=storage_url, storage=open_storage(storage_url), metric=metric,
@@ -113,6 +116,14 @@ def recipe_kept(space: Any, registry: Registry, hardware: Hardware, workload: Wo
     return kept
 
 
+def stages_apply(spec: StudySpec, task: Task, objective: Objective) -> bool:
+    """Whether the search takes the statistical knobs and a second stage fits the systems ones
+    (autotune.study.systems): for time to a target, where a systems knob's gain is the step time
+    alone and hides in the noise of convergence, on a workload's training (a --script's trials
+    run the user's own loop, whose steps the stage cannot time apart)."""
+    return spec.staged and not task.serves_model and objective.stop_at_target and spec.script is None
+
+
 def fit_to_devices(prepared: Prepared, devices: "DevicePool") -> None:
     """A trial sees only the GPUs it leases, renumbered from 0: describe and search what one
     trial can use (data_parallel needs 2+ GPUs in the trial, not on the machine)."""
@@ -126,3 +137,5 @@ def fit_to_devices(prepared: Prepared, devices: "DevicePool") -> None:
     if prepared.spec.keep_recipe:
         prepared.space = recipe_kept(prepared.space, prepared.registry, prepared.hardware, prepared.workload,
                                      str(prepared.spec.space))
+    elif stages_apply(prepared.spec, prepared.task, prepared.objective):
+        prepared.space = prepared.space.staged(prepared.registry)
