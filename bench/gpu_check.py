@@ -11,8 +11,9 @@ matmul_precision, fused optimizers (optimizer_impl), torch.compile mode reduce-o
 graphs), the out-of-memory micro-batch retry (micro_batches, under a memory cap set from a
 measured peak), peak CUDA memory, the per-GPU trial pool (a trial launched in its own process with
 a lease's CUDA_VISIBLE_DEVICES), serving a trained model (`trial run --save-model`, then `trial
-serve` as fp32, fp16 and through TensorRT when torch-tensorrt is installed), and a study of ~20
-trials with confirmation through the `autotune` CLI. A check whose knob `autotune plugins --json` does not list is skipped with a line.
+serve` as fp32, fp16 and through TensorRT when torch-tensorrt is installed), a study of ~20
+trials with confirmation through the `autotune` CLI, and a tinylm `--keep-recipe` study (systems
+knobs only; its curve check and its speedup, all same training). A check whose knob `autotune plugins --json` does not list is skipped with a line.
 
 Modes: on CUDA every check (~5 minutes on one H100/H200, the study bounded by --study-seconds);
 `--dry` imports no torch and runs nothing: it writes the same files, marked dry, with each check
@@ -53,6 +54,7 @@ CHECKS: list[tuple[str, tuple[str, ...]]] = [  # (check, knobs it needs)
     ("per-GPU trial pool", ()),
     ("serving: fp16 and TensorRT vs fp32 (trial serve)", ("serve_precision", "tensorrt")),
     ("study: synthetic-resnet18, ~20 trials + confirmation", ()),
+    ("study --keep-recipe: tinylm, systems knobs only", ()),
 ]
 
 
@@ -390,36 +392,60 @@ def exclusion_of(g: Gpu, knob: str) -> str | None:
     return exclusion(load_registry(task="inference").knob(knob), g.hardware)
 
 
+def run_study(g: Gpu, out: Path, name: str, args: list[str], seconds: float) -> dict[str, Any]:
+    """`autotune study start --json` in a fresh home on this GPU; its report (also kept in OUT)."""
+    home = tempfile.mkdtemp(prefix="gpu-check-home-")
+    script = Path(sys.executable).parent / "autotune"
+    cmd = [str(script), "study", "start", "--name", name, *args, "--no-tui", "--json", "--device", g.device,
+           "--seed", "0", "--timeout", str(int(seconds))]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "AUTOTUNE_HOME": home},
+                              timeout=seconds + 180, check=False)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    (out / f"{name}.log").write_text(proc.stderr)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr.strip()[-400:]}"
+    report = json.loads(proc.stdout)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def study_text(report: dict[str, Any]) -> str:
+    """A study's outcome in one line: trials, the answer, its confirmation and its two factors."""
+    counts, conf = report["counts"], report.get("confirmation") or {}
+    answer = (report.get("answer") or {}).get("settings") or (report.get("best") or {}).get("settings")
+    text = f"{report['trials']} trials ({counts}); speedup in search {report.get('speedup_in_search')}; answer {answer}"
+    if conf:
+        text += (f"; confirmation: median {conf.get('speedup_median')}, interval {conf.get('interval')}, "
+                 f"confirmed {conf.get('confirmed')}")
+        if conf.get("recipe_check"):
+            text += f"; recipe check {conf['recipe_check']}"
+    else:
+        text += "; no confirmation (the answer is the baseline)"
+    if report.get("speedups"):
+        text += f"; speedups {report['speedups']}"
+    return text
+
+
 def check_study(g: Gpu, out: Path, seconds: float) -> str:
     space = out / "gpu_check_space.toml"
     # torch.compile has its own check: a cold compile per trial would take the study past its time
     space.write_text(f'extends = "{"cpu" if g.rehearse else "gpu"}"\n\n[knobs.torch_compile]\nsearch = false\n')
     trials, budget, confirm = (3, ["--budget-steps", "6"], "1") if g.rehearse else (20, ["--budget-epochs", "2"], "3")
     workload = "digits" if g.rehearse else "synthetic-resnet18"
-    home = tempfile.mkdtemp(prefix="gpu-check-home-")
-    script = Path(sys.executable).parent / "autotune"
-    cmd = [str(script), "study", "start", "--name", "gpu-check", "--workload", workload, "--space", str(space),
-           "--n-trials", str(trials), *budget, "--confirm", confirm, "--no-explain", "--no-tui", "--json",
-           "--device", g.device, "--seed", "0", "--timeout", str(int(seconds))]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "AUTOTUNE_HOME": home},
-                              timeout=seconds + 180, check=False)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-    (out / "gpu_check_study.log").write_text(proc.stderr)
-    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr.strip()[-400:]}"
-    report = json.loads(proc.stdout)
-    (out / "gpu_check_study.json").write_text(json.dumps(report, indent=2) + "\n")
-    counts, conf = report["counts"], report.get("confirmation") or {}
-    best = (report.get("best") or {}).get("settings") or (report.get("best") or {}).get("params")
-    text = (f"{workload}: {report['trials']} trials ({counts}); speedup in search {report.get('speedup_in_search')}; "
-            f"best {best}")
-    if conf:
-        text += (f"; confirmation: median {conf.get('speedup_median')}, interval {conf.get('interval')}, "
-                 f"confirmed {conf.get('confirmed')}")
-    else:
-        text += "; no confirmation (the best is the baseline)"
-    return text
+    report = run_study(g, out, "gpu_check_study", ["--workload", workload, "--space", str(space), "--n-trials",
+                                                   str(trials), *budget, "--confirm", confirm, "--no-explain"], seconds)
+    return f"{workload}: {study_text(report)}"
+
+
+def check_keep_recipe(g: Gpu, out: Path, seconds: float) -> str:
+    """--keep-recipe on CUDA: the systems knobs only (precision, TF32, cudnn.benchmark, fused
+    optimizers ...), the report's curve check and the confirmed speedup, all same training."""
+    trials, budget = (3, "20") if g.rehearse else (10, "150")
+    report = run_study(g, out, "gpu_check_keep_recipe", [
+        "--workload", "tinylm", "--keep-recipe", "--n-trials", str(trials), "--budget-steps", budget,
+        "--confirm", "2" if g.rehearse else "3", "--no-explain"], seconds)
+    return f"tinylm --keep-recipe: {study_text(report)}"
 
 
 class Skip(Exception):
@@ -435,7 +461,8 @@ def run_checks(report: Report, args: Any) -> None:
         lambda: check_fp16(g), lambda: check_bf16(g), lambda: check_cudnn(g), lambda: check_tf32(g),
         lambda: check_fused(g), lambda: check_compile(g), lambda: check_oom_retry(g), lambda: check_peak(g),
         lambda: check_pool(g), lambda: check_serving(g, report.out),
-        lambda: check_study(g, report.out, max(60.0, study_deadline - time.perf_counter() - 90)),
+        lambda: check_study(g, report.out, max(60.0, (study_deadline - time.perf_counter() - 90) / 2)),
+        lambda: check_keep_recipe(g, report.out, max(60.0, study_deadline - time.perf_counter() - 90)),
     ]
     for (name, needed), step in zip(CHECKS[1:], steps):
         why = missing(report.data["knobs"], needed)

@@ -9,7 +9,8 @@
 #    per-GPU trial pool, serving a trained model as fp16 and through TensorRT (issue 18; TensorRT
 #    needs the `tensorrt` extra, else the knob's reason is the line), and a CIFAR-shaped
 #    synthetic-resnet18 study of ~20 trials with
-#    confirmation (through the `autotune` CLI, --json). Checks whose knob `autotune plugins --json`
+#    confirmation, then a tinylm `--keep-recipe` study (systems knobs only, the curves compared)
+#    (through the `autotune` CLI, --json). Checks whose knob `autotune plugins --json`
 #    does not list are skipped with a line saying so.
 # Writes gpu_check.json and gpu_check.md into RESULTS_DIR (default bench/results/gpu-check-<time>),
 # and into $OUT too when it is set.

@@ -98,7 +98,8 @@ def test_a_study_searches_what_one_trial_can_use(per_trial, data_parallel, hardw
     prepared.hardware = cuda_machine(hardware, 4)
     fit_to_devices(prepared, DevicePool(range(4), per_trial=per_trial))
     assert prepared.hardware.device_count == per_trial  # what the study records and shows
-    params = {p.name: p for p in prepared.space.params}
+    # searched, or fitted after the search (a systems knob of a staged study)
+    params = {p.name: p for p in [*prepared.space.params, *prepared.space.fitted]}
     if data_parallel is None:
         assert "data_parallel" not in params
         assert prepared.space.excluded["data_parallel"] == "needs 2+ CUDA GPUs for this trial"

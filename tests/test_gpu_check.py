@@ -18,6 +18,7 @@ CHECKS = [
     "TF32 (matmul_precision=high)", "fused optimizers", "torch.compile reduce-overhead (CUDA graphs)",
     "OOM micro-batch retry", "peak CUDA memory", "per-GPU trial pool",
     "serving: fp16 and TensorRT vs fp32 (trial serve)", "study: synthetic-resnet18, ~20 trials + confirmation",
+    "study --keep-recipe: tinylm, systems knobs only",
 ]
 
 

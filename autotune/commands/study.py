@@ -150,6 +150,7 @@ def best(name: str, storage: str | None, as_json: bool) -> None:
     """Print the best configuration of a study (the Pareto front for pareto studies)."""
     from autotune.errors import UsageError
     from autotune.storage.reading import trial_rows
+    from autotune.storage.export import confirmed_answer
     from autotune.storage.results import best_row, pareto_front
 
     st, _ = _open(name, storage)
@@ -162,6 +163,9 @@ def best(name: str, storage: str | None, as_json: bool) -> None:
     if not trials:
         raise UsageError(f"study '{name}' has no completed trial yet")
     out = [{"number": t.number, "values": t.values, "settings": t.settings, "metrics": t.metrics} for t in trials]
+    answer = confirmed_answer(st.user_attrs) if len(st.directions) == 1 else None
+    if answer is not None:  # what the study confirmed: the trial's recipe, riders dropped, systems fitted
+        out[0].update(settings=answer["settings"], answer=True)
     if as_json:
         echo_json(out[0] if len(out) == 1 else out)
         return
@@ -169,7 +173,8 @@ def best(name: str, storage: str | None, as_json: bool) -> None:
 
     objective = (st.user_attrs.get("autotune") or {}).get("objective")
     for o in out:
-        click.echo(f"trial {o['number']}: {objective_values(objective, o['values'])}")
+        said = " (the confirmed answer: its recipe without riders, systems knobs fitted)" if o.get("answer") else ""
+        click.echo(f"trial {o['number']}: {objective_values(objective, o['values'])}{said}")
         for k, v in o["settings"].items():
             click.echo(f"  {k} = {v}")  # exact: this is what a user copies
 

@@ -242,12 +242,10 @@ def baseline_row(
 def best_row(
     study: StudyLike, rows: list[TrialRow] | None = None, user_attrs: dict[str, Any] | None = None
 ) -> TrialRow | None:
-    """The trial to recommend.
-
-    Single objective: the best COMPLETE value (feasible trials only), or the one a re-run chose
-    among those tied with it within the noise (study user attr "chosen_best"). Pareto: on the front, the highest throughput among
-    trials at least as accurate as the baseline (the most accurate when none is).
-    """
+    """The trial to recommend. Single objective: the best COMPLETE value (feasible trials only),
+    the trial the study's answer came from, or the one a re-run chose among those tied with it
+    within the noise ("chosen_best"). Pareto: on the front, the highest throughput among trials
+    at least as accurate as the baseline (the most accurate when none is)."""
     rows = rows if rows is not None else trial_rows(study)
     if len(study.directions) == 1:
         sign = 1.0 if _maximize(study) else -1.0
@@ -262,11 +260,9 @@ def best_row(
         # chosen another; it stands while no later trial beats the value it was chosen against.
         attrs = user_attrs if user_attrs is not None else (getattr(study, "user_attrs", None) or {})
         answer = attrs.get("answer") or {}
-        if answer.get("against") == top.value:
-            # the study's answer (autotune.study.answer) came from this trial's recipe, or kept the
-            # baseline's when none held at the run's length
-            number = answer.get("trial")
-            return next((r for r in rows if r.number == number or number is None and r.baseline), top)
+        if answer.get("against") == top.value:  # the answer's trial (None: it kept the baseline's recipe)
+            return next((r for r in rows if r.number == answer.get("trial") or answer.get("trial") is None
+                         and r.baseline), top)
         chosen = attrs.get("chosen_best") or {}
         if chosen.get("against") == top.value:
             return next((r for r in ok if r.number == chosen.get("number")), top)

@@ -75,7 +75,10 @@ def parse_enqueued(spec: "StudySpec", registry: "Registry", hardware: "Hardware"
     if len(items) > spec.n_trials - 1:
         raise UsageError(f"--enqueue gives {len(items)} trials but --n-trials {spec.n_trials} leaves room "
                          f"for {spec.n_trials - 1} after the baseline")
-    searched = {p.name for p in space.params}
+    # a staged search's systems params (fitted after it) may be given too: they are no Optuna
+    # param, the trial runs them as given
+    fitted = {p.name for p in getattr(space, "fitted", [])}
+    searched = {p.name for p in space.params} | fitted
     queued = []
     for item in items:
         wanted = _assignments(item)
@@ -87,7 +90,7 @@ def parse_enqueued(spec: "StudySpec", registry: "Registry", hardware: "Hardware"
             settings = resolve_settings(registry, hardware, workload, wanted)
         except UsageError as exc:
             raise UsageError(f"--enqueue {item!r}: {exc}") from None
-        params = trial_params(space, settings)
+        params = {**trial_params(space, settings), **{k: settings[k] for k in wanted if k in fitted}}
         for key in wanted:
             if key not in params:
                 raise UsageError(f"--enqueue {item!r}: {key}={settings.get(key)} cannot be a trial of this space")

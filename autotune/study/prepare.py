@@ -95,10 +95,9 @@ def prepare(spec: StudySpec, check_hardware: Callable[[Hardware], None] | None =
         space = recipe_kept(space, registry, hardware, workload, space_name)
     spec.space = space_name
     storage_url = sqlalchemy_url(spec.storage or default_storage_url())
-    # a trial asked for may set a systems knob the staged search leaves to its second stage
-    enqueued = parse_enqueued(spec, registry, hardware, workload, space) if spec.enqueue else []
     if not spec.keep_recipe and stages_apply(spec, task, objective):
         space = space.staged(registry)
+    enqueued = parse_enqueued(spec, registry, hardware, workload, space) if spec.enqueue else []
     return Prepared(
         spec=spec, objective=objective, registry=registry, hardware=hardware, workload=workload,
         space=space, storage_url=storage_url, storage=open_storage(storage_url), metric=metric,
