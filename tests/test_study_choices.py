@@ -9,6 +9,7 @@ import pytest
 from autotune.errors import UsageError
 from autotune.spec import StudySpec
 from autotune.storage.local import Store
+from autotune.settings import resolve_settings
 from autotune.study.ablation import knob_steps, path_configurations
 from autotune.study.confirm import playoff_winner
 from autotune.study.prepare import prepare
@@ -67,10 +68,15 @@ def test_the_path_changes_one_knob_at_a_time_in_apply_order(runner: StudyRunner)
     order = list(runner.context.registry.knobs)
     assert names == sorted(names, key=order.index)  # the order knobs are applied in
     changes = dict(steps)
-    # a knob moves with its sub-settings; what the best leaves out (momentum) is not a step
-    assert changes["optimizer"] == {"optimizer": "adam", "beta2": 0.99, "weight_decay": 1e-4}
+    # a knob moves with its sub-settings, and drops what the best leaves out (sgd's momentum)
+    assert changes["optimizer"] == {"optimizer": "adam", "beta2": 0.99, "weight_decay": 1e-4, "momentum": None}
     assert changes["batch_size"] == {"batch_size": 256}
     assert knob_steps(runner.context, start, dict(start)) == []
+    # so that every configuration on the path is one the knobs accept (no momentum with adam)
+    path = path_configurations(runner.launcher, start, end, fitted_threads=False)
+    optimizer_step = next(current for knob, _, current in path if knob == "optimizer")
+    assert "momentum" not in optimizer_step and optimizer_step["optimizer"] == "adam"
+    resolve_settings(runner.context.registry, runner.context.hardware, runner.context.workload, optimizer_step)
 
 
 def test_fitted_threads_follow_the_workers_step_on_the_path(runner: StudyRunner) -> None:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 def knob_steps(context: "TrialContext", start: dict[str, Any],
                end: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The knobs whose settings differ between `start` and `end`, in apply order, each with the
-    settings it takes from `end`."""
+    settings it takes from `end` (None for one of `start`'s that `end` has not)."""
     index = settings_index(context.registry, context.hardware)
     names = list(context.registry.knobs)
 
@@ -50,6 +50,9 @@ def knob_steps(context: "TrialContext", start: dict[str, Any],
     for key in sorted(set(start) | set(end), key=order):
         if key in end and start.get(key) != end[key]:
             steps.setdefault(knob_of(key), {})[key] = end[key]
+        elif key not in end and start.get(key) is not None:
+            # a sub-setting `end` has not (sgd's momentum, once adamw is chosen): the step drops it
+            steps.setdefault(knob_of(key), {})[key] = None
     return list(steps.items())
 
 
@@ -62,7 +65,7 @@ def path_configurations(
              if not (fitted_threads and k == "threads")]
     current, path = dict(start), []
     for knob, changes in steps:
-        current = {**current, **changes}
+        current = {k: v for k, v in {**current, **changes}.items() if k in end or k not in changes}
         if fitted_threads:
             current = launcher.fit_threads({k: v for k, v in current.items() if k != "threads"})
         path.append((knob, changes, current))
