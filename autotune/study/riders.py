@@ -17,6 +17,7 @@ from autotune.statuses import RunStatus
 from autotune.study.ablation import knob_steps
 from autotune.study.paired import compare_step_times
 from autotune.study.reruns import real_value, rerun
+from autotune.study.systems import refit_threads
 
 if TYPE_CHECKING:
     from autotune.study.events import StudyEvents
@@ -40,12 +41,11 @@ def drop_riders(launcher: "TrialLauncher", events: "StudyEvents", settings: dict
     """`settings` without the knobs whose reversal is not slower, and a row for each reversal."""
     context = launcher.context
     current, rows = dict(settings), []
-    steps = [(k, c) for k, c in knob_steps(context, baseline, settings) if k != "threads" or "threads" in {
-        p.name for p in context.space.params}]  # fitted threads follow workers: no knob of their own
+    # threads the search fitted rather than searched follow the workers: no knob of their own
+    steps = [(k, c) for k, c in knob_steps(context, baseline, settings) if k != "threads" or "threads" in
+             context.searched]
     for i, (knob, changes) in enumerate(steps):
-        candidate = reverted(current, baseline, changes)
-        if "threads" in candidate and "threads" not in {p.name for p in context.space.params}:
-            candidate = launcher.fit_threads({k: v for k, v in candidate.items() if k != "threads"})
+        candidate = refit_threads(launcher, reverted(current, baseline, changes), context.searched)
         systems = knob in context.registry.knobs and context.registry.knobs[knob].kind == "systems"
         if systems:
             row = _systems_reversal(launcher, events, current, candidate, knob, seed + i)

@@ -45,10 +45,10 @@ def candidate_values(param: "Param", current: Any) -> list[Any]:
     return unique
 
 
-def refit_threads(launcher: "TrialLauncher", settings: dict[str, Any], fitted: set[str]) -> dict[str, Any]:
-    """`settings` with threads refitted to their workers, as the search fitted them, unless the
-    stage fits threads itself."""
-    if "threads" in fitted or "threads" not in settings:
+def refit_threads(launcher: "TrialLauncher", settings: dict[str, Any], owned: set[str]) -> dict[str, Any]:
+    """`settings` with threads refitted to their workers, as the search fitted them, unless
+    threads are among the `owned` params (the search's or the stage's own)."""
+    if "threads" in owned or "threads" not in settings:
         return settings
     return launcher.fit_threads({k: v for k, v in settings.items() if k != "threads"})
 
