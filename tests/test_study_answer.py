@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -41,11 +42,16 @@ def _study(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str]
     return proc, json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
 
 
-def _text(tmp_path: Path, name: str) -> str:
+def _cli(tmp_path: Path, *args: str) -> str:
     env = {**os.environ, "AUTOTUNE_HOME": str(tmp_path / "home")}
-    proc = subprocess.run([sys.executable, "-m", "autotune.cli", "study", "show", name], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-m", "autotune.cli", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
     return proc.stdout
+
+
+def _text(tmp_path: Path, name: str) -> str:
+    return _cli(tmp_path, "study", "show", name)
 
 
 def test_a_recipe_that_wins_a_weak_target_and_then_stalls_is_not_confirmed(tmp_path: Path) -> None:
@@ -136,3 +142,9 @@ def test_a_staged_study_reports_the_same_training_and_the_recipe_speedups(tmp_pa
     assert speedups["total"] == pytest.approx(speedups["same_training"] * speedups["recipe"])
     # every trial of the search ran the baseline's drag: the systems stage alone changed it
     assert {t["settings"]["drag_ms"] for t in [report["best"], report["baseline"]]} == {20}
+    # what a user takes home is the answer, not the trial it came from
+    best = json.loads(_cli(tmp_path, "study", "best", "two", "--json"))
+    assert best["answer"] is True and best["settings"] == answer["settings"]
+    exported = tomllib.loads(_cli(tmp_path, "study", "export", "two"))
+    assert exported["settings"]["drag_ms"] == 0 and exported["speedups"]["same_training"] > 1.0
+    assert "metrics" not in exported  # the trial's would not be the answer's

@@ -74,6 +74,12 @@ def test_keep_recipe_searches_systems_knobs_only_and_pins_the_baseline_recipe(tm
     conf = report.get("confirmation")
     if conf is not None:  # the best was not the baseline: the check ran on its pairs
         assert conf["recipe_check"]["metric"] == "accuracy" and "agree" in conf["recipe_check"]
+        # the answer changes systems settings only, and its whole speedup is the same training
+        answer, speedups = report["answer"], report["speedups"]
+        assert {k: answer["settings"].get(k) for k in recipe} == recipe
+        assert speedups["recipe"] == 1.0 and speedups["same_training"] == conf["speedup_median"]
+        assert speedups["systems"] and all(
+            registry.knobs[prepared.space.knobs[k]].kind == "systems" for k in speedups["systems"])
 
 
 def test_keep_recipe_refuses_what_would_change_the_recipe(tmp_path) -> None:

@@ -85,7 +85,8 @@ class Schedule:
 
     @classmethod
     def of(cls, budget: Budget, options: RunOptions, steps_per_epoch: int) -> "Schedule":
-        total_steps = budget.epochs * steps_per_epoch if budget.epochs is not None else budget.steps
+        # a run length of 2.5 epochs (--run-epochs) is a whole number of steps
+        total_steps = round(budget.epochs * steps_per_epoch) if budget.epochs is not None else budget.steps
         every = options.eval_every_steps
         if every is None:
             if budget.steps is not None:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.formatting import settings_text
+from autotune.storage.results import best_row
+from autotune.storage.trial_row import row_from_frozen
 from autotune.study.ablation import knob_steps
 from autotune.study.horizon import Horizon
 from autotune.study.paired import compare_step_times
@@ -46,6 +48,7 @@ class Answer:
     systems: dict[str, Any] | None = None  # the systems stage (autotune.study.systems.fit_systems)
     same_training: dict[str, Any] | None = None  # the systems settings' paired step-time comparison
     against: float | None = None  # the search's best value when the answer was made (it stands while that does)
+    systems_changed: dict[str, Any] = field(default_factory=dict)  # its systems settings not the baseline's
 
     @property
     def recipe_changed(self) -> bool:
@@ -53,7 +56,8 @@ class Answer:
 
     def to_dict(self) -> dict[str, Any]:
         return {"settings": self.settings, "trial": self.trial, "riders": self.riders, "horizon": self.horizon,
-                "rejected": self.rejected, "systems": self.systems, "same_training": self.same_training, "against": self.against}
+                "rejected": self.rejected, "systems": self.systems, "same_training": self.same_training, "against": self.against,
+                "systems_changed": self.systems_changed}
 
 
 def applies(launcher: "TrialLauncher") -> bool:
@@ -103,9 +107,19 @@ def find_answer(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenTr
     if context.space.fitted:
         answer.systems = fit_systems(launcher, events, answer.settings, context.space.fitted, seed + 200)
         answer.settings = answer.systems["settings"]
-    answer.same_training = same_training(launcher, events, answer, base, seed + 300)
-    answer.against = launcher.state.best_value()
+    answer.systems_changed = changes(launcher, base, answer.settings, "systems")
+    if not context.spec.keep_recipe:  # a kept recipe's whole speedup is the same training
+        answer.same_training = same_training(launcher, events, answer, base, seed + 300)
+    answer.against = top_value(launcher)
     return answer
+
+
+def top_value(launcher: "TrialLauncher") -> float | None:
+    """The search's best value, whatever a study's answer or playoff chose: the answer stands
+    while no trial beats it (autotune.storage.results.best_row)."""
+    study = launcher.state.study
+    top = best_row(study, [row_from_frozen(t) for t in study.get_trials(deepcopy=False)], user_attrs={})
+    return top.value if top is not None else None
 
 
 def changes(launcher: "TrialLauncher", baseline: dict[str, Any], settings: dict[str, Any],
@@ -150,4 +164,4 @@ def speedups(answer: Answer, confirmation: dict[str, Any], keep_recipe: bool) ->
         factor, interval, how = same.get("ratio", 1.0 if not same else None), same.get("interval"), same.get("how")
     recipe = 1.0 if keep_recipe else (total / factor if total and factor else None)
     return {"total": total, "same_training": factor, "same_training_interval": interval, "recipe": recipe,
-            "systems": same.get("settings", {}), "how": how}
+            "systems": answer.systems_changed, "how": how}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from autotune.launch.requests import ScriptRequest, TrainingRequest
 from autotune.run.projection import measured_time
 from autotune.statuses import RunStatus
+from autotune.study.paired import log_name
 
 if TYPE_CHECKING:
     from autotune.study.events import StudyEvents
@@ -80,7 +81,7 @@ class Horizon:
             return {**check, "holds": None, "why": reference.get("error", "the baseline gave no time to its target")}
         self.events.emit("checking", f"run length: {label} for up to {check['length_text']}",
                          label="run length", run=1, of=1)
-        status, result = self._run(settings, reference["target"], f"horizon-{label.replace(' ', '-')}.log")
+        status, result = self._run(settings, reference["target"], f"horizon-{log_name(label)}.log")
         time = measured_time(result) if status == RunStatus.OK else None
         check.update(time=time, final=result.get("metric_value"), curve=_curve(result), status=str(status))
         metric_name = self.launcher.context.metric.name

@@ -18,6 +18,7 @@ curve check does (autotune.study.recipe).
 from __future__ import annotations
 
 import dataclasses
+import re
 import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,11 @@ class StepComparison:
                 "how": f"paired step time, {PAIRS} pairs of {STEPS} steps"}
 
 
+def log_name(label: str) -> str:
+    """A file name from a label ("systems stage: precision fp32 -> bf16"): systems-stage-precision-fp32-bf16."""
+    return re.sub(r"[^A-Za-z0-9._]+", "-", label).strip("-")
+
+
 def step_run(launcher: "TrialLauncher", settings: dict[str, Any], seed: int,
              log_name: str) -> tuple[str, dict[str, Any], str | None]:
     """Train `settings` STEPS steps with `seed`, validating once at the end: the run's status,
@@ -95,7 +101,7 @@ def compare_step_times(launcher: "TrialLauncher", events: "StudyEvents", referen
         sides = [("reference", reference), ("candidate", candidate)]
         measured: dict[str, dict[str, Any]] = {}
         for side, settings in (sides if i % 2 == 0 else sides[::-1]):
-            status, result, error = step_run(launcher, settings, seed + i, f"{label.replace(' ', '-')}-{side}-{i}.log")
+            status, result, error = step_run(launcher, settings, seed + i, f"{log_name(label)}-{side}-{i}.log")
             if status != RunStatus.OK or not result.get("step_time"):
                 comparison.failed = f"{side} {status}: {error or 'no step time'}"
                 return comparison
