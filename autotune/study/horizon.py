@@ -76,7 +76,7 @@ class Horizon:
         reference = self.reference()
         check: dict[str, Any] = {"length": self.length, "length_text": _length_text(self.length),
                                  "baseline_final": reference.get("final"), "target": reference.get("target"),
-                                 "baseline_time": reference.get("time")}
+                                 "baseline_time": reference.get("time"), "baseline_curve": reference.get("curve")}
         if "error" in reference or reference.get("time") is None:
             return {**check, "holds": None, "why": reference.get("error", "the baseline gave no time to its target")}
         self.events.emit("checking", f"run length: {label} for up to {check['length_text']}",
