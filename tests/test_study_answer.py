@@ -13,15 +13,18 @@ import sys
 import tomllib
 from pathlib import Path
 
+import optuna
 import pytest
 
 from autotune.spec import StudySpec
+from autotune.storage.results import summary
 from autotune.storage.local import Store
 from autotune.study.paired import PAIRS
 from autotune.study.prepare import prepare
 from autotune.study.riders import drop_riders
 from autotune.study.runner import StudyRunner
 from autotune.study.systems import candidate_values, fit_systems
+from autotune.tui.widgets.verdict import verdict_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DRAG = str(ROOT / "tests" / "plugin_files" / "drag.py")
@@ -75,6 +78,10 @@ def test_a_recipe_that_wins_a_weak_target_and_then_stalls_is_not_confirmed(tmp_p
     assert "confirmation" not in report and "speedups" not in report
     shown = _text(tmp_path, "hot")
     assert "trial 1 not taken" in shown and "short-horizon bias" in shown
+    # the terminal UI's verdict says it too, from the stored study
+    study = optuna.load_study(study_name="hot", storage=f"sqlite:///{tmp_path / 'home' / 'studies.db'}")
+    verdict = verdict_text(summary(study, None)).plain
+    assert "trial 1 not taken" in verdict and "short-horizon bias" in verdict
 
 
 @pytest.fixture

@@ -355,7 +355,7 @@ def summary(
         ),
         # the re-runs' verdict, whether or not it confirmed (formatting.confirmation_text)
         "confirmation": {k: confirmation[k] for k in CONFIRMATION_KEYS if k in confirmation} or None,
-        "why_faster": user_attrs.get("why_faster"),
+        "why_faster": user_attrs.get("why_faster"), "answer": user_attrs.get("answer"),  # autotune.study.answer
         "noise": user_attrs.get("noise"),
         "speedups": speedup_factors(user_attrs),
         **timing,

@@ -1,5 +1,6 @@
-"""What a study concluded, in full: the confirmation's interval, the speedup as same training x
-recipe, the noise it measured (and the warning when the noise hides the differences it looks
+"""What a study concluded, in full: the confirmation's interval, how it came to its answer
+(candidates not taken, riders dropped, the run-length check, the systems stage), the speedup as
+same training x recipe, the noise it measured (and the warning when the noise hides the differences it looks
 for), and why the best is faster, one knob at a time. Hidden until the study has any of them (a
 search still running has none)."""
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from rich.text import Text
 
+from autotune.answer_text import answer_lines
 from autotune.formatting import confirmation_text, noise_text, same_training_how, speedups_text, why_faster_text
 from autotune.statuses import ACTIVE_STUDY_STATES
 from autotune.tui.widgets.text_pane import TextPane
@@ -23,6 +25,10 @@ def verdict_text(summary: dict[str, Any]) -> Text | None:
     if confirmation:
         text.append("confirmation ", style="bold")
         text.append(confirmation, style="bold green" if confirmation.startswith("confirmed") else "yellow")
+    metric = (summary.get("metric_info") or {}).get("name") or "the metric"
+    for line in answer_lines(summary.get("answer"), metric):  # candidates not taken, riders, run length
+        text.append(("\n" if text else "") + "answer ", style="bold")
+        text.append(Text.from_markup(line))
     speedups = speedups_text(summary.get("speedups"))
     if speedups:
         text.append(("\n" if text else "") + "speedup ", style="bold")
@@ -48,7 +54,7 @@ def verdict_text(summary: dict[str, Any]) -> Text | None:
 
 class VerdictPane(TextPane):
     DEFAULT_CSS = """
-    VerdictPane { height: auto; max-height: 12; }
+    VerdictPane { height: auto; max-height: 16; }
     """
 
     def show(self, summary: dict[str, Any]) -> None:
