@@ -25,18 +25,21 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from autotune.knob import exclusion
+from autotune.knob import OWN_LOOP_DATA, OWN_LOOP_STEPS, exclusion
 from autotune.settings import load_config_file, resolve_settings, settings_index
-from autotune.run.local import build_plan
+from autotune.run.local import OWN_LOOP_UNFIRED, build_plan, unfired_reason
 from autotune.hardware import Hardware, detect
-from autotune.errors import UsageError
-from autotune.run.loop_state import autocast, optimizer_step
+from autotune.errors import Unsupported, UsageError
+from autotune.run.evaluation import train_step_for
+from autotune.run.loop import Inputs
+from autotune.run.loop_events import Event
+from autotune.run.loop_state import LoopState, autocast
 from autotune.run.plan import Rank, TrainingPlan
 from autotune.run.collective import backend_for
 from autotune.registry import Registry, load_registry
@@ -44,9 +47,18 @@ from autotune.workloads import script_workload
 
 
 class Tuned:
-    """A model, optimizer and loop helpers configured by the knobs' settings."""
+    """A model, optimizer and loop helpers configured by the knobs' settings.
 
-    def __init__(self, plan: TrainingPlan, model: torch.nn.Module, settings: dict[str, Any]) -> None:
+    The knobs' loop events fire as in autotune's own loop (LoopState.emit, the engine's code):
+    FIT_START once before the first step, AFTER_STEP after each `step`, EPOCH_END when a
+    training loader from `dataloader` runs out, AFTER_EVAL at `validated`, FIT_END at `close`.
+    STEP and BEFORE_EVAL cannot fire (your loop does its forward and validation itself): a knob
+    that hooks them is refused when the plan is built (autotune.run.local.apply_knobs)."""
+
+    def __init__(
+        self, plan: TrainingPlan, model: torch.nn.Module, settings: dict[str, Any], *,
+        total_steps: int | None = None, start: bool = True,
+    ) -> None:
         self.plan = plan
         self.settings = settings
         self.device = plan.device
@@ -59,9 +71,23 @@ class Tuned:
         self.optimizer = plan.optimizer_factory(model.parameters(), **plan.optimizer_kwargs)
         self.scaler = torch.amp.GradScaler(plan.device.type, enabled=plan.grad_scaler)
         self.batch_size = plan.batch_size
+        self.state = LoopState(plan=plan, model=model, optimizer=self.optimizer, scaler=self.scaler,
+                               train_step=train_step_for(plan), total_steps=total_steps)
+        self.inputs = Inputs(plan)
+        self._started = self._ended = False
+        if start:
+            self.start()
 
-    def dataloader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        """A DataLoader with the tuned batch size and loader settings (yours win).
+    def start(self) -> None:
+        """FIT_START, once (the first `step` calls it when nothing has): a knob sizes what it
+        needs from `state.total_steps` (lr_schedule) or takes the starting weights."""
+        if not self._started:
+            self._started = True
+            self.state.emit(Event.FIT_START)
+
+    def dataloader(self, dataset: Dataset, train: bool = True, **kwargs: Any) -> Any:
+        """A DataLoader with the tuned batch size and loader settings (yours win). A training one
+        (`train=True`) fires EPOCH_END each time it runs out.
 
         Under data_parallel=ddp each process gets its own shard through a DistributedSampler
         (`shuffle` goes to the sampler), unless you pass a sampler.
@@ -72,25 +98,49 @@ class Tuned:
             options["sampler"] = DistributedSampler(
                 dataset, num_replicas=rank.world_size, rank=rank.rank, shuffle=bool(options.pop("shuffle", False))
             )
-        return DataLoader(dataset, **options)
+        loader = DataLoader(dataset, **options)
+        return EpochLoader(loader, self) if train else loader
 
-    def to_device(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        non_blocking = bool(self.plan.loader.get("pin_memory"))
-        inputs = inputs.to(self.device, non_blocking=non_blocking)
-        for fn in self.plan.input_transforms:
-            inputs = fn(inputs)
-        return inputs, targets.to(self.device, non_blocking=non_blocking)
+    def to_device(self, batch: Any, *more: Any) -> Any:
+        """`batch` on the device with the knobs' input transforms (channels_last), as the engine
+        moves a batch: a tensor, a tuple, list or dict of them, nested, any structure kept.
+        `to_device(inputs, targets)` returns the pair, each moved."""
+        if more:
+            return tuple(self.inputs((batch, *more)))
+        return self.inputs(batch)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         return autocast(self.plan)
 
     def step(self, loss: torch.Tensor) -> None:
-        """Backward, gradient hooks (e.g. pruning masks), optimizer step, zero_grad."""
+        """Backward through the GradScaler, gradient hooks (e.g. pruning masks), optimizer step,
+        zero_grad; then AFTER_STEP (an lr_schedule sets the next step's rate)."""
+        self.start()
         self.scaler.scale(loss).backward()
-        optimizer_step(self.plan, self.model, self.optimizer, self.scaler)
+        self.state.optimizer_step()
+        self.state.step += 1
+        self.state.loss = float(loss.detach().float().item())
+        self.state.emit(Event.AFTER_STEP, self.state.loss)
 
-    def close(self) -> None:
-        """Undo process-wide changes (thread count, cudnn.benchmark)."""
+    def validated(self, metrics: dict[str, float]) -> None:
+        """AFTER_EVAL with the metrics of the validation your loop just ran (the session's
+        `report` calls it)."""
+        self.state.metrics = dict(metrics)
+        self.state.emit(Event.AFTER_EVAL, self.state.metrics)
+
+    def epoch_started(self) -> None:
+        self.start()
+        self.state.epoch += 1
+
+    def epoch_ended(self) -> None:
+        self.state.emit(Event.EPOCH_END)
+
+    def close(self, ended: bool = True) -> None:
+        """FIT_END (unless training did not end well: `ended=False`), then undo process-wide
+        changes (thread count, cudnn.benchmark)."""
+        if self._started and not self._ended and ended:
+            self._ended = True
+            self.state.emit(Event.FIT_END)
         for cleanup in self.plan.cleanups:
             cleanup()
         self.plan.cleanups.clear()
@@ -98,8 +148,26 @@ class Tuned:
     def __enter__(self) -> "Tuned":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        self.close(ended=kind is None)
+
+
+class EpochLoader:
+    """A training DataLoader that tells its Tuned when an epoch starts and when it ends."""
+
+    def __init__(self, loader: DataLoader, tuned: Tuned) -> None:
+        self.loader, self.tuned = loader, tuned
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:  # sampler, dataset, batch_size ...
+        return getattr(self.loader, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        self.tuned.epoch_started()
+        yield from self.loader
+        self.tuned.epoch_ended()
 
 
 def apply(
@@ -109,16 +177,27 @@ def apply(
     device: str | None = None,
     plugin_paths: tuple[str, ...] = (),
     loss_fn: Any = None,
+    total_steps: int | None = None,
 ) -> Tuned:
     """Configure `model` (and its optimizer, loader, precision) with a tuned configuration.
 
     `config` is a file from `autotune study export` (TOML or JSON) or a dict of settings.
-    Settings not given keep the built-in baseline recipe.
+    Settings not given keep the built-in baseline recipe. `total_steps`: the optimizer steps your
+    loop will take, which a learning-rate schedule is sized from. A setting that cannot take
+    effect in your loop (docs/session.md lists them) raises UsageError naming the knob and why.
     """
     settings = load_config_file(config)["settings"] if isinstance(config, (str, Path)) else dict(config)
     registry = load_registry(plugin_paths=plugin_paths)
-    plan = plan_for(settings, model, registry=registry, device=device, loss_fn=loss_fn)
-    return Tuned(plan, model, plan.extras["settings"])
+    try:
+        plan = plan_for(settings, model, registry=registry, device=device, loss_fn=loss_fn, strict=True)
+    except Unsupported as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        return Tuned(plan, model, plan.extras["settings"], total_steps=total_steps)
+    except Unsupported as exc:
+        for cleanup in plan.cleanups:
+            cleanup()
+        raise UsageError(str(exc)) from None
 
 
 def plan_for(
@@ -129,12 +208,15 @@ def plan_for(
     hardware: Hardware | None = None,
     device: str | None = None,
     loss_fn: Any = None,
+    strict: bool = False,
 ) -> TrainingPlan:
     """The plan the knobs make of `settings` (resolved over the baseline, kept in
     `plan.extras["settings"]`) for `model`, as `apply` and the session API use it.
 
-    A setting of a knob that does nothing for this model (channels_last on an MLP: a study of a
-    script cannot see the model before its trials) is left out and says so in `plan.notes`."""
+    A setting of a knob that does nothing here raises UsageError naming the knob and why when
+    `strict` (autotune.apply); otherwise (a --script trial, whose study could not see the model:
+    channels_last on an MLP) it is left out and says so in `plan.notes`. A knob that needs
+    autotune's own loop is refused either way (a script study leaves it out of its space)."""
     registry = registry or load_registry()
     hardware = hardware or detect((device or "").split(":")[0] or None)
     workload = script_workload("user", model, loss_fn)
@@ -143,6 +225,8 @@ def plan_for(
     for key, value in settings.items():
         knob = index[key][0] if key in index else None
         reason = exclusion(knob, hardware, workload.traits()) if knob is not None else None
+        if strict or reason in (OWN_LOOP_STEPS, OWN_LOOP_DATA):
+            continue  # resolve_settings refuses it, naming the knob and why
         if reason is not None and value != knob.baseline(hardware).get(key):
             unsuited[key] = f"{key}={value} not applied: {reason}"
     resolved = resolve_settings(registry, hardware, workload, {k: v for k, v in settings.items() if k not in unsuited})
@@ -165,3 +249,32 @@ def plan_for(
         plan = build_plan(registry, hardware, workload, resolved, target, rank)
         plan.extras["settings"] = resolved
     return plan
+
+
+def refuse_in_own_loop(registry: Registry, hardware: Hardware, settings: dict[str, Any]) -> None:
+    """UsageError naming the first knob set away from its baseline that cannot act in a --script
+    trial's one process and own loop: its `apply`, on its own, hooks a loop event the script cannot
+    fire (STEP, BEFORE_EVAL) or asks for several processes (data_parallel=ddp). `trial run --script
+    --set` refuses it before the script starts. A knob whose apply fails here is left to the run."""
+    workload = script_workload("user")
+    for knob in registry.knobs.values():
+        mine = {p.name: settings[p.name] for p in knob.params(hardware) if p.name in settings}
+        baseline = knob.baseline(hardware)
+        if all(baseline.get(key) == value for key, value in mine.items()):
+            continue
+        plan = TrainingPlan(device=torch.device("cpu"), hardware=hardware, workload=workload, own_loop=True)
+        try:
+            knob.apply(mine, plan)
+        except Exception:
+            continue  # the run itself says why
+        finally:
+            for cleanup in plan.cleanups:
+                cleanup()
+        unfired = [event for event in OWN_LOOP_UNFIRED if plan.handlers.get(event)]
+        if unfired:
+            raise UsageError(unfired_reason(knob.name, unfired))
+        if plan.processes > 1:
+            raise UsageError(
+                f"knob '{knob.name}' asks for {plan.processes} processes: a --script trial is one process; "
+                "start your script under torchrun and use autotune.apply instead"
+            )

@@ -156,6 +156,12 @@ class Need(str, enum.Enum):
     SEVERAL_DEVICES = "several_devices"  # 2+ GPUs for the trial (2+ cores on CPU)
     CONVOLUTIONS = "convolutions"  # the model has Conv layers
     IMAGE_INPUTS = "image_inputs"  # the batches hold 4-D (N, C, H, W) tensors
+    # autotune's training loop runs each step (a STEP handler that does the step itself: cuts a
+    # batch into micro-batches); a user's own loop (--script, autotune.apply) runs its own steps
+    ENGINE_LOOP = "engine_loop"
+    # the training data before training starts (to trace the model); a user's own loop hands
+    # autotune its model first and its data later
+    TRAINING_DATA = "training_data"
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,9 @@ class Traits:
 
     convolutional: bool | None = None
     image_inputs: bool | None = None
+    # the user's own loop trains (a --script trial, autotune.apply): no STEP or BEFORE_EVAL event
+    # fires and autotune holds no training data (Need.ENGINE_LOOP, Need.TRAINING_DATA)
+    own_loop: bool = False
 
 
 def exclusion(knob: "Knob", hardware: "Hardware", traits: Traits | None = None) -> str | None:
@@ -185,7 +194,19 @@ def exclusion(knob: "Knob", hardware: "Hardware", traits: Traits | None = None) 
         return "the workload's model has no convolutions"
     if Need.IMAGE_INPUTS in needs and traits.image_inputs is False:
         return "the workload's batches hold no 4-D (image) tensors"
+    if traits.own_loop and Need.ENGINE_LOOP in needs:
+        return OWN_LOOP_STEPS
+    if traits.own_loop and Need.TRAINING_DATA in needs:
+        return OWN_LOOP_DATA
     return None
+
+
+# Why a knob is left out of a study of your own loop (--script) and refused by autotune.apply.
+OWN_LOOP_STEPS = "needs autotune's training loop to run each step; your own loop (--script, autotune.apply) runs its own"
+OWN_LOOP_DATA = (
+    "needs the training data before training (to trace the model); your own loop (--script, autotune.apply) "
+    "gives autotune the model first and its data later"
+)
 
 
 class Knob:

@@ -7,11 +7,18 @@
     loader = tuned.dataloader(train_set, shuffle=True)   # measured; ends when the budget is spent
     while not session.should_stop:
         for inputs, targets in loader:
-            inputs, targets = tuned.to_device(inputs, targets)
+            inputs, targets = tuned.to_device((inputs, targets))   # any nesting of tensors
             with tuned.autocast():
                 loss = loss_fn(tuned.model(inputs), targets)
-            tuned.step(loss)                        # backward + optimizer step, timed
+            tuned.step(loss)                        # backward + optimizer step + AFTER_STEP, timed
         session.report({"val_loss": ..., "accuracy": ...})   # True: stop (pruned, target, budget)
+
+The knobs act as in a workload's run: `session.prepare` applies their transforms, and the loop
+events they hook fire from the script's own loop (autotune.api.Tuned): FIT_START before the first
+training batch, AFTER_STEP in each `tuned.step` (an lr_schedule moves the rate), EPOCH_END when
+the training loader runs out, AFTER_EVAL in `session.report`, FIT_END when the script ends. A knob
+that needs autotune's own loop (Need.ENGINE_LOOP, Need.TRAINING_DATA: micro_batches,
+structured_pruning) is left out of a script study's space, with why (docs/session.md).
 
 Run by `autotune study start --script train.py`, each trial runs the script in its own process
 (autotune.launch.trial_process) with that trial's settings, budget and target; the session measures
@@ -145,6 +152,8 @@ class Session:
         value = values.get(self.metric.name)
         if value is None and not self.in_trial:  # run by hand nothing judges it: report what it gives
             self.result.metrics = values
+            if self.tuned is not None:
+                self.tuned.validated(values)
             self._last_step_end = time.perf_counter()
             return self.should_stop
         if value is None:
@@ -160,6 +169,8 @@ class Session:
             projected=self.clock.projected(self.step),
         )
         self.result.curve.append(point)
+        if self.tuned is not None:
+            self.tuned.validated(values)  # AFTER_EVAL, before the target and the pruner judge
         target = self.options.target
         if target is not None and self.result.time_to_target is None and self.metric.reached(value, target):
             self.result.time_to_target = self.train_time
@@ -219,6 +230,9 @@ class Session:
         """The training loader ran out on a fetch begun at `fetch_started`."""
         self.train_time += self.timer.epoch_ended(fetch_started)
         self.completed_epochs += 1
+        if self.tuned is not None:
+            self.tuned.state.train_time = self.train_time
+            self.tuned.epoch_ended()
         self._last_step_end = time.perf_counter()  # a validation after it starts here
 
     def _step_done(self, loss: torch.Tensor, device: torch.device) -> None:
@@ -237,6 +251,8 @@ class Session:
         data_time = self.timer.step(wait, compute, size, timed=self.step > self.clock.warmup_steps)
         self.train_time += data_time + compute
         self._last_step_end = now
+        if self.tuned is not None:  # what the knobs' handlers read (LoopState.fraction)
+            self.tuned.state.train_time, self.tuned.state.samples = self.train_time, self.samples
         if not math.isfinite(float(loss.detach().float().item())):
             self._stop = "diverged"
             self.result.status, self.result.error = "diverged", f"loss is not finite at step {self.step}"
@@ -277,20 +293,30 @@ class SessionTuned(Tuned):
     """Tuned (autotune.api) whose training loader and steps the session measures."""
 
     def __init__(self, plan: Any, model: torch.nn.Module, settings: dict[str, Any], session: Session) -> None:
-        super().__init__(plan, model, settings)
+        super().__init__(plan, model, settings, start=False)  # FIT_START once the budget's steps are known
         self.session = session
+
+    def start(self) -> None:
+        """FIT_START, with the budget in steps (`--budget-steps`, or epochs times the training
+        loader's length) or in seconds, as the engine gives it."""
+        if not self._started:
+            budget, total = self.session.budget, self.session._total_steps()
+            self.state.total_steps = round(total) if total is not None else None
+            self.state.budget_seconds = budget.seconds if budget is not None else None
+            self.state.steps_per_epoch = self.session.steps_per_epoch
+        super().start()
 
     def dataloader(self, dataset: Dataset, train: bool = True, **kwargs: Any) -> Any:
         """The tuned DataLoader; a training one (`train=True`) is measured and yields nothing
         more once the budget is spent. Validation loaders: `train=False`."""
-        loader = super().dataloader(dataset, **kwargs)
+        loader = super().dataloader(dataset, train=False, **kwargs)
         if not train:
             return loader
         self.session._training_loader(loader)
         return MeasuredLoader(loader, self.session)
 
     def step(self, loss: torch.Tensor) -> None:
-        super().step(loss)
+        super().step(loss)  # AFTER_STEP inside the step's time, as the engine counts it
         self.session._step_done(loss, self.device)
 
 
@@ -310,6 +336,8 @@ class MeasuredLoader:
         session = self.session
         if session.should_stop:
             return
+        if session.tuned is not None:
+            session.tuned.epoch_started()  # FIT_START before the first
         started = time.perf_counter()
         session._training_starts(started)
         iterator = iter(self.loader)  # the epoch's start (its workers' too), as the engine counts it

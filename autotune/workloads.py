@@ -200,17 +200,22 @@ def load_workload(
 
 def script_workload(name: str, model: nn.Module | None = None, loss_fn: Any = None) -> Workload:
     """The Workload that stands for a model trained by the user's own code (autotune.apply, a
-    --script trial): no datasets, the common tutorial recipe as its baseline. With `model`, knobs
-    can tell what it is like (Knob.needs); without, nothing is left out for it."""
+    --script trial): no datasets, the common tutorial recipe as its baseline, `Traits.own_loop`
+    (knobs that need autotune's loop or data are left out). With `model`, knobs can tell what it
+    is like (Knob.needs); without, nothing else is left out for it."""
     def model_fn() -> nn.Module:
         if model is None:
             raise RunError("a script's model is built by the script")
         return model
 
-    return Workload(
+    workload = Workload(
         name=name, model_fn=model_fn, train_data=None, val_data=None,  # type: ignore[arg-type]
         loss_fn=loss_fn or nn.CrossEntropyLoss(),
     )
+    # the user's loop trains it: knobs that need autotune's loop or its data are left out
+    convolutional = _convolutional(model_fn) if model is not None else None
+    workload._traits = Traits(convolutional=convolutional, image_inputs=None, own_loop=True)
+    return workload
 
 
 def dataset_size(data: Any) -> int | None:

@@ -186,6 +186,10 @@ def run_cmd(**params: Any) -> None:
     hardware = resolve_device(args.device)
     spec, wl, judged = args.what_to_train(registry, goal, override)
     settings = resolve_settings(registry, hardware, wl, overrides)
+    if args.script is not None:  # a knob that cannot act in the script's own loop: exit 2, with why
+        from autotune.api import refuse_in_own_loop
+
+        refuse_in_own_loop(registry, hardware, settings)
     if not args.as_json:
         click.echo(f"training {spec} on {hardware.device_type} for {budget.describe()} ...", err=True)
     options = engine.RunOptions(

@@ -58,6 +58,6 @@ def run_script(
     finally:
         sys.argv, sys.path[:] = argv, path_before
         sessions.activate(None)
-        if session.tuned is not None:
-            session.tuned.close()
+        if session.tuned is not None:  # FIT_END unless the script failed, then the cleanups
+            session.tuned.close(ended=session.result.status not in ("failed", "oom", "unsupported"))
     return session.finish()

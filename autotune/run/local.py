@@ -19,6 +19,7 @@ from autotune.budget import Budget
 from autotune.errors import RunError, Unsupported
 from autotune.knob import apply_order, exclusion
 from autotune.run.loop import train
+from autotune.run.loop_events import Event
 from autotune.run.measure import nonzero_fraction, peak_memory, seed_everything
 from autotune.run.plan import Rank, TrainingPlan
 from autotune.run.saving import save_model
@@ -57,7 +58,8 @@ def build_plan(
     """Let every knob that applies here edit a fresh plan with its settings, in apply order
     (autotune.knob.apply_order)."""
     plan = TrainingPlan(
-        device=device, hardware=hardware, workload=workload, loss_fn=workload.loss_fn, rank=rank
+        device=device, hardware=hardware, workload=workload, loss_fn=workload.loss_fn, rank=rank,
+        own_loop=workload.traits().own_loop,
     )
     apply_knobs(registry, hardware, workload, settings, plan)
     if plan.optimizer_factory is None:
@@ -78,6 +80,7 @@ def apply_knobs(registry: "Registry", hardware: "Hardware", workload: "Workload"
             if exclusion(knob, hardware, traits) is not None:
                 continue
             mine = {p.name: settings[p.name] for p in knob.params(hardware) if p.name in settings}
+            hooked = _hooked(plan)
             try:
                 knob.apply(mine, plan)
             except Unsupported:
@@ -87,12 +90,33 @@ def apply_knobs(registry: "Registry", hardware: "Hardware", workload: "Workload"
                 raise RunError(
                     f"knob '{knob.name}' (plugin '{plugin}') raised in apply: {type(exc).__name__}: {exc}"
                 ) from exc
+            unfired = [event for event in OWN_LOOP_UNFIRED if _hooked(plan).get(event, 0) > hooked.get(event, 0)]
+            if unfired and getattr(plan, "own_loop", False):
+                raise Unsupported(unfired_reason(knob.name, unfired))
     except BaseException:
         # The caller never gets this plan to clean up: undo the process-wide changes (threads,
         # matmul precision) of the knobs that did apply, or they leak into the next run here.
         for cleanup in plan.cleanups:
             cleanup()
         raise
+
+
+# The loop events a user's own loop cannot fire: the script does its forward and validation itself.
+OWN_LOOP_UNFIRED = (Event.STEP, Event.BEFORE_EVAL)
+
+
+def unfired_reason(knob: str, events: list[Event]) -> str:
+    """Why `knob`, which hooks `events` (of OWN_LOOP_UNFIRED), is refused in your own loop."""
+    return (
+        f"knob '{knob}' hooks the loop event {' and '.join(e.value for e in events)}, which your own loop "
+        "(--script, autotune.apply) cannot fire: it would do nothing there (a knob that needs autotune's "
+        "loop declares needs=(Need.ENGINE_LOOP,) and is left out)"
+    )
+
+
+def _hooked(plan: Any) -> dict[Event, int]:
+    """How many handlers `plan` has for each loop event (an InferencePlan has none)."""
+    return {event: len(fns) for event, fns in getattr(plan, "handlers", {}).items()}
 
 
 def plain(notes: dict[str, Any]) -> dict[str, Any]:

@@ -69,6 +69,10 @@ class TrainingPlan:
     extras: dict[str, Any] = field(default_factory=dict)
     processes: int = 1
     rank: Rank | None = None
+    # The user's own loop trains this plan (a --script trial, autotune.apply): FIT_START,
+    # AFTER_STEP, EPOCH_END, AFTER_EVAL and FIT_END fire; STEP and BEFORE_EVAL cannot (the
+    # script does its forward and its validation itself), and a knob that hooks them is refused.
+    own_loop: bool = False
 
     def transform_model(self, fn: Callable[[Any], Any], order: int = 50) -> None:
         """Register `fn(model) -> model`, run after the model is on its device."""

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from autotune import Event, Knob, Param, TrainingPlan, hookimpl
+from autotune import Event, Knob, Param, TrainingPlan, Unsupported, hookimpl
 
 SCHEDULES = ("constant", "onecycle", "cosine", "linear")
 WARMED = ("cosine", "linear")  # the schedules that take lr_warmup_fraction
@@ -112,6 +112,12 @@ class _Schedule:
             self.warmup = warmup_steps(self.warmup_fraction, self.total) if warm else 0
             detail = f", warm-up {self.warmup} steps" if warm else ""
             self.description = f"{self.kind} over {self.total} optimizer steps{detail}, {peak}"
+        elif not state.budget_seconds:
+            # a loop of unknown length (autotune.apply without total_steps): refuse, don't pretend
+            raise Unsupported(
+                f"lr_schedule {self.kind} is sized from the run's length, which this loop does not give: "
+                "pass autotune.apply(..., total_steps=N)"
+            )
         else:
             self.mode = "seconds"
             detail = f", warm-up {self.warmup_fraction:.0%} of it" if warm else ""

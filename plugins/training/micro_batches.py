@@ -24,7 +24,7 @@ import gc
 import math
 from typing import Any
 
-from autotune import Event, Knob, Param, TrainingPlan, hookimpl
+from autotune import Event, Knob, Need, Param, TrainingPlan, hookimpl
 from autotune.run.plan import OUT_OF_MEMORY_ROWS
 
 
@@ -32,8 +32,10 @@ class MicroBatches(Knob):
     name = "micro_batches"
     help = "cut each batch into N micro-batches and accumulate their gradients (same batch); more on out-of-memory"
     kind = "systems"  # the same step, except with BatchNorm
-    # It does the step itself, so it must be the innermost STEP handler of the knobs it knows.
+    # It does the step itself, so it must be the innermost STEP handler of the knobs it knows;
+    # and so it needs autotune's loop: a script's own loop runs its own steps (left out there).
     after = ("activation_checkpointing",)
+    needs = (Need.ENGINE_LOOP,)
 
     def params(self, hardware):
         return [Param("micro_batches", "int", low=1, high=4, log=True, valid=(1, None))]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from autotune import Knob, Param, TrainingPlan, hookimpl
+from autotune import Knob, Need, Param, TrainingPlan, hookimpl
 from autotune.plugins import channel_pruning
 
 if TYPE_CHECKING:
@@ -38,6 +38,9 @@ class StructuredPruning(Knob):
     name = "structured_pruning"
     help = "fraction of channels removed before training (torch-pruning): a smaller, faster dense model"
     kind = "statistical"
+    # the channels are found by tracing the model on the first training samples: a script's own
+    # loop hands autotune its model before its data, so there the knob is left out, with why
+    needs = (Need.TRAINING_DATA,)
 
     def params(self, hardware):
         # Searched on a grid of eighths: the power-of-two widths of common models (ResNet's 64..512)
