@@ -31,7 +31,9 @@ step "upgrading pip" .venv/bin/python -m pip install --quiet --upgrade pip
 step "installing torch 2.14.1 and torchvision 0.29.1 (about a minute the first time)" \
   .venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 # Editable install: a regular install would be shadowed by ./autotune when run from the repo root.
-step "installing autotune (editable) and its test dependencies" .venv/bin/python -m pip install --quiet -e ".[test]"
+# lightning and transformers: tests/test_adapters_*.py train real Trainers (CPU, no network)
+step "installing autotune (editable), its test dependencies and the framework adapters' extras" \
+  .venv/bin/python -m pip install --quiet -e ".[test,lightning,transformers]"
 # PostgreSQL server binaries for tests/test_postgres.py (distributed studies); without them those
 # tests skip. Debian's package puts initdb/pg_ctl in /usr/lib/postgresql/N/bin, off PATH.
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \

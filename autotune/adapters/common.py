@@ -1,0 +1,179 @@
+"""What both adapters share: the knobs' plan for the user's model, the refusal of a setting the
+framework has no place for, the DataLoader settings, and the meter that counts the framework's
+optimizer steps for the session.
+
+The session API (autotune.sessions) measures a step when the script calls `tuned.step(loss)`;
+a framework's Trainer steps its own optimizer, so `StepMeter` tells the session about each step
+the framework took, through the same measuring methods `tuned.step` and the measured loader use.
+It is the one place outside autotune.sessions that calls them: the session has no public call
+for "a step someone else took" yet (docs/adapters.md, "Limits").
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from autotune.api import plan_for
+from autotune.errors import Unsupported
+from autotune.hardware import detect
+from autotune.knob import Traits, exclusion
+from autotune.registry import load_registry
+from autotune.run.local import plain
+from autotune.run.measure import peak_memory
+from autotune.run.projection import warmup_steps
+from autotune.settings import settings_index
+from autotune.workloads import script_workload
+
+if TYPE_CHECKING:
+    from autotune.hardware import Hardware
+    from autotune.sessions import Session
+
+# Why a knob is refused by every adapter; each adapter adds its own reasons.
+REFUSED = {
+    "pruning": "unstructured pruning zeroes weights and masks their gradients inside autotune's own step; "
+               "the framework's optimizer step would let them grow back",
+    "structured_pruning": "channel pruning rebuilds the model before autotune's loop builds the optimizer; "
+                          "the framework builds and checkpoints the model itself",
+    "channels_last": "the framework moves each batch to the device itself, so the inputs would stay NCHW",
+    "data_parallel": "a --script trial is one process: use the framework's own strategy for several devices",
+    "data_parallel_processes": "a --script trial is one process",
+}
+NO_PLACE = "the framework has no place for this knob"
+
+
+class Adapted:
+    """One trial's settings made ready for a framework: the knobs' plan for `model` (which has
+    already applied the process-wide knobs: threads, matmul_precision, cudnn_benchmark), the
+    refusals, the meter and the notes the trial records."""
+
+    def __init__(self, framework: str, session: "Session", model: torch.nn.Module, handled: set[str],
+                 refused: dict[str, str], owned: set[str]) -> None:
+        """`handled`: the settings the adapter takes; `owned`: those of them the framework applies
+        itself (its own accumulation, scheduler, compile), kept out of the knobs' plan so that
+        nothing is applied twice; `refused`: why the framework cannot take a setting."""
+        self.framework, self.session = framework, session
+        self.settings = dict(session.settings)
+        self.registry = session.registry or load_registry()
+        self.notes: dict[str, Any] = {}
+        # set-up starts where session.prepare() starts it: the knobs' plan, then the model
+        session._prepared = time.perf_counter()
+        hardware = session.hardware or detect((session.device or "").split(":")[0] or None)
+        self._refuse(model, hardware, handled, {**REFUSED, **refused})
+        planned = {k: v for k, v in self.settings.items() if k not in owned}
+        self.plan = plan_for(planned, model, registry=self.registry, hardware=hardware, device=session.device)
+        self.device = self.plan.device
+        self.meter = StepMeter(session, self.device)
+
+    def _refuse(self, model: torch.nn.Module, hardware: "Hardware", handled: set[str],
+                refused: dict[str, str]) -> None:
+        """Unsupported for the first setting away from its baseline that the framework cannot
+        take, before any knob acts. A knob that does nothing for this model or hardware
+        (channels_last on an MLP) is not refused: the plan leaves it out and notes why, as the
+        session does (autotune.api.plan_for)."""
+        traits = Traits(convolutional=script_workload("user", model).traits().convolutional)
+        index = settings_index(self.registry, hardware)
+        for key, value in sorted(self.settings.items()):
+            if key in handled or key not in index:
+                continue
+            knob = index[key][0]
+            if value == knob.baseline(hardware).get(key) or exclusion(knob, hardware, traits) is not None:
+                continue
+            self.refuse(key, refused.get(key, NO_PLACE))
+
+    def refuse(self, key: str, why: str) -> None:
+        """Unsupported, one line naming the setting and why: the study records the trial as
+        `unsupported here: ...` and goes on."""
+        raise Unsupported(f"{self.framework} adapter: {key}={self.settings[key]!r} cannot be applied: {why}")
+
+    def split_batch(self) -> tuple[int, int]:
+        """(rows per loader batch, batches accumulated per optimizer step): `batch_size` stays the
+        samples of one step, cut into `micro_batches` loader batches."""
+        batch, parts = int(self.settings.get("batch_size", 64)), int(self.settings.get("micro_batches", 1))
+        parts = max(1, min(parts, batch))
+        if batch % parts:
+            self.notes["micro_batch_rows"] = f"{batch // parts} x {parts} = {batch // parts * parts} samples a step"
+        return batch // parts, parts
+
+    def loader_kwargs(self, train: bool = True) -> dict[str, Any]:
+        """The trial's DataLoader settings: batch_size (a micro-batch's when the framework
+        accumulates them), num_workers, persistent_workers, prefetch_factor, pin_memory."""
+        options = dict(self.plan.loader)
+        options.setdefault("pin_memory", False)
+        if train:
+            options["batch_size"] = self.split_batch()[0]
+        return options
+
+    def budget_steps(self) -> int | None:
+        budget = self.session.budget
+        return budget.steps if budget is not None else None
+
+    def budget_epochs(self) -> int | None:
+        budget = self.session.budget
+        return budget.epochs if budget is not None else None
+
+    def report(self, metrics: dict[str, float]) -> bool:
+        """A validation to the session; True when training should stop."""
+        stop = self.session.report(metrics)
+        self.meter.validated()
+        return stop
+
+    def record(self, mapped: dict[str, Any]) -> None:
+        """What the framework was given, in the trial's notes (`trial run`, `study show`)."""
+        self.notes[self.framework] = ", ".join(f"{k}={v!r}" for k, v in sorted(mapped.items()))
+
+    def close(self) -> None:
+        """The plan's notes and the peak memory onto the trial; the process-wide knobs undone."""
+        result = self.session.result
+        result.notes = plain({**self.plan.notes, **self.notes})
+        result.peak_memory_bytes = peak_memory(self.device)
+        for cleanup in self.plan.cleanups:
+            cleanup()
+        self.plan.cleanups.clear()
+
+
+class StepMeter:
+    """Counts the framework's optimizer steps into the session, as `tuned.step` counts a
+    script's: the wait for the step's first batch (since the last step or validation ended) is
+    data loading, from its arrival to the step's end is the step."""
+
+    def __init__(self, session: "Session", device: torch.device) -> None:
+        self.session, self.device = session, device
+        self.last_end: float | None = None
+        self.arrived: float | None = None
+        self.wait = 0.0
+        self.rows = 0
+
+    def started(self, steps_per_epoch: int | None) -> None:
+        """Training starts (set-up is over); an epoch is `steps_per_epoch` optimizer steps."""
+        session, now = self.session, time.perf_counter()
+        if steps_per_epoch and math.isfinite(steps_per_epoch):
+            session.steps_per_epoch = int(steps_per_epoch)
+        if session.step == 0:
+            session.clock.warmup_steps = warmup_steps(session.options.warmup_steps, session._total_steps())
+        session._training_starts(now)
+        self.last_end = now
+
+    def batch(self, rows: int) -> None:
+        """A batch (the step's first, or a later micro-batch of it) arrived."""
+        now = time.perf_counter()
+        if self.arrived is None:
+            self.arrived, self.rows = now, 0
+            self.wait = now - (self.last_end if self.last_end is not None else now)
+        self.rows += rows
+
+    def stepped(self, loss: torch.Tensor | None = None) -> None:
+        """The optimizer stepped: one step of the budget."""
+        session = self.session
+        if self.arrived is None:
+            self.batch(0)
+        session._arrived, session._wait = (self.arrived, self.rows), self.wait
+        session._step_done(loss.detach() if loss is not None else torch.zeros(()), self.device)
+        self.arrived, self.last_end = None, time.perf_counter()
+
+    def validated(self) -> None:
+        """A validation ended: the wait for the next batch starts now."""
+        self.last_end = time.perf_counter()
