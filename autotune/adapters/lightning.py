@@ -67,6 +67,7 @@ class LightningTrial:
     """A trial's settings as Lightning takes them; `model` is what to give `trainer.fit`."""
 
     def __init__(self, session: "Session", module: torch.nn.Module) -> None:
+        self.session = session
         self.adapted = adapted = Adapted("lightning", session, module, HANDLED, REFUSED, OWNED)
         settings = adapted.settings
         self.schedule = settings.get("lr_schedule", "constant")
@@ -79,6 +80,7 @@ class LightningTrial:
         self.model = module
         if settings.get("torch_compile"):
             self.model = torch.compile(module, mode=settings.get("compile_mode", "default"))
+            adapted.notes["compile_mode"] = settings.get("compile_mode", "default")
 
     def loader_kwargs(self, train: bool = True) -> dict[str, Any]:
         """batch_size (a micro-batch's, when Lightning accumulates), num_workers,
@@ -123,6 +125,7 @@ class LightningTrial:
             self.adapted.refuse("lr_schedule", "the run has no length in steps (give max_steps or max_epochs)")
         fraction = self.adapted.settings.get("lr_warmup_fraction")
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_factor(self.schedule, fraction, int(total)))
+        self.adapted.notes["lr_schedule"] = f"{self.schedule} over {int(total)} steps (LambdaLR, every step)"
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

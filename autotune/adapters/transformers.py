@@ -63,6 +63,7 @@ class TransformersTrial:
     """A trial's settings as TrainingArguments, and the callback that reports to the session."""
 
     def __init__(self, session: "Session", model: torch.nn.Module) -> None:
+        self.session = session
         self.adapted = adapted = Adapted("transformers", session, model, HANDLED, {}, OWNED)
         try:
             self.mapped = {**self._batches(), **self._optimizer(), **self._schedule(), **self._systems()}

@@ -73,8 +73,9 @@ def main() -> None:
         num_sanity_val_steps=0,
     ))
     trainer.fit(trial.model, train_loader, val_loader)
-    print(f"val_loss {float(trainer.callback_metrics['val_loss']):.4f} "
-          f"accuracy {float(trainer.callback_metrics['accuracy']):.4f}")
+    if not trial.session.in_trial:  # by hand: the final figures (`trial run --json` prints its own)
+        print(f"val_loss {float(trainer.callback_metrics['val_loss']):.4f} "
+              f"accuracy {float(trainer.callback_metrics['accuracy']):.4f}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import os
 import torch
 from pydoc_data.topics import topics
 from torch.utils.data import Dataset
-from transformers import GPT2Config, GPT2LMHeadModel, Trainer
+from transformers import GPT2Config, GPT2LMHeadModel, PrinterCallback, Trainer
 from transformers.utils import logging as hf_logging
 
 from autotune.adapters.transformers import adapt
@@ -70,8 +70,9 @@ def main() -> None:
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=val_set,
                       callbacks=[trial.callback()])  # autotune: reports evaluations, stops when told
+    trainer.remove_callback(PrinterCallback)  # each evaluation's dict on stdout: `trial run --json` prints there
     trainer.train()
-    if not trial.adapted.session.in_trial:  # by hand: the final loss (a trial reported its own)
+    if not trial.session.in_trial:  # by hand: the final loss (a trial reported its own)
         print(f"val_loss {trainer.evaluate()['eval_loss']:.4f}")
 
 
