@@ -45,6 +45,15 @@ REFUSED = {
 NO_PLACE = "the framework has no place for this knob"
 
 
+def current(session: "Session | None") -> "Session":
+    """`session`, or this trial's (autotune.session(): by hand, the baseline's)."""
+    if session is not None:
+        return session
+    from autotune.sessions import session as this_trials
+
+    return this_trials()
+
+
 class Adapted:
     """One trial's settings made ready for a framework: the knobs' plan for `model` (which has
     already applied the process-wide knobs: threads, matmul_precision, cudnn_benchmark), the

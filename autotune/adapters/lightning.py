@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import torch
 
 from autotune import batches
-from autotune.adapters.common import Adapted
+from autotune.adapters.common import Adapted, current
 from autotune.errors import UsageError
 
 if TYPE_CHECKING:
@@ -56,11 +56,7 @@ MAPPED = ("precision", "accumulate_grad_batches", "accelerator", "devices")  # t
 
 def adapt(model: torch.nn.Module, session: "Session | None" = None) -> "LightningTrial":
     """`model` (a LightningModule) made ready for this trial (`session`: autotune.session())."""
-    if session is None:
-        import autotune
-
-        session = autotune.session()
-    return LightningTrial(session, model)
+    return LightningTrial(current(session), model)
 
 
 class LightningTrial:

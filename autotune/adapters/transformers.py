@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from autotune.adapters.common import Adapted
+from autotune.adapters.common import Adapted, current
 from autotune.errors import UsageError
 
 if TYPE_CHECKING:
@@ -52,11 +52,7 @@ NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch")
 
 def adapt(model: torch.nn.Module, session: "Session | None" = None) -> "TransformersTrial":
     """The trial's settings for `model` (a PreTrainedModel); `session`: autotune.session()."""
-    if session is None:
-        import autotune
-
-        session = autotune.session()
-    return TransformersTrial(session, model)
+    return TransformersTrial(current(session), model)
 
 
 class TransformersTrial:
