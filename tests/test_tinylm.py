@@ -117,7 +117,9 @@ def test_evaluate_gives_token_means_and_perplexity(workload: Workload, ln_vocab:
 
 
 # Eight trials of 30 steps and one confirming pair: ~40 s on 2 idle cores, 2-3x that when other
-# work shares them (the threads knob's baseline runs 2 threads, which contend badly).
+# work shares them (the threads knob's baseline runs 2 threads, which contend badly). One stage
+# and a run length of twice the budget: the systems stage and the 10x run-length check are
+# tests/test_study_answer.py's, on a model that trains in milliseconds.
 STUDY_TRIALS, STUDY_STEPS = 8, 30
 
 
@@ -126,7 +128,7 @@ def test_study_targets_val_loss_and_confirms(tmp_path: Path, ln_vocab: float) ->
     home = tmp_path / "home"
     proc = autotune("study", "start", "--name", "lm", "--workload", "tinylm", "--n-trials", str(STUDY_TRIALS),
                     "--no-tui", "--budget-steps", str(STUDY_STEPS), "--confirm", "1", "--space", "quick",
-                    "--seed", "0", home=home, timeout=600)
+                    "--seed", "0", "--one-stage", "--run-steps", str(2 * STUDY_STEPS), home=home, timeout=600)
     assert proc.returncode == 0, proc.stderr
     study = optuna.load_study(study_name="lm", storage=f"sqlite:///{home / 'studies.db'}")
     assert study.user_attrs["metric"] == VAL_LOSS
