@@ -23,9 +23,13 @@ if TYPE_CHECKING:
     from autotune.study.events import StudyEvents
     from autotune.study.launcher import TrialLauncher
 
-# A reversal slower than the answer by less than this is within the noise of one pair of times
-# to a target (validation granularity, the seed): the setting is not shown to matter
-MIN_MARGIN = 0.05
+# A reversal slower than the answer by less than the margin is within the noise of one pair of
+# times to a target: the setting is not shown to matter. The margin is the baseline's step noise
+# (the pruning margin, autotune.study.trial_watch.noise_margin) within these bounds: a pair shares
+# its seed, and over a run of hundreds of steps the spread of single steps averages out, so what
+# is left is validation granularity (a twelfth of the budget) and drift. A margin as wide as a
+# busy machine's step spread (40%) would drop settings worth 1.3x.
+MIN_MARGIN, MAX_MARGIN = 0.05, 0.15
 
 
 def reverted(settings: dict[str, Any], baseline: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +54,8 @@ def drop_riders(launcher: "TrialLauncher", events: "StudyEvents", settings: dict
         if systems:
             row = _systems_reversal(launcher, events, current, candidate, knob, seed + i)
         else:
-            row = _recipe_reversal(launcher, events, current, candidate, knob, seed + i, max(margin, MIN_MARGIN))
+            row = _recipe_reversal(launcher, events, current, candidate, knob, seed + i,
+                                   min(MAX_MARGIN, max(margin, MIN_MARGIN)))
         row.update(knob=knob, settings={k: current.get(k) for k in changes},
                    baseline={k: baseline.get(k) for k in changes}, kind="systems" if systems else "statistical")
         rows.append(row)
