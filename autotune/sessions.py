@@ -182,6 +182,27 @@ class Session:
         self._last_step_end = time.perf_counter()  # the time spent reporting is not training
         return self.should_stop
 
+    # a framework's own loop (autotune.adapters): its steps counted as tuned.step counts a script's
+
+    def setup_started(self) -> None:
+        """Set-up starts now, before the knobs' plan and the model (prepare() marks it for a script)."""
+        self._prepared = time.perf_counter()
+
+    def training_started(self, steps_per_epoch: int | None) -> None:
+        """Training starts now (set-up is over); an epoch is `steps_per_epoch` optimizer steps."""
+        if steps_per_epoch and math.isfinite(steps_per_epoch):
+            self.steps_per_epoch = int(steps_per_epoch)
+        if self.step == 0:
+            self.clock.warmup_steps = warmup_steps(self.options.warmup_steps, self._total_steps())
+        self._training_starts(time.perf_counter())
+
+    def step_taken(self, arrived: float, rows: int, waited: float, loss: torch.Tensor | None,
+                   device: torch.device) -> None:
+        """One optimizer step of a framework's loop ended now: its first batch arrived at
+        `arrived` (perf_counter) after `waited` seconds of data loading, with `rows` samples."""
+        self._arrived, self._wait = (arrived, rows), waited
+        self._step_done(loss.detach() if loss is not None else torch.zeros(()), device)
+
     # measuring (called by SessionTuned and its loader) -----------------------------------------
 
     def _total_steps(self) -> int | None:

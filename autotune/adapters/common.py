@@ -11,7 +11,6 @@ for "a step someone else took" yet (docs/adapters.md, "Limits").
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,6 @@ from autotune.knob import Traits, exclusion
 from autotune.registry import load_registry
 from autotune.run.local import plain
 from autotune.run.measure import peak_memory
-from autotune.run.projection import warmup_steps
 from autotune.settings import settings_index
 from autotune.workloads import script_workload
 
@@ -69,7 +67,7 @@ class Adapted:
         self.registry = session.registry or load_registry()
         self.notes: dict[str, Any] = {}
         # set-up starts where session.prepare() starts it: the knobs' plan, then the model
-        session._prepared = time.perf_counter()
+        session.setup_started()
         hardware = session.hardware or detect((session.device or "").split(":")[0] or None)
         self._refuse(model, hardware, handled, {**REFUSED, **refused})
         planned = {k: v for k, v in self.settings.items() if k not in owned}
@@ -158,13 +156,8 @@ class StepMeter:
 
     def started(self, steps_per_epoch: int | None) -> None:
         """Training starts (set-up is over); an epoch is `steps_per_epoch` optimizer steps."""
-        session, now = self.session, time.perf_counter()
-        if steps_per_epoch and math.isfinite(steps_per_epoch):
-            session.steps_per_epoch = int(steps_per_epoch)
-        if session.step == 0:
-            session.clock.warmup_steps = warmup_steps(session.options.warmup_steps, session._total_steps())
-        session._training_starts(now)
-        self.last_end = now
+        self.session.training_started(steps_per_epoch)
+        self.last_end = time.perf_counter()
 
     def batch(self, rows: int) -> None:
         """A batch (the step's first, or a later micro-batch of it) arrived."""
@@ -176,11 +169,10 @@ class StepMeter:
 
     def stepped(self, loss: torch.Tensor | None = None) -> None:
         """The optimizer stepped: one step of the budget."""
-        session = self.session
         if self.arrived is None:
             self.batch(0)
-        session._arrived, session._wait = (self.arrived, self.rows), self.wait
-        session._step_done(loss.detach() if loss is not None else torch.zeros(()), self.device)
+        assert self.arrived is not None
+        self.session.step_taken(self.arrived, self.rows, self.wait, loss, self.device)
         self.arrived, self.last_end = None, time.perf_counter()
 
     def validated(self) -> None:
