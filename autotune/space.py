@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from autotune.errors import SpaceError
 from autotune.knob import Param, exclusion
@@ -65,15 +65,17 @@ class SearchSpace:
     # recipe by paired step time (`staged`; autotune.study.systems)
     fitted: list[Param] = field(default_factory=list)
 
-    def suggest(self, trial: "optuna.Trial") -> dict[str, Any]:
+    def suggest(self, trial: "optuna.Trial", leave_out: Iterable[str] = ()) -> dict[str, Any]:
         """Suggest every searched param whose condition holds; return {**fixed, **suggested}.
 
         Params are suggested in order, so a conditional param sees the values chosen before it.
-        Fixed settings whose condition does not hold on the result are left out.
+        Fixed settings whose condition does not hold on the result are left out, and so are the
+        params in `leave_out` (the loop refuses them: they keep the baseline's value).
         """
         values = dict(self.fixed)
+        left_out = set(leave_out)
         for param in self.params:
-            if param.active(values):
+            if param.name not in left_out and param.active(values):
                 values[param.name] = _suggest_one(trial, param)
         return {
             key: value for key, value in values.items() if _holds(self.fixed_when.get(key), values)

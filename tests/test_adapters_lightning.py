@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 import pytest
 
 pytest.importorskip("lightning")
@@ -102,6 +103,22 @@ def test_the_example_runs_as_a_study_with_no_failed_trial(tmp_path: Path) -> Non
                    "--budget-steps", "24", "--space", "quick")
     assert report["counts"]["failed"] == 0, report["counts"]
     assert report["counts"]["complete"] >= 1 and report["done"] == 4
+
+
+def test_what_the_adapter_refuses_is_declared_by_the_baseline_and_never_searched(tmp_path: Path) -> None:
+    """The default space searches pruning, which no framework's optimizer step keeps masked:
+    the baseline declares it, with every other setting the adapter cannot apply, and no later
+    trial spends itself on one (they used to end "unsupported here")."""
+    report = study(tmp_path, "litd", ROOT / "examples" / "lightning" / "train.py", "--n-trials", "4",
+                   "--budget-steps", "24")
+    assert "pruning" in report["refused"] and "lightning adapter" in report["refused"]["pruning"]
+    storage = f"sqlite:///{tmp_path / 'home' / 'studies.db'}"
+    trials = optuna.load_study(study_name="litd", storage=storage).trials
+    assert trials[0].user_attrs["refuses"]["pruning"] == report["refused"]["pruning"]
+    for trial in trials[1:]:
+        assert not set(trial.params) & set(report["refused"]), trial.params
+        assert trial.user_attrs["settings"]["pruning"] == 0.0
+        assert not str(trial.user_attrs.get("reason") or "").startswith("unsupported here")
 
 
 def test_the_example_runs_by_hand_with_the_baseline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

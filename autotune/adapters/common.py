@@ -70,6 +70,7 @@ class Adapted:
         session.setup_started()
         hardware = session.hardware or detect((session.device or "").split(":")[0] or None)
         self._refuse(model, hardware, handled, {**REFUSED, **refused})
+        session.result.refuses = self.refusals(model, hardware, handled, {**REFUSED, **refused})
         planned = {k: v for k, v in self.settings.items() if k not in owned}
         self.plan = plan_for(planned, model, registry=self.registry, hardware=hardware, device=session.device)
         self.device = self.plan.device
@@ -90,6 +91,17 @@ class Adapted:
             if value == knob.baseline(hardware).get(key) or exclusion(knob, hardware, traits) is not None:
                 continue
             self.refuse(key, refused.get(key, NO_PLACE))
+
+    def refusals(self, model: torch.nn.Module, hardware: "Hardware", handled: set[str],
+                 refused: dict[str, str]) -> dict[str, str]:
+        """Every setting the framework cannot take, whatever its value, and why: what the
+        baseline declares, so that the study searches none of them."""
+        traits = Traits(convolutional=script_workload("user", model).traits().convolutional)
+        out = {}
+        for key, (knob, _) in settings_index(self.registry, hardware).items():
+            if key not in handled and exclusion(knob, hardware, traits) is None:
+                out[key] = f"the {self.framework} adapter cannot apply it: {refused.get(key, NO_PLACE)}"
+        return out
 
     def refuse(self, key: str, why: str) -> None:
         """Unsupported, one line naming the setting and why: the study records the trial as

@@ -196,6 +196,10 @@ def _print_heading(console: Console, report: dict[str, Any], metric: Metric) -> 
     console.print(f"trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed")
     if report.get("keep_recipe"):
         console.print("searched: systems knobs only (--keep-recipe); the recipe is the baseline's")
+    if report.get("refused"):
+        who = next(iter(report["refused"].values())).split(" cannot apply")[0]
+        console.print(f"not searched after the baseline: {', '.join(sorted(report['refused']))} ({escape(who)} "
+                      f"cannot apply them; `study show --json` has why)")
     if report.get("baseline_still_improving"):
         console.print(
             f"[yellow]weak target[/]: the baseline's {metric.name} was still improving at its last validation, so "

@@ -103,6 +103,9 @@ class RunResult:
     curve: list[EvalPoint] = field(default_factory=list)
     traceback: str | None = None
     saved_model: dict[str, Any] | None = None  # what RunOptions.save_model wrote (autotune.run.saving)
+    # settings the run's loop cannot take, whatever their value, and why (a framework adapter's,
+    # autotune.adapters): a study leaves them out of its search after the baseline declares them
+    refuses: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -214,6 +214,9 @@ def build_report(context: "TrialContext", state: "StudyState", launcher: "TrialL
     if baseline is not None:
         report["baseline"] = trial_summary(baseline)
         report["baseline_still_improving"] = still_improving(baseline, context.metric)
+        # what the script's loop declared it cannot take: searched no further (TrialObjective._refused)
+        report["refused"] = {k: v for k, v in (baseline.user_attrs.get("refuses") or {}).items()
+                             if k in context.searched}
     if objective.multi:
         report["pareto_front"] = [trial_summary(t) for t in study.best_trials]
         return report

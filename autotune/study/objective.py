@@ -166,7 +166,7 @@ class TrialObjective:
             asked = context.baseline if is_baseline else resolve_settings(
                 context.registry, context.hardware, context.workload, given)
         else:
-            asked = self.launcher.fit_threads(context.space.suggest(trial))
+            asked = self.launcher.fit_threads(context.space.suggest(trial, leave_out=self._refused()))
         overrides = self.launcher.cap_threads(dict(asked))
         settings = resolve_settings(context.registry, context.hardware, context.workload, overrides)
         if given is not None:
@@ -175,6 +175,12 @@ class TrialObjective:
         trial.set_user_attr("baseline", is_baseline)
         trial.set_user_attr("runner", retries.RUNNER_ID)
         return overrides, settings
+
+    def _refused(self) -> dict[str, str]:
+        """The settings the baseline's loop declared it cannot take (a framework adapter's): the
+        search leaves them at the baseline's instead of spending trials on them."""
+        baseline = self.state.baseline_trial()
+        return (baseline.user_attrs.get("refuses") or {}) if baseline is not None else {}
 
     def _run(self, trial: optuna.Trial, overrides: dict[str, Any], settings: dict[str, Any], is_baseline: bool,
              watch: TrialWatch) -> TrialOutcome:
@@ -269,6 +275,8 @@ class TrialRecord:
             if result.get(key) is not None:
                 trial.set_user_attr(key, result[key])
         trial.set_user_attr("log_tail", outcome.log_tail[-4000:])
+        if result.get("refuses"):  # what the trial's loop cannot take (TrialObjective._refused)
+            trial.set_user_attr("refuses", result["refuses"])
         # The metric at each validation (Optuna's intermediate values are in the objective's
         # units, seconds for time-to-accuracy): [epoch, value, projected seconds]
         trial.set_user_attr("curve", [
