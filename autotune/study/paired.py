@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 STEPS = 30
 PAIRS = 3
-MIN_GAIN = 0.02
+# Separate processes' steady steps drift by a few percent (the lightning example's 0.5 ms steps:
+# a threads change kept at 1.03x by its 3 pairs measured 0.98x in the next 3): less is no gain
+MIN_GAIN = 0.05
 # two values of the metric this close are the same numbers, whatever the seeds' spread
 SAME = 1e-6
 
