@@ -73,6 +73,52 @@ def test_a_trials_settings_reach_the_trainer_and_the_optimizer() -> None:
     assert "accumulate_grad_batches=2" in result.notes["lightning"]
 
 
+class Seen(L.Callback):
+    """What the process and the optimizer were during training (the first optimizer step)."""
+
+    def __init__(self) -> None:
+        self.seen: dict = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if not self.seen:
+            self.seen = {"threads": torch.get_num_threads(), "matmul": torch.get_float32_matmul_precision(),
+                         "defaults": dict(optimizer.defaults), "type": type(optimizer).__name__}
+
+
+@pytest.mark.parametrize(("setting", "check"), [
+    ({"threads": 1}, lambda seen, trial: seen["threads"] == 1),
+    ({"matmul_precision": "medium"}, lambda seen, trial: seen["matmul"] == "medium"),
+    ({"optimizer_impl": "foreach"}, lambda seen, trial: seen["defaults"]["foreach"] is True),
+    ({"momentum": 0.5}, lambda seen, trial: seen["type"] == "SGD" and seen["defaults"]["momentum"] == 0.5),
+    ({"optimizer": "rmsprop", "momentum": 0.3},
+     lambda seen, trial: seen["type"] == "RMSprop" and seen["defaults"]["momentum"] == 0.3),
+])
+def test_each_other_mapped_setting_takes_effect_in_training(setting, check) -> None:
+    """The cells of the knob x Lightning matrix test_a_trials_settings... does not measure."""
+    seen = Seen()
+    trial = _fit_with(trial_session(4, **setting), seen)
+    assert seen.seen and check(seen.seen, trial), (setting, seen.seen)
+
+
+def test_torch_compile_hands_lightning_the_compiled_module() -> None:
+    """Compiling takes a minute on a CPU: the wrapping is what the cell measures, not training."""
+    trial = adapt(example("lightning").DigitsMLP(32), trial_session(4, torch_compile=True))
+    assert type(trial.model).__name__ == "OptimizedModule"
+
+
+def _fit_with(session, callback):
+    digits = example("lightning")
+    torch.manual_seed(0)
+    trial = adapt(digits.DigitsMLP(32), session)
+    train_set, val_set = digits.datasets()
+    trainer = L.Trainer(**trial.trainer_kwargs(
+        val_check_interval=4, check_val_every_n_epoch=None, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[callback]))
+    trainer.fit(trial.model, DataLoader(train_set, shuffle=True, **trial.loader_kwargs()),
+                DataLoader(val_set, batch_size=256, **trial.loader_kwargs(train=False)))
+    return trial
+
+
 def test_the_session_stops_the_trainer_at_the_target() -> None:
     session = trial_session(200, target=5.0, optimizer="adam", learning_rate=0.01)  # the first validation
     trial, trainer, rates, _ = fit(session)

@@ -79,6 +79,24 @@ def test_a_trials_settings_become_the_training_arguments(tmp_path: Path) -> None
     assert "gradient_accumulation_steps=2" in result.notes["transformers"]
 
 
+@pytest.mark.parametrize(("setting", "check"), [
+    ({"threads": 1}, lambda args: torch.get_num_threads() == 1),
+    ({"matmul_precision": "medium"}, lambda args: torch.get_float32_matmul_precision() == "medium"),
+    ({"torch_compile": True}, lambda args: args.torch_compile),
+    ({"momentum": 0.5}, lambda args: args.optim == "sgd" and "momentum=0.5" in args.optim_args),
+    ({"optimizer": "rmsprop", "momentum": 0.3}, lambda args: args.optim == "rmsprop" and "momentum=0.3" in args.optim_args),
+])
+def test_each_other_mapped_setting_reaches_the_trainer(setting, check, tmp_path: Path) -> None:
+    """The cells of the knob x Trainer matrix the training test above does not measure: the
+    process-wide ones as training would see them, the rest as the Trainer's arguments."""
+    trial = adapt(tiny_model(50), trial_session(STEPS, **setting))
+    try:
+        args = trial.training_args(output_dir=str(tmp_path / "out"), report_to="none")
+        assert check(args), (setting, args)
+    finally:
+        trial.adapted.close()  # the process-wide knobs put back
+
+
 def test_the_budgets_last_step_is_evaluated_and_training_stops(tmp_path: Path) -> None:
     session = trial_session(6)  # eval every 4 steps: the sixth is evaluated because the budget ends there
     trial, trainer, args, rates = train(session, tmp_path)

@@ -230,9 +230,8 @@ def build_report(context: "TrialContext", state: "StudyState", launcher: "TrialL
         report["speedup_in_search"] = objective.speedup(best.value, baseline.value)
     if confirm and spec.confirm > 0 and baseline is not None and best.number != baseline.number:
         confirm_answer(launcher, events, playoff(launcher, events, best, report), baseline, report)
-    elif "confirmation" in study.user_attrs:
-        report["confirmation"] = study.user_attrs["confirmation"]
-        for key in ("answer", "speedups"):
+    else:  # resumed with nothing left to do (or --confirm 0): what an earlier run found, if anything
+        for key in ("confirmation", "answer", "speedups"):
             if key in study.user_attrs:
                 report[key] = study.user_attrs[key]
     if "why_faster" in study.user_attrs:
