@@ -333,7 +333,7 @@ def _waiting_summary(row: dict[str, Any]) -> dict[str, Any]:
         "device": spec.get("device"), "done": 0, "total": row.get("n_trials") or 0, "complete": 0,
         "pruned": 0, "failed": 0, "running": 0, "surplus": 0, "retried": 0, "best_number": None,
         "best_value": None, "best_values": None, "speedup": None, "confirmed_speedup": None,
-        "confirmed_range": None, "confirmation": None, "why_faster": None, "noise": None, "speedups": None,
+        "confirmed_range": None, "confirmation": None, "why_faster": None, "noise": None, "speedups": None, "answer": None,
         "elapsed": None, "eta": None, "mean_trial_seconds": None,
     }
 
