@@ -82,10 +82,10 @@ def log_name(label: str) -> str:
 
 
 def step_run(launcher: "TrialLauncher", settings: dict[str, Any], seed: int,
-             log_name: str) -> tuple[str, dict[str, Any], str | None]:
+             log_file: str) -> tuple[str, dict[str, Any], str | None]:
     """Train `settings` STEPS steps with `seed`, validating once at the end: the run's status,
     result and error."""
-    request = launcher.request(dict(settings), False, str(launcher.context.logs_dir / log_name))
+    request = launcher.request(dict(settings), False, str(launcher.context.logs_dir / log_file))
     assert isinstance(request, (TrainingRequest, ScriptRequest))
     request.budget = {"steps": STEPS}
     request.options = dataclasses.replace(request.options, seed=seed, target=None, stop_at_target=False,

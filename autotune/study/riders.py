@@ -68,7 +68,8 @@ def _systems_reversal(launcher: "TrialLauncher", events: "StudyEvents", current:
                       candidate: dict[str, Any], knob: str, seed: int) -> dict[str, Any]:
     """A systems knob stays when the answer's steps are faster than with it reverted."""
     comparison = compare_step_times(launcher, events, candidate, current, f"rider check: {knob}", seed)
-    keep = comparison.faster
+    # a reversal that does not run here (the reference side failed) is no reason to drop it
+    keep = comparison.faster or (comparison.failed or "").startswith("reference")
     return {"dropped": not keep, "by": "step time", "ratio": comparison.median, "comparison": comparison.to_dict(),
             "why": None if keep else "its steps are not faster than with the baseline's"}
 
