@@ -69,39 +69,31 @@ class Adapted:
         # set-up starts where session.prepare() starts it: the knobs' plan, then the model
         session.setup_started()
         hardware = session.hardware or detect((session.device or "").split(":")[0] or None)
-        self._refuse(model, hardware, handled, {**REFUSED, **refused})
-        session.result.refuses = self.refusals(model, hardware, handled, {**REFUSED, **refused})
+        index = settings_index(self.registry, hardware)
+        whys = self.refusals(model, hardware, index, handled, {**REFUSED, **refused})
+        self._refuse(hardware, index, whys)
+        session.result.refuses = {key: f"the {framework} adapter cannot apply it: {why}" for key, why in whys.items()}
         planned = {k: v for k, v in self.settings.items() if k not in owned}
         self.plan = plan_for(planned, model, registry=self.registry, hardware=hardware, device=session.device)
         self.device = self.plan.device
         self.meter = StepMeter(session, self.device)
 
-    def _refuse(self, model: torch.nn.Module, hardware: "Hardware", handled: set[str],
-                refused: dict[str, str]) -> None:
-        """Unsupported for the first setting away from its baseline that the framework cannot
-        take, before any knob acts. A knob that does nothing for this model or hardware
-        (channels_last on an MLP) is not refused: the plan leaves it out and notes why, as the
-        session does (autotune.api.plan_for)."""
-        traits = Traits(convolutional=script_workload("user", model).traits().convolutional)
-        index = settings_index(self.registry, hardware)
-        for key, value in sorted(self.settings.items()):
-            if key in handled or key not in index:
-                continue
-            knob = index[key][0]
-            if value == knob.baseline(hardware).get(key) or exclusion(knob, hardware, traits) is not None:
-                continue
-            self.refuse(key, refused.get(key, NO_PLACE))
-
-    def refusals(self, model: torch.nn.Module, hardware: "Hardware", handled: set[str],
+    def refusals(self, model: torch.nn.Module, hardware: "Hardware", index: dict[str, Any], handled: set[str],
                  refused: dict[str, str]) -> dict[str, str]:
         """Every setting the framework cannot take, whatever its value, and why: what the
-        baseline declares, so that the study searches none of them."""
+        baseline declares, so that the study searches none of them. A knob that does nothing
+        for this model or hardware (channels_last on an MLP) is not one: the plan leaves it out
+        and notes why, as the session does (autotune.api.plan_for)."""
         traits = Traits(convolutional=script_workload("user", model).traits().convolutional)
-        out = {}
-        for key, (knob, _) in settings_index(self.registry, hardware).items():
-            if key not in handled and exclusion(knob, hardware, traits) is None:
-                out[key] = f"the {self.framework} adapter cannot apply it: {refused.get(key, NO_PLACE)}"
-        return out
+        return {key: refused.get(key, NO_PLACE) for key, (knob, _) in index.items()
+                if key not in handled and exclusion(knob, hardware, traits) is None}
+
+    def _refuse(self, hardware: "Hardware", index: dict[str, Any], whys: dict[str, str]) -> None:
+        """Unsupported for the first of `whys` this trial sets away from its baseline, before
+        any knob acts."""
+        for key in sorted(whys):
+            if key in self.settings and self.settings[key] != index[key][0].baseline(hardware).get(key):
+                self.refuse(key, whys[key])
 
     def refuse(self, key: str, why: str) -> None:
         """Unsupported, one line naming the setting and why: the study records the trial as

@@ -14,6 +14,7 @@ For a time-to-target training study, after the search (and the playoff among tie
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,9 +56,7 @@ class Answer:
         return self.trial is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"settings": self.settings, "trial": self.trial, "riders": self.riders, "horizon": self.horizon,
-                "rejected": self.rejected, "systems": self.systems, "same_training": self.same_training, "against": self.against,
-                "systems_changed": self.systems_changed}
+        return dataclasses.asdict(self)
 
 
 def applies(launcher: "TrialLauncher") -> bool:
@@ -161,7 +160,8 @@ def speedups(answer: Answer, confirmation: dict[str, Any], keep_recipe: bool) ->
     if keep_recipe:
         factor, interval, how = total, confirmation.get("interval"), "confirmation (the recipe is the baseline's)"
     else:
-        factor, interval, how = same.get("ratio", 1.0 if not same else None), same.get("interval"), same.get("how")
+        # no systems setting changed: the same training, 1x; one that did but gave no ratio: unknown
+        factor, interval, how = same.get("ratio") if same else 1.0, same.get("interval"), same.get("how")
     recipe = 1.0 if keep_recipe else (total / factor if total and factor else None)
     return {"total": total, "same_training": factor, "same_training_interval": interval, "recipe": recipe,
             "systems": answer.systems_changed, "how": how}

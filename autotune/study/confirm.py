@@ -257,7 +257,7 @@ def confirm_answer(launcher: "TrialLauncher", events: "StudyEvents", best: Froze
         if settings == baseline.user_attrs["settings"]:
             return  # nothing held: the report says why (the answer's rejected candidates)
         if answer.trial is not None and answer.trial != best.number:  # a runner-up's recipe held
-            best = study.trials[answer.trial]
+            best = next(t for t in study.get_trials(deepcopy=False) if t.number == answer.trial)
             report["best"] = trial_summary(best)
     report["confirmation"] = confirm_best(launcher, events, best, baseline, settings)
     if answer is not None:
