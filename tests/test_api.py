@@ -85,6 +85,7 @@ with autotune.apply(settings, LeNet(), device="cpu") as tuned:
         "sampler": type(loader.sampler).__name__,
         "params": sum(float(p.detach().double().sum()) for p in tuned.model.parameters()),
     }
+record["after_close"] = type(tuned.model).__name__  # your module again, the wrapper released
 Path(sys.argv[1], f"rank{dist.get_rank()}.json").write_text(json.dumps(record))
 dist.destroy_process_group()
 """
@@ -114,6 +115,7 @@ def test_apply_under_torchrun_trains_with_ddp(tmp_path):
     for record in (first, second):
         assert record["wrapper"] == "DistributedDataParallel"
         assert record["sampler"] == "DistributedSampler" and record["batch"] == 32
+        assert record["after_close"] == "LeNet"
     assert first["first"] != second["first"]  # each process its own shard
     assert first["params"] == pytest.approx(second["params"], rel=1e-9)  # the processes stayed in step
 
