@@ -138,7 +138,11 @@ def test_the_example_runs_as_a_study_with_no_failed_trial(tmp_path: Path) -> Non
     assert report["counts"]["complete"] >= 1 and report["done"] == 4
 
 
-def test_the_example_runs_by_hand_with_the_baseline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    by_hand("transformers", "--steps", "4", "--eval-every", "2", "--chars", "5000", "--out", str(tmp_path / "out"))
+def test_the_example_runs_by_hand_with_the_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    by_hand("transformers", "--steps", "4", "--eval-every", "2", "--chars", "5000")
     last = capsys.readouterr().out.splitlines()[-1]
     assert last.startswith("val_loss ")
+    assert list(tmp_path.iterdir()) == []  # the Trainer's output_dir was a temporary one

@@ -15,7 +15,7 @@ schedule, precision, workers, compile ...) and the adapter's callback reports ea
 from __future__ import annotations
 
 import argparse
-import os
+import tempfile
 
 import torch
 from pydoc_data.topics import topics
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=64)
     parser.add_argument("--steps", type=int, default=200, help="when run by hand; a trial's budget wins")
     parser.add_argument("--eval-every", type=int, default=20)
-    parser.add_argument("--out", default=os.path.join(os.getcwd(), "hf-out"))
+    parser.add_argument("--out", help="the Trainer's output_dir (it saves nothing here); default: a temporary one")
     args = parser.parse_args()
 
     hf_logging.set_verbosity_error()
@@ -63,8 +63,13 @@ def main() -> None:
     config = GPT2Config(n_layer=2, n_embd=64, n_head=2, n_positions=args.block, vocab_size=vocab)
     model = GPT2LMHeadModel(config)
     trial = adapt(model)  # autotune: this trial's settings (by hand: the baseline)
+    with tempfile.TemporaryDirectory(prefix="hf-out-") as scratch:
+        train(args, model, trial, train_set, val_set, args.out or scratch)
+
+
+def train(args, model, trial, train_set, val_set, out: str) -> None:
     training_args = trial.training_args(  # autotune: batch, lr, optimizer, schedule, precision, budget ...
-        output_dir=args.out, max_steps=args.steps, eval_strategy="steps", eval_steps=args.eval_every,
+        output_dir=out, max_steps=args.steps, eval_strategy="steps", eval_steps=args.eval_every,
         per_device_eval_batch_size=128, save_strategy="no", report_to="none", logging_strategy="no",
         disable_tqdm=True, seed=0,
     )
