@@ -112,3 +112,24 @@ def _no_module_left_behind():
 
     yield
     sys.modules.pop("adam_recipe_for_enqueue", None)
+
+
+def test_a_trial_optunas_heartbeat_retries_keeps_the_settings_it_was_given(tmp_path: Path) -> None:
+    """A staged study's --enqueue may give a systems setting that is no Optuna param (threads,
+    fitted after the search): the trial Optuna's heartbeat creates to retry one that died runs it
+    as given, not with the sampled params alone."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    from autotune.study.enqueued import given_params
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'studies.db'}")
+    study.enqueue_trial({"learning_rate": 0.01, "threads": 1}, user_attrs={"enqueued": True})
+    trial = study.ask()
+    trial.suggest_float("learning_rate", 1e-4, 1.0, log=True)
+    study.tell(trial, state=TrialState.FAIL)  # its runner died
+    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, study.trials[0])  # as autotune.storage.rdb sets it
+    retry = study.trials[1]
+    assert retry.state == TrialState.WAITING and retry.params == {"learning_rate": 0.01}
+    assert retry.user_attrs["enqueued"] is True
+    assert given_params(study, retry.number) == {"learning_rate": 0.01, "threads": 1}
