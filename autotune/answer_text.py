@@ -21,6 +21,9 @@ def answer_lines(answer: dict[str, Any] | None, metric: str) -> list[str]:
         lines.append("[yellow]no recipe of the search holds at your run's length[/]: the answer keeps the "
                      "baseline's recipe" + (" and only its systems settings change" if _systems_changed(answer)
                                             else ""))
+    elif answer.get("trial") is None and answer.get("systems"):
+        lines.append("no recipe of the search beat the baseline's: the answer keeps it"
+                     + (" and only its systems settings change" if _systems_changed(answer) else ""))
     lines += [rider_line(row) for row in answer.get("riders") or [] if row.get("dropped")]
     if answer.get("horizon"):
         lines.append(horizon_line(answer["horizon"], metric))

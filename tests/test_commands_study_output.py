@@ -63,6 +63,19 @@ def test_a_speedup_whose_interval_includes_1_is_not_called_confirmed(capsys: pyt
     assert "speedup 1.60x not confirmed: its 75% interval 0.80-2.40x includes 1.00x over 3 of 3" in out
 
 
+def test_an_interval_wholly_below_1_says_slower(capsys: pytest.CaptureFixture[str]) -> None:
+    from autotune.intervals import median_interval
+
+    speedups = (0.7, 0.77, 0.84)
+    data = report([(1.0, 1 / 0.7), (1.0, 1 / 0.77), (1.0, 1 / 0.84)], speedups=speedups)
+    interval = median_interval(list(speedups))
+    data["confirmation"].update(interval=[interval.low, interval.high], coverage=interval.coverage, confirmed=False)
+    print_report(data)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "speedup 0.77x not confirmed: its 75% interval 0.70-0.84x lies below 1.00x: slower than the baseline" in out
+    assert "includes 1.00x" not in out
+
+
 def test_the_median_interval_covers_what_it_says() -> None:
     from autotune.intervals import median_interval
 

@@ -155,3 +155,30 @@ def test_a_staged_study_reports_the_same_training_and_the_recipe_speedups(tmp_pa
     exported = tomllib.loads(_cli(tmp_path, "study", "export", "two"))
     assert exported["settings"]["drag_ms"] == 0 and exported["speedups"]["same_training"] > 1.0
     assert "metrics" not in exported  # the trial's would not be the answer's
+
+
+def test_when_no_recipe_beats_the_baseline_the_systems_knobs_are_still_fitted(tmp_path: Path) -> None:
+    """The search (learning rates 100x below the baseline's) finds nothing faster: the answer
+    keeps the baseline's recipe, its systems knobs are fitted all the same, and the same
+    training, faster, is confirmed and exported."""
+    space = _space(tmp_path, 'only = ["learning_rate", "drag"]\n[knobs.learning_rate]\nlow = 0.00001\n'
+                             'high = 0.0001\nlog = true\n')
+    proc, report = _study(tmp_path, "--name", "same", "--workload", "tests.workloads_for_tests:regression",
+                          "--space", space, "--plugin", DRAG, "--budget-steps", "40",
+                          "--n-trials", "2", "--seed", "1", "--confirm", "3", "--no-explain",
+                          "--target", "val_mse<=0.1")  # well inside the budget: every re-run reaches it
+    assert proc.returncode == 0, proc.stderr
+    assert report["best"]["number"] == report["baseline"]["number"]
+    answer, speedups = report["answer"], report["speedups"]
+    assert answer["trial"] is None and answer["rejected"] == [] and answer["riders"] == []
+    assert answer["systems"]["changed"] == {"drag_ms": 0}
+    assert answer["settings"] == {**report["baseline"]["settings"], "drag_ms": 0}
+    assert report["confirmation"]["confirmed"] and speedups["same_training"] > 1.0
+    # the recipe is the baseline's: the whole confirmed speedup is the same training
+    assert speedups["recipe"] == 1.0 and speedups["same_training"] == speedups["total"]
+    text = _text(tmp_path, "same")
+    assert "no recipe of the search beat the baseline's: the answer keeps it and only its systems settings change" \
+        in " ".join(text.split())
+    assert "nothing found" not in text
+    best = json.loads(_cli(tmp_path, "study", "best", "same", "--json"))
+    assert best["answer"] is True and best["settings"]["drag_ms"] == 0

@@ -287,12 +287,18 @@ def recipe_check_text(check: dict[str, Any]) -> str:
 def _print_unconfirmed(console: Console, conf: dict[str, Any]) -> None:
     console.print(
         f"[yellow]speedup {ratio(conf['speedup_median'])} not confirmed[/]: "
-        + (f"{interval_text(conf)} includes 1.00x over {conf['valid_pairs']} of {conf['repeats']} paired "
+        + (f"{interval_text(conf)} {_against_one(conf)} over {conf['valid_pairs']} of {conf['repeats']} paired "
            f"re-runs of best and baseline" if conf["coverage"] >= MIN_COVERAGE else
            f"{conf['valid_pairs']} of {conf['repeats']} paired re-runs gave a ratio, too few to bound it "
            f"(it takes 3)")
         + "; more re-runs (--confirm 5) narrow it"
     )
+
+
+def _against_one(conf: dict[str, Any]) -> str:
+    """Where an unconfirmed interval lies: across 1.00x, or wholly below it (slower)."""
+    interval = conf.get("interval")
+    return "lies below 1.00x: slower than the baseline" if interval and interval[1] < 1.0 else "includes 1.00x"
 
 
 def _print_confirmed(console: Console, conf: dict[str, Any], missed: dict[str, int], why: str) -> None:

@@ -89,7 +89,8 @@ def find_answer(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenTr
     seed = (context.spec.seed or 0) + 3000
     horizon = Horizon(launcher, events, base, seed)
     answer = Answer(settings=dict(base), trial=None)
-    for trial in candidates(launcher, best):
+    # the baseline itself the best: no recipe to take, only the systems knobs to fit
+    for trial in candidates(launcher, best) if best.number != baseline.number else []:
         settings, riders = drop_riders(launcher, events, trial.user_attrs["settings"], base,
                                        noise_margin(baseline), seed)
         if not changes(launcher, base, settings):
@@ -107,7 +108,7 @@ def find_answer(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenTr
         answer.systems = fit_systems(launcher, events, answer.settings, context.space.fitted, seed + 200)
         answer.settings = answer.systems["settings"]
     answer.systems_changed = changes(launcher, base, answer.settings, "systems")
-    if not context.spec.keep_recipe:  # a kept recipe's whole speedup is the same training
+    if not context.spec.keep_recipe and answer.recipe_changed:  # else the whole speedup is the same training
         answer.same_training = same_training(launcher, events, answer, base, seed + 300)
     answer.against = top_value(launcher)
     return answer
@@ -154,9 +155,11 @@ def same_training(launcher: "TrialLauncher", events: "StudyEvents", answer: Answ
 def speedups(answer: Answer, confirmation: dict[str, Any], keep_recipe: bool) -> dict[str, Any]:
     """The confirmed total split in two, multiplying to it: the same-training speedup (the
     systems settings, by paired step time on the answer's recipe) and the recipe speedup (the
-    rest). --keep-recipe's answer is the same training: its whole speedup is that."""
+    rest). An answer with the baseline's recipe (--keep-recipe, or no recipe of the search held)
+    is the same training: its whole speedup is that."""
     total = confirmation.get("speedup_median")
     same = answer.same_training or {}
+    keep_recipe = keep_recipe or not answer.recipe_changed
     if keep_recipe:
         factor, interval, how = total, confirmation.get("interval"), "confirmation (the recipe is the baseline's)"
     else:

@@ -230,6 +230,10 @@ def build_report(context: "TrialContext", state: "StudyState", launcher: "TrialL
         report["speedup_in_search"] = objective.speedup(best.value, baseline.value)
     if confirm and spec.confirm > 0 and baseline is not None and best.number != baseline.number:
         confirm_answer(launcher, events, playoff(launcher, events, best, report), baseline, report)
+    elif confirm and spec.confirm > 0 and baseline is not None and fits_after_search(launcher):
+        # no recipe beat the baseline's, but the systems knobs the search held at the baseline's
+        # are still to fit: "the same training, faster" does not need a better recipe
+        confirm_answer(launcher, events, best, baseline, report)
     else:  # resumed with nothing left to do (or --confirm 0): what an earlier run found, if anything
         for key in ("confirmation", "answer", "speedups"):
             if key in study.user_attrs:
@@ -239,6 +243,12 @@ def build_report(context: "TrialContext", state: "StudyState", launcher: "TrialL
     report["noise"] = noise(context, trials, baseline, report.get("confirmation"))
     study.set_user_attr("noise", report["noise"])
     return report
+
+
+def fits_after_search(launcher: "TrialLauncher") -> bool:
+    """Whether the study's answer fits systems knobs the search left at the baseline's (a staged
+    study, autotune.study.answer)."""
+    return answer_applies(launcher) and bool(launcher.context.space.fitted)
 
 
 def confirm_answer(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenTrial, baseline: FrozenTrial,
