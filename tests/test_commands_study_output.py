@@ -50,6 +50,18 @@ def test_without_confirmation_runs_only_the_search_speedup_is_shown(capsys: pyte
     assert "re-run" not in out
 
 
+def test_a_search_speedup_that_did_not_hold_at_the_run_length_is_no_speedup(capsys: pytest.CaptureFixture[str]) -> None:
+    data = report([])
+    data["answer"] = {"trial": None, "settings": {"batch_size": 64}, "rejected": [
+        {"trial": 10, "why": "trained 50 epochs, it reaches the baseline's accuracy 0.9917 no sooner than the "
+                            "baseline (0.91x)"}]}
+    print_report(data)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "trial 10 not taken: trained 50 epochs" in out
+    assert "no speedup: the search's 1.58x at the budget did not hold at your run's length" in out
+    assert "speedup during the search" not in out
+
+
 def test_a_speedup_whose_interval_includes_1_is_not_called_confirmed(capsys: pytest.CaptureFixture[str]) -> None:
     from autotune.intervals import median_interval
 

@@ -82,6 +82,8 @@ def test_a_recipe_that_wins_a_weak_target_and_then_stalls_is_not_confirmed(tmp_p
     study = optuna.load_study(study_name="hot", storage=f"sqlite:///{tmp_path / 'home' / 'studies.db'}")
     verdict = verdict_text(summary(study, None)).plain
     assert "trial 1 not taken" in verdict and "short-horizon bias" in verdict
+    assert "no speedup: the search's best did not hold at your run's length" in verdict
+    assert "--confirm 0" not in verdict  # confirmation ran nothing because nothing held
 
 
 @pytest.fixture

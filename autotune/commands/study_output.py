@@ -345,6 +345,11 @@ def _print_search_speedup(
     console: Console, report: dict[str, Any], conf: dict[str, Any] | None, missed: dict[str, int], why: str
 ) -> None:
     """No confirmed speedup: the search's, and why no re-run pair gave one when confirmation ran."""
+    answer = report.get("answer") or {}
+    if answer.get("rejected") and answer.get("trial") is None:  # the lines above say why each did not hold
+        console.print(f"[yellow]no speedup[/]: the search's {ratio(report['speedup_in_search'])} at the budget "
+                      "did not hold at your run's length")
+        return
     console.print(f"speedup during the search: {ratio(report['speedup_in_search'])} (not confirmed)")
     if missed:
         # confirmation ran, yet no pair had a value on both sides: say so, it is the finding

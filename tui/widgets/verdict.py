@@ -20,8 +20,11 @@ def verdict_text(summary: dict[str, Any]) -> Text | None:
     """The panel's lines, or None when there is nothing to say yet."""
     text = Text()
     confirmation = confirmation_text(summary.get("confirmation"))
+    answer = summary.get("answer") or {}
     if confirmation is None and summary.get("state") not in ACTIVE_STUDY_STATES and summary.get("speedup") is not None:
-        confirmation = "not confirmed: the study re-ran nothing (--confirm 0)"
+        confirmation = ("no speedup: the search's best did not hold at your run's length"
+                        if answer.get("rejected") and answer.get("trial") is None
+                        else "not confirmed: the study re-ran nothing (--confirm 0)")
     if confirmation:
         text.append("confirmation ", style="bold")
         text.append(confirmation, style="bold green" if confirmation.startswith("confirmed") else "yellow")
