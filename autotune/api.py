@@ -165,17 +165,26 @@ class Tuned:
         self.close(ended=kind is None)
 
 
-class EpochLoader:
-    """A training DataLoader that tells its Tuned when an epoch starts and when it ends."""
+class LoaderView:
+    """A DataLoader seen through a wrapper that changes only how it is iterated: its length and
+    attributes (sampler, dataset, batch_size ...) are the loader's."""
 
-    def __init__(self, loader: DataLoader, tuned: Tuned) -> None:
-        self.loader, self.tuned = loader, tuned
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
 
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __getattr__(self, name: str) -> Any:  # sampler, dataset, batch_size ...
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.loader, name)
+
+
+class EpochLoader(LoaderView):
+    """A training DataLoader that tells its Tuned when an epoch starts and when it ends."""
+
+    def __init__(self, loader: DataLoader, tuned: Tuned) -> None:
+        super().__init__(loader)
+        self.tuned = tuned
 
     def __iter__(self) -> Iterator[Any]:
         self.tuned.epoch_started()

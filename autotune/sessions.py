@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from autotune import batches
-from autotune.api import Tuned, plan_for
+from autotune.api import LoaderView, Tuned, plan_for
 from autotune.budget import Budget
 from autotune.errors import RunError, Unsupported
 from autotune.metrics import SCRIPT_METRIC, Metric
@@ -341,17 +341,12 @@ class SessionTuned(Tuned):
         self.session._step_done(loss, self.device)
 
 
-class MeasuredLoader:
+class MeasuredLoader(LoaderView):
     """A training DataLoader whose waits the session counts as data loading."""
 
     def __init__(self, loader: DataLoader, session: Session) -> None:
-        self.loader, self.session = loader, session
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __getattr__(self, name: str) -> Any:  # sampler, dataset, batch_size ...
-        return getattr(self.loader, name)
+        super().__init__(loader)
+        self.session = session
 
     def __iter__(self) -> Iterator[Any]:
         session = self.session
