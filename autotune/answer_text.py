@@ -17,7 +17,7 @@ def answer_lines(answer: dict[str, Any] | None, metric: str) -> list[str]:
     if not answer:
         return []
     lines = [rejected_line(row, metric) for row in answer.get("rejected") or []]
-    if answer.get("trial") is None and answer.get("rejected"):
+    if nothing_held(answer):
         lines.append("[yellow]no recipe of the search holds at your run's length[/]: the answer keeps the "
                      "baseline's recipe" + (" and only its systems settings change" if _systems_changed(answer)
                                             else ""))
@@ -30,6 +30,11 @@ def answer_lines(answer: dict[str, Any] | None, metric: str) -> list[str]:
     if answer.get("systems"):
         lines.append(systems_line(answer["systems"]))
     return lines
+
+
+def nothing_held(answer: dict[str, Any] | None) -> bool:
+    """Whether the search's candidates were all not taken, so the answer keeps the baseline's recipe."""
+    return bool(answer and answer.get("rejected") and answer.get("trial") is None)
 
 
 def rejected_line(row: dict[str, Any], metric: str) -> str:

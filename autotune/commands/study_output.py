@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from autotune.answer_text import nothing_held
 from autotune.commands.answer_output import print_answer, print_speedups, print_why_faster
 from autotune.formatting import (
     load, metric as _metric, metric_label, nbytes, percent, plain as _v, rate, ratio, ratio_range,
@@ -345,8 +346,7 @@ def _print_search_speedup(
     console: Console, report: dict[str, Any], conf: dict[str, Any] | None, missed: dict[str, int], why: str
 ) -> None:
     """No confirmed speedup: the search's, and why no re-run pair gave one when confirmation ran."""
-    answer = report.get("answer") or {}
-    if answer.get("rejected") and answer.get("trial") is None:  # the lines above say why each did not hold
+    if nothing_held(report.get("answer")):  # the lines above say why each did not hold
         console.print(f"[yellow]no speedup[/]: the search's {ratio(report['speedup_in_search'])} at the budget "
                       "did not hold at your run's length")
         return

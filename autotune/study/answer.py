@@ -66,7 +66,10 @@ def applies(launcher: "TrialLauncher") -> bool:
 
 
 def candidates(launcher: "TrialLauncher", best: FrozenTrial) -> list[FrozenTrial]:
-    """`best`, then the next best feasible trials with settings of their own, fastest first."""
+    """`best`, then the next best feasible trials with settings of their own, fastest first; none
+    when `best` is the baseline (no recipe beat it: only the systems knobs are left to fit)."""
+    if best.user_attrs.get("baseline"):
+        return []
     study = launcher.state.study
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if not t.user_attrs.get("baseline") and t.value is not None and t.user_attrs.get("feasible", True)
@@ -89,8 +92,7 @@ def find_answer(launcher: "TrialLauncher", events: "StudyEvents", best: FrozenTr
     seed = (context.spec.seed or 0) + 3000
     horizon = Horizon(launcher, events, base, seed)
     answer = Answer(settings=dict(base), trial=None)
-    # the baseline itself the best: no recipe to take, only the systems knobs to fit
-    for trial in candidates(launcher, best) if best.number != baseline.number else []:
+    for trial in candidates(launcher, best):
         settings, riders = drop_riders(launcher, events, trial.user_attrs["settings"], base,
                                        noise_margin(baseline), seed)
         if not changes(launcher, base, settings):

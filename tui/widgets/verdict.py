@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.text import Text
 
-from autotune.answer_text import answer_lines
+from autotune.answer_text import answer_lines, nothing_held
 from autotune.formatting import confirmation_text, noise_text, same_training_how, speedups_text, why_faster_text
 from autotune.statuses import ACTIVE_STUDY_STATES
 from autotune.tui.widgets.text_pane import TextPane
@@ -20,10 +20,9 @@ def verdict_text(summary: dict[str, Any]) -> Text | None:
     """The panel's lines, or None when there is nothing to say yet."""
     text = Text()
     confirmation = confirmation_text(summary.get("confirmation"))
-    answer = summary.get("answer") or {}
     if confirmation is None and summary.get("state") not in ACTIVE_STUDY_STATES and summary.get("speedup") is not None:
         confirmation = ("no speedup: the search's best did not hold at your run's length"
-                        if answer.get("rejected") and answer.get("trial") is None
+                        if nothing_held(summary.get("answer"))
                         else "not confirmed: the study re-ran nothing (--confirm 0)")
     if confirmation:
         text.append("confirmation ", style="bold")
