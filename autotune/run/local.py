@@ -75,12 +75,13 @@ def apply_knobs(registry: "Registry", hardware: "Hardware", workload: "Workload"
     raises fails the run with its name and plugin; Unsupported passes through. On any failure
     the process-wide changes of the knobs that did apply are undone (`plan.cleanups`)."""
     traits = workload.traits()
+    own_loop = getattr(plan, "own_loop", False)
     try:
         for knob in apply_order(list(registry.knobs.values())):
             if exclusion(knob, hardware, traits) is not None:
                 continue
             mine = {p.name: settings[p.name] for p in knob.params(hardware) if p.name in settings}
-            hooked = _hooked(plan)
+            hooked = _hooked(plan) if own_loop else {}
             try:
                 knob.apply(mine, plan)
             except Unsupported:
@@ -90,9 +91,11 @@ def apply_knobs(registry: "Registry", hardware: "Hardware", workload: "Workload"
                 raise RunError(
                     f"knob '{knob.name}' (plugin '{plugin}') raised in apply: {type(exc).__name__}: {exc}"
                 ) from exc
-            unfired = [event for event in OWN_LOOP_UNFIRED if _hooked(plan).get(event, 0) > hooked.get(event, 0)]
-            if unfired and getattr(plan, "own_loop", False):
-                raise Unsupported(unfired_reason(knob.name, unfired))
+            if own_loop:  # a knob that hooked an event your loop cannot fire would do nothing
+                now = _hooked(plan)
+                unfired = [event for event in OWN_LOOP_UNFIRED if now.get(event, 0) > hooked.get(event, 0)]
+                if unfired:
+                    raise Unsupported(unfired_reason(knob.name, unfired))
     except BaseException:
         # The caller never gets this plan to clean up: undo the process-wide changes (threads,
         # matmul precision) of the knobs that did apply, or they leak into the next run here.
