@@ -4,9 +4,8 @@ optimizer steps for the session.
 
 The session API (autotune.sessions) measures a step when the script calls `tuned.step(loss)`;
 a framework's Trainer steps its own optimizer, so `StepMeter` tells the session about each step
-the framework took, through the same measuring methods `tuned.step` and the measured loader use.
-It is the one place outside autotune.sessions that calls them: the session has no public call
-for "a step someone else took" yet (docs/adapters.md, "Limits").
+the framework took through the session's public calls for a loop it does not run
+(`setup_started`, `training_started`, `step_taken`).
 """
 
 from __future__ import annotations
